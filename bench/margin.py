@@ -1,0 +1,750 @@
+"""MaaS unit economics: what a token sells for against what it costs to make.
+
+Everything here compares the revenue and the cost of the *same requests*, so no input/output cost
+split is needed (see bench.cost.split_cost for why reports still show one).
+
+Model (stated once, here):
+- A traffic mix is a request of `input_tokens` prompt tokens (a `cached_share` of them are prefix
+  cache hits) and `output_tokens` generated tokens.
+- Revenue per request = uncached input x p_in + cached input x p_cached + output x p_out, prices per
+  million tokens from the price book (CNY converted with the explicit exchange rate).
+- Throughput is output tok/s per GPU measured (or assumed) *on that mix*; one request then uses
+  output_tokens / tok_s GPU-seconds, prefill included, and costs that times $/GPU-hour / 3600 / U.
+  Utilization U in (0, 1]: benchmarks measure a full server, a fleet is busy only U of the time.
+- Gross margin = 1 - cost / revenue. Margin per M tokens counts input + output tokens.
+- A cached share changes revenue at once; it changes cost only through the measured throughput
+  (measure with prefix caching on), or, in `margin_sensitivity`, through `prefill_fraction`.
+
+Public API: TrafficMix, UsdPrices, usd_prices, revenue_usd_per_request, api_margin -> ApiMargin;
+break_even_utilization, break_even_price -> BreakEvenPrice, break_even_tok_s_per_gpu;
+margin_vs_utilization (rows for the margin-vs-utilization plot); price_decline_scenarios;
+margin_sensitivity (tornado rows); subscriber_margin, subscription_plan, lognormal_samples;
+private_deployment, shared_deployment; fleet_size -> FleetPlan; margin_per_point, best_point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from bench.config import PriceEntry, convert_to_usd
+from bench.cost import (
+    HOURS_PER_MONTH,
+    HOURS_PER_YEAR,
+    SECONDS_PER_HOUR,
+    TOKENS_PER_M,
+    require_fraction,
+    require_non_negative,
+    require_positive,
+    require_utilization,
+    usd_per_m_tokens,
+)
+from bench.errors import UserInputError
+
+SECONDS_PER_DAY = 86400.0
+DAYS_PER_MONTH = 365.0 / 12
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrafficMix:
+    """Tokens per request: `input_tokens` prompt (of which `cached_share` hit the prefix cache)."""
+
+    input_tokens: float
+    output_tokens: float
+    cached_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        require_non_negative("input_tokens", self.input_tokens)
+        require_positive("output_tokens", self.output_tokens)
+        require_fraction("cached_share", self.cached_share)
+
+    @property
+    def cached_input_tokens(self) -> float:
+        return self.input_tokens * self.cached_share
+
+    @property
+    def uncached_input_tokens(self) -> float:
+        return self.input_tokens - self.cached_input_tokens
+
+    @property
+    def total_tokens(self) -> float:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class UsdPrices:
+    """USD per million tokens for one request size. No cached price = cache hits billed as input."""
+
+    input_usd_per_m: float
+    output_usd_per_m: float
+    cached_input_usd_per_m: float | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        require_non_negative("input price (usd per M)", self.input_usd_per_m)
+        require_non_negative("output price (usd per M)", self.output_usd_per_m)
+        if self.cached_input_usd_per_m is not None:
+            require_non_negative("cached input price (usd per M)", self.cached_input_usd_per_m)
+
+    @property
+    def cached_or_input_usd_per_m(self) -> float:
+        return self.input_usd_per_m if self.cached_input_usd_per_m is None else self.cached_input_usd_per_m
+
+    def scaled(self, factor: float) -> UsdPrices:
+        """Every price times `factor` (a list-price cut of 50% is factor 0.5)."""
+        cached = None if self.cached_input_usd_per_m is None else self.cached_input_usd_per_m * factor
+        return replace(self, input_usd_per_m=self.input_usd_per_m * factor,
+                       output_usd_per_m=self.output_usd_per_m * factor, cached_input_usd_per_m=cached)
+
+
+PriceLike = PriceEntry | UsdPrices
+
+
+def usd_prices(price: PriceLike, input_tokens: float, usd_per_cny: float | None = None) -> UsdPrices:
+    """The USD prices that apply to a request of `input_tokens` (picks the input-length tier)."""
+    if isinstance(price, UsdPrices):
+        return price
+    tier = price.prices_for(input_tokens)
+
+    def conv(v: float | None, what: str) -> float | None:
+        return None if v is None else convert_to_usd(v, price.currency, usd_per_cny, what=f"price {what}")
+
+    return UsdPrices(
+        input_usd_per_m=conv(tier.input_per_m, "input_per_m"),  # type: ignore[arg-type]
+        output_usd_per_m=conv(tier.output_per_m, "output_per_m"),  # type: ignore[arg-type]
+        cached_input_usd_per_m=conv(tier.cached_input_per_m, "cached_input_per_m"),
+    )
+
+
+def revenue_usd_per_request(mix: TrafficMix, prices: UsdPrices) -> float:
+    """uncached input x p_in + cached input x p_cached + output x p_out (prices per M tokens)."""
+    return (
+        mix.uncached_input_tokens * prices.input_usd_per_m
+        + mix.cached_input_tokens * prices.cached_or_input_usd_per_m
+        + mix.output_tokens * prices.output_usd_per_m
+    ) / TOKENS_PER_M
+
+
+def _cost_usd_per_request(mix: TrafficMix, output_tok_s_per_gpu: float, usd_per_gpu_hour: float,
+                          utilization: float) -> float:
+    gpu_s = mix.output_tokens / output_tok_s_per_gpu
+    return gpu_s * usd_per_gpu_hour / SECONDS_PER_HOUR / utilization
+
+
+def _check_common(output_tok_s_per_gpu: float | None, usd_per_gpu_hour: float, utilization: float) -> None:
+    if output_tok_s_per_gpu is not None:
+        require_positive("tok_s_per_gpu", output_tok_s_per_gpu)
+    require_positive("usd_per_gpu_hour", usd_per_gpu_hour)
+    require_utilization(utilization)
+
+
+def _require_revenue(revenue: float) -> float:
+    if revenue <= 0:
+        raise UserInputError("price: revenue per request is 0 at this price and mix; prices must be > 0")
+    return revenue
+
+
+def _target(target_margin: float) -> float:
+    return require_fraction("target_margin", target_margin, upper_open=True)
+
+
+# --- API margin -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiMargin:
+    """Revenue, cost and gross margin of one request of a traffic mix, and the same per M tokens."""
+
+    revenue_usd_per_request: float
+    cost_usd_per_request: float
+    gross_margin: float  # fraction: 1 - cost / revenue (negative = selling at a loss)
+    margin_usd_per_request: float
+    margin_usd_per_m_tokens: float  # per million input + output tokens
+    revenue_usd_per_m_tokens: float
+    cost_usd_per_m_tokens: float
+    cost_usd_per_m_output_tokens: float  # all cost on output (the InferenceX convention)
+    gpu_s_per_request: float
+    utilization: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def api_margin(
+    mix: TrafficMix,
+    price: PriceLike,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+    *,
+    usd_per_cny: float | None = None,
+) -> ApiMargin:
+    """Gross margin of per-token API sales of `mix` at `price`, for a GPU doing `output_tok_s_per_gpu`."""
+    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    prices = usd_prices(price, mix.input_tokens, usd_per_cny)
+    revenue = _require_revenue(revenue_usd_per_request(mix, prices))
+    cost = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    per_m = TOKENS_PER_M / mix.total_tokens
+    return ApiMargin(
+        revenue_usd_per_request=revenue,
+        cost_usd_per_request=cost,
+        gross_margin=1.0 - cost / revenue,
+        margin_usd_per_request=revenue - cost,
+        margin_usd_per_m_tokens=(revenue - cost) * per_m,
+        revenue_usd_per_m_tokens=revenue * per_m,
+        cost_usd_per_m_tokens=cost * per_m,
+        cost_usd_per_m_output_tokens=usd_per_m_tokens(output_tok_s_per_gpu, usd_per_gpu_hour, utilization),
+        gpu_s_per_request=mix.output_tokens / output_tok_s_per_gpu,
+        utilization=utilization,
+    )
+
+
+# --- break-even -------------------------------------------------------------------------------
+
+
+def break_even_utilization(
+    mix: TrafficMix,
+    price: PriceLike,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    target_margin: float = 0.0,
+    *,
+    usd_per_cny: float | None = None,
+) -> float:
+    """Utilization at which gross margin equals `target_margin`: U = cost(U=1) / (revenue x (1 - m)).
+
+    Below it the fleet loses (or misses the target). A value above 1 means even a fully busy fleet
+    cannot reach the target at this price and throughput.
+    """
+    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
+    m = _target(target_margin)
+    revenue = _require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix.input_tokens, usd_per_cny)))
+    cost_full = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
+    return cost_full / (revenue * (1 - m))
+
+
+@dataclass(frozen=True)
+class BreakEvenPrice:
+    """The list price (all token prices scaled by `scale`) at which margin equals the target."""
+
+    scale: float  # 0.4 = the target is met at 40% of today's list prices
+    input_usd_per_m: float
+    cached_input_usd_per_m: float
+    output_usd_per_m: float
+    blended_usd_per_m_tokens: float  # revenue per M input + output tokens of the mix at that price
+    target_margin: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def break_even_price(
+    mix: TrafficMix,
+    price: PriceLike,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+    target_margin: float = 0.0,
+    *,
+    usd_per_cny: float | None = None,
+) -> BreakEvenPrice:
+    """Scale of today's price list at which margin equals `target_margin`: k = cost / (revenue x (1 - m)).
+
+    Prices move together (the input:cached:output ratios of the entry are kept), which is how
+    providers cut list prices; below k x list the mix is sold at a loss (or under the target).
+    """
+    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    m = _target(target_margin)
+    prices = usd_prices(price, mix.input_tokens, usd_per_cny)
+    revenue = _require_revenue(revenue_usd_per_request(mix, prices))
+    cost = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    k = cost / (revenue * (1 - m))
+    p = prices.scaled(k)
+    return BreakEvenPrice(
+        scale=k,
+        input_usd_per_m=p.input_usd_per_m,
+        cached_input_usd_per_m=p.cached_or_input_usd_per_m,
+        output_usd_per_m=p.output_usd_per_m,
+        blended_usd_per_m_tokens=revenue * k / mix.total_tokens * TOKENS_PER_M,
+        target_margin=m,
+    )
+
+
+def break_even_tok_s_per_gpu(
+    mix: TrafficMix,
+    price: PriceLike,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+    target_margin: float = 0.0,
+    *,
+    usd_per_cny: float | None = None,
+) -> float:
+    """Output tok/s per GPU needed for `target_margin`: out x $/h / (3600 x U x revenue x (1 - m))."""
+    _check_common(None, usd_per_gpu_hour, utilization)
+    m = _target(target_margin)
+    revenue = _require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix.input_tokens, usd_per_cny)))
+    return mix.output_tokens * usd_per_gpu_hour / (SECONDS_PER_HOUR * utilization * revenue * (1 - m))
+
+
+def margin_vs_utilization(
+    mix: TrafficMix,
+    price: PriceLike,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilizations: Sequence[float] | None = None,
+    *,
+    usd_per_cny: float | None = None,
+) -> list[dict[str, float]]:
+    """Rows {utilization, gross_margin, cost_usd_per_m_output_tokens, ...} for a margin-vs-U plot.
+
+    Default grid 0.05, 0.10, ..., 1.00. Mark the break-even with `break_even_utilization(...)`.
+    """
+    grid = list(utilizations) if utilizations is not None else [round(0.05 * i, 2) for i in range(1, 21)]
+    rows = []
+    for u in grid:
+        r = api_margin(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, u, usd_per_cny=usd_per_cny)
+        rows.append({
+            "utilization": u,
+            "gross_margin": r.gross_margin,
+            "cost_usd_per_m_output_tokens": r.cost_usd_per_m_output_tokens,
+            "cost_usd_per_request": r.cost_usd_per_request,
+            "revenue_usd_per_request": r.revenue_usd_per_request,
+        })
+    return rows
+
+
+# --- scenarios and sensitivity ----------------------------------------------------------------
+
+
+def price_decline_scenarios(
+    mix: TrafficMix,
+    price: PriceLike,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+    *,
+    years: int = 3,
+    price_decline_per_year: float = 0.5,
+    hw_cost_decline_per_year: float = 0.0,
+    throughput_gain_per_year: float = 0.0,
+    usd_per_cny: float | None = None,
+) -> list[dict[str, float]]:
+    """Margin year by year when list prices fall by d a year, $/GPU-hour by h and tok/s grows by g.
+
+    Year y: price x (1-d)^y, $/GPU-hour x (1-h)^y, throughput x (1+g)^y. Year 0 is today.
+    """
+    if not isinstance(years, int) or years < 0:
+        raise UserInputError(f"years must be a whole number >= 0 (got {years})")
+    d = require_fraction("price_decline_per_year", price_decline_per_year, upper_open=True)
+    h = require_fraction("hw_cost_decline_per_year", hw_cost_decline_per_year, upper_open=True)
+    g = require_non_negative("throughput_gain_per_year", throughput_gain_per_year)
+    base = usd_prices(price, mix.input_tokens, usd_per_cny)
+    rows = []
+    for y in range(years + 1):
+        p = base.scaled((1 - d) ** y)
+        rate = usd_per_gpu_hour * (1 - h) ** y
+        tok = output_tok_s_per_gpu * (1 + g) ** y
+        r = api_margin(mix, p, tok, rate, utilization)
+        rows.append({
+            "year": y,
+            "price_scale": (1 - d) ** y,
+            "output_usd_per_m": p.output_usd_per_m,
+            "usd_per_gpu_hour": rate,
+            "output_tok_s_per_gpu": tok,
+            "gross_margin": r.gross_margin,
+            "margin_usd_per_m_tokens": r.margin_usd_per_m_tokens,
+            "break_even_utilization": break_even_utilization(mix, p, tok, rate),
+        })
+    return rows
+
+
+def margin_sensitivity(
+    mix: TrafficMix,
+    price: PriceLike,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+    *,
+    swing: float = 0.2,
+    cache_swing: float = 0.2,
+    prefill_fraction: float = 0.0,
+    usd_per_cny: float | None = None,
+) -> list[dict[str, Any]]:
+    """Tornado-chart rows: gross margin when one input moves down/up, the others at base.
+
+    Utilization, price, throughput and $/GPU-hour move by x(1 -/+ swing) (utilization capped at 1);
+    the cache-hit share moves by -/+ cache_swing (clipped to [0, 1]). Caching always changes revenue;
+    it changes cost only if `prefill_fraction` (share of a request's GPU time spent in prefill when
+    nothing is cached) is given: GPU time scales as (1 - f x c) / (1 - f x c0).
+    Rows are sorted by the width of the swing in margin, widest first.
+    """
+    s = require_fraction("swing", swing, upper_open=True)
+    cs = require_fraction("cache_swing", cache_swing)
+    f = require_fraction("prefill_fraction", prefill_fraction, upper_open=True)
+    prices = usd_prices(price, mix.input_tokens, usd_per_cny)
+    base = api_margin(mix, prices, output_tok_s_per_gpu, usd_per_gpu_hour, utilization).gross_margin
+
+    def m(mx: TrafficMix = mix, p: UsdPrices = prices, tok: float = output_tok_s_per_gpu,
+          rate: float = usd_per_gpu_hour, u: float = utilization) -> float:
+        return api_margin(mx, p, tok, rate, u).gross_margin
+
+    c0 = mix.cached_share
+    c_lo, c_hi = max(0.0, c0 - cs), min(1.0, c0 + cs)
+
+    def with_cache(c: float) -> float:
+        tok = output_tok_s_per_gpu * (1 - f * c0) / (1 - f * c)
+        return m(mx=replace(mix, cached_share=c), tok=tok)
+
+    cases = [
+        ("utilization", utilization * (1 - s), min(1.0, utilization * (1 + s)),
+         lambda v: m(u=v)),
+        ("price", 1 - s, 1 + s, lambda v: m(p=prices.scaled(v))),
+        ("throughput", output_tok_s_per_gpu * (1 - s), output_tok_s_per_gpu * (1 + s), lambda v: m(tok=v)),
+        ("usd_per_gpu_hour", usd_per_gpu_hour * (1 - s), usd_per_gpu_hour * (1 + s), lambda v: m(rate=v)),
+        ("cached_share", c_lo, c_hi, with_cache),
+    ]
+    rows = []
+    for name, lo, hi, fn in cases:
+        m_lo, m_hi = fn(lo), fn(hi)
+        rows.append({"factor": name, "low_value": lo, "high_value": hi, "margin_at_low": m_lo,
+                     "margin_at_high": m_hi, "base_margin": base, "span": abs(m_hi - m_lo)})
+    rows.sort(key=lambda r: r["span"], reverse=True)
+    return rows
+
+
+# --- subscriptions ----------------------------------------------------------------------------
+
+
+def subscriber_margin(
+    monthly_fee_usd: float,
+    requests_per_month: float,
+    mix: TrafficMix,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+) -> dict[str, float]:
+    """One subscriber paying a flat fee and sending `requests_per_month` requests of `mix`."""
+    require_positive("monthly_fee_usd", monthly_fee_usd)
+    require_non_negative("requests_per_month", requests_per_month)
+    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    per_req = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    cost = requests_per_month * per_req
+    return {
+        "monthly_fee_usd": monthly_fee_usd,
+        "requests_per_month": requests_per_month,
+        "cost_usd_per_request": per_req,
+        "cost_usd_per_month": cost,
+        "margin_usd_per_month": monthly_fee_usd - cost,
+        "gross_margin": 1 - cost / monthly_fee_usd,
+        "break_even_requests_per_month": monthly_fee_usd / per_req,
+    }
+
+
+def lognormal_samples(median: float, sigma: float, n: int, seed: int = 0) -> np.ndarray:
+    """`n` seeded lognormal draws with the given median (heavy-tailed usage: few users send a lot)."""
+    require_positive("median", median)
+    require_non_negative("sigma", sigma)
+    if n <= 0:
+        raise UserInputError(f"n must be > 0 (got {n})")
+    rng = np.random.default_rng(seed)
+    return median * np.exp(sigma * rng.standard_normal(n))
+
+
+@dataclass(frozen=True)
+class SubscriptionResult:
+    """A plan's economics over a population of subscribers."""
+
+    subscribers: int
+    monthly_fee_usd: float
+    mean_margin_usd_per_subscriber: float
+    gross_margin: float  # 1 - total cost / total fees
+    share_served_at_loss: float  # fraction of subscribers whose cost exceeds the fee
+    cost_usd_per_request: float
+    break_even_requests_per_month: float
+    cost_usd_p50: float
+    cost_usd_p90: float
+    cost_usd_p99: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def subscription_plan(
+    monthly_fee_usd: float,
+    requests_per_month: Sequence[float] | np.ndarray,
+    mix: TrafficMix,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+    *,
+    tokens_scale: Sequence[float] | np.ndarray | None = None,
+) -> SubscriptionResult:
+    """Margin of a flat monthly plan over subscribers with given requests/month each.
+
+    `tokens_scale[i]` multiplies subscriber i's tokens per request (both input and output, so the
+    mix ratio and hence the per-token cost stay the same); default 1. Use `lognormal_samples` for a
+    distribution.
+    """
+    require_positive("monthly_fee_usd", monthly_fee_usd)
+    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    reqs = np.asarray(requests_per_month, dtype=float)
+    if reqs.size == 0 or np.any(~np.isfinite(reqs)) or np.any(reqs < 0):
+        raise UserInputError("requests_per_month must be a non-empty list of numbers >= 0")
+    scale = np.ones_like(reqs) if tokens_scale is None else np.asarray(tokens_scale, dtype=float)
+    if scale.shape != reqs.shape or np.any(scale <= 0):
+        raise UserInputError("tokens_scale must have one value > 0 per subscriber")
+    per_req = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    costs = reqs * scale * per_req
+    return SubscriptionResult(
+        subscribers=int(reqs.size),
+        monthly_fee_usd=monthly_fee_usd,
+        mean_margin_usd_per_subscriber=float(monthly_fee_usd - costs.mean()),
+        gross_margin=float(1 - costs.sum() / (monthly_fee_usd * reqs.size)),
+        share_served_at_loss=float(np.mean(costs > monthly_fee_usd)),
+        cost_usd_per_request=per_req,
+        break_even_requests_per_month=monthly_fee_usd / per_req,
+        cost_usd_p50=float(np.percentile(costs, 50)),
+        cost_usd_p90=float(np.percentile(costs, 90)),
+        cost_usd_p99=float(np.percentile(costs, 99)),
+    )
+
+
+# --- private and shared deployments -----------------------------------------------------------
+
+
+def private_deployment(
+    gpus: int,
+    price_usd_per_year: float,
+    usd_per_gpu_hour: float,
+    extra_cost_usd_per_year: float = 0.0,
+) -> dict[str, float]:
+    """A dedicated cluster of `gpus` sold for a yearly price, against its cost for all 8760 hours.
+
+    Use the 'tco' rate for owned on-prem hardware. Utilization does not enter: the customer pays
+    for the cluster whether or not it is busy.
+    """
+    if not isinstance(gpus, int) or gpus <= 0:
+        raise UserInputError(f"gpus must be a whole number > 0 (got {gpus})")
+    require_positive("price_usd_per_year", price_usd_per_year)
+    require_positive("usd_per_gpu_hour", usd_per_gpu_hour)
+    require_non_negative("extra_cost_usd_per_year", extra_cost_usd_per_year)
+    cost = gpus * usd_per_gpu_hour * HOURS_PER_YEAR + extra_cost_usd_per_year
+    return {
+        "gpus": gpus,
+        "revenue_usd_per_year": price_usd_per_year,
+        "cost_usd_per_year": cost,
+        "margin_usd_per_year": price_usd_per_year - cost,
+        "gross_margin": 1 - cost / price_usd_per_year,
+        "break_even_price_usd_per_year": cost,
+    }
+
+
+def shared_deployment(
+    gpus: int,
+    usd_per_gpu_hour: float,
+    tenants: int,
+    fee_usd_per_tenant_per_year: float,
+    *,
+    output_tok_s_per_gpu: float | None = None,
+    utilization: float = 1.0,
+) -> dict[str, float | None]:
+    """"Deploy once, many tenants": one cluster, `tenants` paying a yearly fee each.
+
+    With a throughput, also reports the output tokens each tenant can use per day at `utilization`
+    and the resulting cost per M output tokens.
+    """
+    if not isinstance(tenants, int) or tenants <= 0:
+        raise UserInputError(f"tenants must be a whole number > 0 (got {tenants})")
+    require_positive("fee_usd_per_tenant_per_year", fee_usd_per_tenant_per_year)
+    require_utilization(utilization)
+    dedicated = private_deployment(gpus, fee_usd_per_tenant_per_year * tenants, usd_per_gpu_hour)
+    out: dict[str, float | None] = {
+        "gpus": gpus,
+        "tenants": tenants,
+        "revenue_usd_per_year": dedicated["revenue_usd_per_year"],
+        "cost_usd_per_year": dedicated["cost_usd_per_year"],
+        "margin_usd_per_year": dedicated["margin_usd_per_year"],
+        "gross_margin": dedicated["gross_margin"],
+        "break_even_tenants": math.ceil(dedicated["cost_usd_per_year"] / fee_usd_per_tenant_per_year - 1e-9),
+        "output_tokens_per_tenant_per_day": None,
+        "cost_usd_per_m_output_tokens": None,
+    }
+    if output_tok_s_per_gpu is not None:
+        require_positive("tok_s_per_gpu", output_tok_s_per_gpu)
+        out["output_tokens_per_tenant_per_day"] = (
+            gpus * output_tok_s_per_gpu * utilization * SECONDS_PER_DAY / tenants
+        )
+        out["cost_usd_per_m_output_tokens"] = usd_per_m_tokens(
+            output_tok_s_per_gpu, usd_per_gpu_hour, utilization
+        )
+    return out
+
+
+# --- fleet sizing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """GPUs to serve a daily token volume at its peak, their monthly cost and (with a price) margin."""
+
+    tokens_per_day: float  # input + output tokens
+    requests_per_day: float
+    avg_output_tok_s: float
+    gpus_busy_avg: float
+    gpus_needed_at_peak: float
+    replicas: int
+    gpus: int
+    avg_utilization: float
+    monthly_cost_usd: float
+    cost_usd_per_m_tokens: float  # per M input + output tokens actually served
+    monthly_revenue_usd: float | None
+    gross_margin: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fleet_size(
+    tokens_per_day: float,
+    mix: TrafficMix,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    *,
+    peak_to_average: float = 1.0,
+    gpus_per_replica: int = 1,
+    max_utilization_at_peak: float = 1.0,
+    price: PriceLike | None = None,
+    usd_per_cny: float | None = None,
+) -> FleetPlan:
+    """Size a fleet for `tokens_per_day` (input + output) of `mix` at an SLO-feasible throughput.
+
+    requests/day = tokens_per_day / (input + output); average busy GPUs = requests/s x GPU-s/request;
+    the fleet must carry peak = average x peak_to_average at no more than `max_utilization_at_peak`,
+    in whole replicas of `gpus_per_replica` (e.g. 8 for TP8). Monthly = 730 h, 365/12 days.
+    """
+    require_positive("tokens_per_day", tokens_per_day)
+    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
+    if not math.isfinite(peak_to_average) or peak_to_average < 1:
+        raise UserInputError(f"peak_to_average must be >= 1 (got {peak_to_average})")
+    if not isinstance(gpus_per_replica, int) or gpus_per_replica <= 0:
+        raise UserInputError(f"gpus_per_replica must be a whole number > 0 (got {gpus_per_replica})")
+    require_utilization(max_utilization_at_peak, "max_utilization_at_peak")
+    requests_per_day = tokens_per_day / mix.total_tokens
+    gpu_s_per_request = mix.output_tokens / output_tok_s_per_gpu
+    busy_avg = requests_per_day * gpu_s_per_request / SECONDS_PER_DAY
+    need_peak = busy_avg * peak_to_average / max_utilization_at_peak
+    replicas = max(1, math.ceil(need_peak / gpus_per_replica - 1e-9))
+    gpus = replicas * gpus_per_replica
+    monthly_cost = gpus * usd_per_gpu_hour * HOURS_PER_MONTH
+    tokens_per_month = tokens_per_day * DAYS_PER_MONTH
+    revenue = margin = None
+    if price is not None:
+        prices = usd_prices(price, mix.input_tokens, usd_per_cny)
+        revenue = requests_per_day * DAYS_PER_MONTH * revenue_usd_per_request(mix, prices)
+        margin = 1 - monthly_cost / _require_revenue(revenue)
+    return FleetPlan(
+        tokens_per_day=tokens_per_day,
+        requests_per_day=requests_per_day,
+        avg_output_tok_s=requests_per_day * mix.output_tokens / SECONDS_PER_DAY,
+        gpus_busy_avg=busy_avg,
+        gpus_needed_at_peak=need_peak,
+        replicas=replicas,
+        gpus=gpus,
+        avg_utilization=busy_avg / gpus,
+        monthly_cost_usd=monthly_cost,
+        cost_usd_per_m_tokens=monthly_cost / tokens_per_month * TOKENS_PER_M,
+        monthly_revenue_usd=revenue,
+        gross_margin=margin,
+    )
+
+
+# --- measured points --------------------------------------------------------------------------
+
+SLO_PERCENTILES = ("p50", "p90", "p99")
+
+
+def margin_per_point(
+    points: Any,
+    price: PriceLike,
+    utilization: float,
+    *,
+    mix: TrafficMix | None = None,
+    cached_share: float = 0.0,
+    usd_per_gpu_hour: float | None = None,
+    usd_per_cny: float | None = None,
+) -> list[dict[str, Any]]:
+    """Margin of every successful point of a results table (a DataFrame from bench.store.load_results).
+
+    Each point is priced at its own measured mix (input_tokens / completed, output_tokens / completed:
+    those columns are totals over the point) unless `mix` is given; the GPU rate is the point's
+    `usd_per_gpu_hour` unless `usd_per_gpu_hour` is given. Failed points are skipped.
+    """
+    require_utilization(utilization)
+    rows: list[dict[str, Any]] = []
+    for rec in points.to_dict("records"):
+        if rec.get("status", "ok") != "ok":
+            continue
+        tok = rec.get("output_tok_s_per_gpu")
+        rate = usd_per_gpu_hour if usd_per_gpu_hour is not None else rec.get("usd_per_gpu_hour")
+        if not _num_ok(tok) or not _num_ok(rate):
+            continue
+        if mix is not None:
+            pmix = mix
+        else:
+            done = rec.get("completed") or 0
+            if not done or not _num_ok(rec.get("output_tokens")):
+                continue
+            pmix = TrafficMix(rec["input_tokens"] / done, rec["output_tokens"] / done, cached_share)
+        r = api_margin(pmix, price, float(tok), float(rate), utilization, usd_per_cny=usd_per_cny)
+        row = {k: rec.get(k) for k in ("point_id", "model", "quantization", "gpu_type", "gpu_count",
+                                        "concurrency", "request_rate")}
+        row.update({
+            "input_tokens_per_request": pmix.input_tokens,
+            "output_tokens_per_request": pmix.output_tokens,
+            "output_tok_s_per_gpu": float(tok),
+            "usd_per_gpu_hour": float(rate),
+            **{k: rec.get(k) for k in rec if k.startswith(("ttft_ms_p", "tpot_ms_p"))},
+            "cost_usd_per_m_output_tokens": r.cost_usd_per_m_output_tokens,
+            "gross_margin": r.gross_margin,
+            "margin_usd_per_m_tokens": r.margin_usd_per_m_tokens,
+        })
+        rows.append(row)
+    return rows
+
+
+def _num_ok(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def meets_slo(
+    row: dict[str, Any], ttft_ms: float | None, tpot_ms: float | None, percentile: str = "p90"
+) -> bool:
+    """Whether a point's TTFT and TPOT at `percentile` are within the thresholds (None = no limit)."""
+    if percentile not in SLO_PERCENTILES:
+        allowed = ", ".join(SLO_PERCENTILES)
+        raise UserInputError(f"slo percentile must be one of {allowed} (got {percentile!r})")
+    for metric, limit in (("ttft_ms", ttft_ms), ("tpot_ms", tpot_ms)):
+        if limit is None:
+            continue
+        v = row.get(f"{metric}_{percentile}")
+        if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v > limit:
+            return False
+    return True
+
+
+def best_point(
+    rows: Sequence[dict[str, Any]],
+    ttft_ms: float | None = None,
+    tpot_ms: float | None = None,
+    percentile: str = "p90",
+) -> dict[str, Any] | None:
+    """The point with the highest gross margin among those meeting the SLO (None if none does)."""
+    ok = [r for r in rows if meets_slo(r, ttft_ms, tpot_ms, percentile)]
+    return max(ok, key=lambda r: r["gross_margin"]) if ok else None

@@ -1,0 +1,190 @@
+"""RequestRecord -> PointResult. Every metric formula of maas-bench is defined here, once.
+
+Times are `time.perf_counter_ns()` stamps taken in the client process.
+
+- TTFT  = first content-bearing chunk - request send.
+- E2EL  = last content-bearing chunk - request send.
+- TPOT  (per request) = (E2EL - TTFT) / (output_tokens - 1); undefined (None) for outputs of one
+  token. This is vLLM's definition; GuideLLM's "TPOT" includes TTFT and is a different number.
+- ITL   = every gap between consecutive content-bearing chunks, kept as samples. A chunk carrying
+  k tokens is one gap (its k is recorded in `chunk_tokens`), so ITL is per chunk, not per token.
+- output_tokens = the server's `usage.completion_tokens`; the client's tokenizer count is kept
+  as a check, and the relative discrepancy is reported. When the server gives no usage, the
+  client count is used and `usage_missing` is counted.
+- Throughputs are over the measured window: first send to last completion of the measured
+  (non-warm-up) requests: request/s, input tok/s, output tok/s, total tok/s, and each per GPU.
+- Interactivity (tok/s/user) = 1000 / median TPOT in ms.
+- Goodput = completed requests that meet every SLO threshold given (TTFT, TPOT, E2EL), per second
+  of the measured window. A request with undefined TPOT meets a TPOT SLO vacuously.
+- Percentiles: mean, p50, p90, p95, p99, linear interpolation between order statistics (numpy's
+  default, the same as vLLM's benchmark client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+NS_PER_MS = 1e6
+NS_PER_S = 1e9
+
+
+@dataclass
+class RequestRecord:
+    """What the client observed for one request. Timestamps are perf_counter_ns()."""
+
+    request_idx: int
+    send_ns: int
+    input_tokens: int  # requested/known prompt length (server usage.prompt_tokens when given)
+    max_tokens: int
+    chunk_ns: list[int] = field(default_factory=list)  # arrival of each content-bearing chunk
+    chunk_tokens: list[int] = field(default_factory=list)  # tokens per content chunk, when known
+    done_ns: int | None = None  # end of stream ([DONE] or connection close)
+    ok: bool = False
+    error: str | None = None
+    http_status: int | None = None
+    usage_prompt_tokens: int | None = None
+    usage_completion_tokens: int | None = None
+    client_output_tokens: int | None = None  # client tokenizer count of the streamed text
+    output_text: str = ""
+    warmup: bool = False
+    scheduled_ns: int | None = None  # intended send time (open-loop); send_ns - scheduled_ns = client lag
+
+    @property
+    def output_tokens(self) -> int:
+        if self.usage_completion_tokens is not None:
+            return self.usage_completion_tokens
+        if self.client_output_tokens is not None:
+            return self.client_output_tokens
+        return sum(self.chunk_tokens) if self.chunk_tokens else len(self.chunk_ns)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.usage_prompt_tokens if self.usage_prompt_tokens is not None else self.input_tokens
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return (self.chunk_ns[0] - self.send_ns) / NS_PER_MS if self.ok and self.chunk_ns else None
+
+    @property
+    def e2el_ms(self) -> float | None:
+        return (self.chunk_ns[-1] - self.send_ns) / NS_PER_MS if self.ok and self.chunk_ns else None
+
+    @property
+    def tpot_ms(self) -> float | None:
+        ttft, e2el, n = self.ttft_ms, self.e2el_ms, self.output_tokens
+        if ttft is None or e2el is None or n <= 1:
+            return None
+        return (e2el - ttft) / (n - 1)
+
+    @property
+    def itl_ms(self) -> list[float]:
+        if not self.ok:
+            return []
+        return [(b - a) / NS_PER_MS for a, b in zip(self.chunk_ns, self.chunk_ns[1:], strict=False)]
+
+    @property
+    def end_ns(self) -> int:
+        if self.done_ns is not None:
+            return self.done_ns
+        return self.chunk_ns[-1] if self.chunk_ns else self.send_ns
+
+
+@dataclass(frozen=True)
+class SloThresholds:
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2el_ms: float | None = None
+
+    def met_by(self, r: RequestRecord) -> bool:
+        if not r.ok:
+            return False
+        checks = ((self.ttft_ms, r.ttft_ms), (self.tpot_ms, r.tpot_ms), (self.e2el_ms, r.e2el_ms))
+        for limit, value in checks:
+            if limit is not None and value is not None and value > limit:
+                return False
+        return True
+
+
+def percentile_stats(name: str, samples: Sequence[float]) -> dict[str, float | None]:
+    """`{name}_mean`, `{name}_p50` ... `{name}_p99`; None for every key when there are no samples."""
+    keys = [f"{name}_mean"] + [f"{name}_p{p}" for p in PERCENTILES]
+    if len(samples) == 0:
+        return dict.fromkeys(keys)
+    arr = np.asarray(samples, dtype=float)
+    out: dict[str, float | None] = {f"{name}_mean": float(arr.mean())}
+    for p, v in zip(PERCENTILES, np.percentile(arr, PERCENTILES), strict=True):
+        out[f"{name}_p{p}"] = float(v)
+    return out
+
+
+def summarize(
+    records: Sequence[RequestRecord],
+    gpu_count: int = 1,
+    slo: SloThresholds | None = None,
+) -> dict[str, Any]:
+    """Aggregate the measured (non-warm-up) requests of one point into one flat row of metrics."""
+    if gpu_count <= 0:
+        raise ValueError("gpu_count must be > 0")
+    slo = slo or SloThresholds()
+    measured = [r for r in records if not r.warmup]
+    done = [r for r in measured if r.ok]
+    row: dict[str, Any] = {
+        "num_requests": len(measured),
+        "completed": len(done),
+        "failed": len(measured) - len(done),
+    }
+    if measured:
+        start = min(r.send_ns for r in measured)
+        end = max(r.end_ns for r in measured)
+        duration_s = max(end - start, 1) / NS_PER_S
+    else:
+        duration_s = 0.0
+    in_tok = sum(r.prompt_tokens for r in done)
+    out_tok = sum(r.output_tokens for r in done)
+    row.update({"duration_s": duration_s, "input_tokens": in_tok, "output_tokens": out_tok})
+
+    def rate(x: float) -> float | None:
+        return x / duration_s if duration_s > 0 else None
+
+    row["request_throughput"] = rate(len(done))
+    row["input_tok_s"] = rate(in_tok)
+    row["output_tok_s"] = rate(out_tok)
+    row["total_tok_s"] = rate(in_tok + out_tok)
+    for k in ("input_tok_s", "output_tok_s", "total_tok_s"):
+        row[f"{k}_per_gpu"] = row[k] / gpu_count if row[k] is not None else None
+
+    ttfts = [r.ttft_ms for r in done if r.ttft_ms is not None]
+    tpots = [r.tpot_ms for r in done if r.tpot_ms is not None]
+    e2els = [r.e2el_ms for r in done if r.e2el_ms is not None]
+    itls = [x for r in done for x in r.itl_ms]
+    for name, samples in (("ttft_ms", ttfts), ("tpot_ms", tpots), ("itl_ms", itls), ("e2el_ms", e2els)):
+        row.update(percentile_stats(name, samples))
+    tpot_p50 = row["tpot_ms_p50"]
+    row["interactivity_tok_s_user"] = 1000.0 / tpot_p50 if tpot_p50 else None
+    good = sum(1 for r in done if slo.met_by(r))
+    row["good_requests"] = good
+    row["goodput_req_s"] = rate(good)
+    row.update(token_discrepancy(done))
+    return row
+
+
+def token_discrepancy(done: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Server `usage` vs client tokenizer counts: how far apart, and how often usage is missing."""
+    pairs = [
+        (r.usage_completion_tokens, r.client_output_tokens)
+        for r in done
+        if r.usage_completion_tokens is not None and r.client_output_tokens is not None
+    ]
+    server = sum(p[0] for p in pairs)
+    client = sum(p[1] for p in pairs)
+    return {
+        "client_output_tokens": client if pairs else None,
+        "token_count_mismatches": sum(1 for s, c in pairs if s != c),
+        "token_discrepancy_pct": (100.0 * (client - server) / server) if server else None,
+        "usage_missing": sum(1 for r in done if r.usage_completion_tokens is None),
+    }

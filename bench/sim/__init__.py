@@ -1,0 +1,23 @@
+"""Simulated OpenAI-compatible streaming server: exact TTFT/ITL/token counts for harness checks.
+
+See `bench.sim.server` (aiohttp app, runners) and `bench.sim.model` (token and timing rules).
+"""
+
+from bench.sim.model import SimConfig, sim_config_from_options
+from bench.sim.server import (
+    make_app,
+    run_sim_in_thread,
+    serve_forever,
+    start_sim_subprocess,
+    stop_sim_subprocess,
+)
+
+__all__ = [
+    "SimConfig",
+    "make_app",
+    "run_sim_in_thread",
+    "serve_forever",
+    "sim_config_from_options",
+    "start_sim_subprocess",
+    "stop_sim_subprocess",
+]

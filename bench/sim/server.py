@@ -1,0 +1,533 @@
+"""Simulated OpenAI-compatible streaming server (aiohttp) with exact, configurable timing.
+
+It exists to check the harness (a client must measure exactly what this server was told to
+produce) and to let users try pipelines without a GPU. It never stands in for vLLM in an
+end-to-end claim.
+
+Endpoints: POST /v1/completions and /v1/chat/completions (stream true/false), GET /v1/models,
+GET /health, GET /metrics (Prometheus text with vLLM-named series). Chunks follow vLLM's OpenAI
+server: ``data: {json}\\n\\n`` events, chat streams open with a role-only chunk (empty content),
+the last content chunk carries finish_reason, an optional usage-only chunk (``choices: []``)
+follows when ``stream_options.include_usage`` is true, then ``data: [DONE]``.
+
+Per-chunk cost is one precomputed bytes write (plus one timer), so at high rates the client
+process, not this server, is the bottleneck. Token and timing rules live in `bench.sim.model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+
+from bench.sim.model import (
+    TOKEN_TEXT,
+    BadRequest,
+    SimConfig,
+    chunk_offsets_s,
+    chunk_sizes,
+    draw_fate,
+    plan_output,
+    prompt_tokens_chat,
+    prompt_tokens_completions,
+    request_rng,
+    sim_config_from_options,
+    usage_block,
+)
+
+__all__ = [
+    "SimConfig",
+    "make_app",
+    "run_sim_in_thread",
+    "serve_forever",
+    "sim_config_from_options",
+    "start_sim_subprocess",
+    "stop_sim_subprocess",
+]
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+_DONE = b"data: [DONE]\n\n"
+_PING = b": ping\n\n"
+
+
+class _FifoSlots:
+    """Counting semaphore that admits strictly in arrival order (the sim's capacity model)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.free = capacity
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed to us just as we were cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # hand the slot over directly: no barging past the queue
+                return
+        self.free += 1
+
+
+class _SimState:
+    """Counters behind /metrics and the request sequence number that seeds per-request draws."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.next_index = 0
+        self.running = 0
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.success: Counter[str] = Counter()
+        self.injected_errors = 0
+        self.injected_cuts = 0
+        self.slots = _FifoSlots(cfg.max_concurrent_streams) if cfg.max_concurrent_streams else None
+
+    @property
+    def waiting(self) -> int:
+        return len(self.slots.waiters) if self.slots else 0
+
+    async def acquire(self) -> None:
+        if self.slots:
+            await self.slots.acquire()
+        self.running += 1
+
+    def release(self) -> None:
+        self.running -= 1
+        if self.slots:
+            self.slots.release()
+
+
+_STATE_KEY: web.AppKey[_SimState] = web.AppKey("sim_state", _SimState)
+
+
+async def _wait_until(loop: asyncio.AbstractEventLoop, deadline: float, spin_s: float) -> None:
+    """Sleep to an absolute loop-time deadline, exactly.
+
+    The event loop's epoll wait has 1 ms granularity and rounds up, so timers fire up to 1 ms
+    late. The loop therefore sleeps to ``deadline - spin_s`` and covers the rest with a precise
+    blocking ``time.sleep`` (tens of microseconds on Linux). It blocks the loop, but only until
+    a deadline already due, so it costs idle time, not throughput: under load timers fire late
+    and the blocking part is skipped. It releases the GIL, unlike a yield loop, which starved a
+    client sharing the process (thread mode) for a whole 5 ms switch interval.
+    """
+    delay = deadline - loop.time() - spin_s
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if spin_s > 0:
+        rest = deadline - loop.time()
+        if rest > 0:
+            time.sleep(rest)
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _error(status: int, message: str, err_type: str) -> web.Response:
+    body = {"object": "error", "message": message, "type": err_type, "param": None, "code": status}
+    return web.json_response(body, status=status)
+
+
+def _drop_connection(request: web.Request) -> None:
+    """Simulate a crashed stream: close the socket without finishing the HTTP response."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+class _Chunks:
+    """The bytes of one request's stream, built once so each chunk is a single write."""
+
+    def __init__(self, kind: str, rid: str, created: int, model: str, sizes: list[int], finish: str) -> None:
+        self.kind = kind
+        self.head = {"id": rid, "created": created, "model": model}
+        self.sizes = sizes
+        self.finish = finish
+        k = sizes[0]
+        self.full = self._content(TOKEN_TEXT * k, None)
+        self.last = self._content(TOKEN_TEXT * sizes[-1], finish)
+
+    def _content(self, text: str, finish: str | None) -> bytes:
+        if self.kind == "chat":
+            choice = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
+            return _sse({**self.head, "object": "chat.completion.chunk", "choices": [choice]})
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+        return _sse({**self.head, "object": "text_completion", "choices": [choice]})
+
+    def role(self) -> bytes:
+        delta = {"role": "assistant", "content": ""}
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        return _sse({**self.head, "object": "chat.completion.chunk", "choices": [choice]})
+
+    def usage(self, usage: dict[str, int]) -> bytes:
+        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return _sse({**self.head, "object": obj, "choices": [], "usage": usage})
+
+
+def _parse_request(kind: str, body: Any, cfg: SimConfig) -> dict[str, Any]:
+    """Validate an OpenAI request body; returns the few fields the sim acts on."""
+    if not isinstance(body, dict):
+        raise BadRequest("body: expected a JSON object")
+    if kind == "chat":
+        prompt_tokens = prompt_tokens_chat(body.get("messages"))
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    else:
+        prompt_tokens = prompt_tokens_completions(body.get("prompt"))
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = cfg.default_max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BadRequest("max_tokens: must be an integer >= 1")
+    if body.get("n", 1) != 1:
+        raise BadRequest("n: the simulator serves n=1 only")
+    model = body.get("model") or cfg.model
+    if not isinstance(model, str):
+        raise BadRequest("model: must be a string")
+    stream = bool(body.get("stream", False))
+    opts = body.get("stream_options") or {}
+    if not isinstance(opts, dict):
+        raise BadRequest("stream_options: must be an object")
+    return {
+        "prompt_tokens": prompt_tokens,
+        "max_tokens": max_tokens,
+        "model": model,
+        "stream": stream,
+        "include_usage": stream and bool(opts.get("include_usage", False)),
+        "ignore_eos": bool(body.get("ignore_eos", False)),
+    }
+
+
+async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
+    state: _SimState = request.app[_STATE_KEY]
+    cfg = state.cfg
+    loop = asyncio.get_running_loop()
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "body: not valid JSON", "BadRequestError")
+    try:
+        req = _parse_request(kind, body, cfg)
+    except BadRequest as e:
+        return _error(400, str(e), "BadRequestError")
+
+    index = state.next_index
+    state.next_index += 1
+    rng = request_rng(cfg, index)
+    fate = draw_fate(cfg, rng)
+    if fate.error:
+        state.injected_errors += 1
+        return _error(500, "simulated server error (error_rate)", "InternalServerError")
+
+    n_tokens, finish = plan_output(cfg, req["max_tokens"], req["ignore_eos"])
+    sizes = chunk_sizes(n_tokens, cfg.tokens_per_chunk)
+    prefix = "chatcmpl" if kind == "chat" else "cmpl"
+    chunks = _Chunks(kind, f"{prefix}-sim{index:012d}", int(time.time()), req["model"], sizes, finish)
+    spin_s = cfg.spin_ms / 1000.0
+
+    resp: web.StreamResponse | None = None
+    if req["stream"]:
+        # Headers go out at once (as vLLM does); queueing and prefill then delay the first chunk.
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+
+    await state.acquire()
+    try:
+        slot_t = loop.time()
+        state.prompt_tokens_total += req["prompt_tokens"]
+        offsets = chunk_offsets_s(cfg, len(sizes), req["prompt_tokens"], rng)
+        if resp is None:
+            await _wait_until(loop, slot_t + offsets[-1], spin_s)
+            state.generation_tokens_total += n_tokens
+            if fate.cut:
+                state.injected_cuts += 1
+                _drop_connection(request)
+                return web.Response(status=500)  # never reaches the client: the socket is gone
+            state.success[finish] += 1
+            return web.json_response(_full_response(kind, chunks, n_tokens, req, cfg))
+        return await _stream(request, resp, state, chunks, req, offsets, slot_t, fate.cut, spin_s)
+    except ConnectionError:
+        log.debug("sim: client went away during request %d", index)
+        return resp if resp is not None else web.Response(status=499)
+    finally:
+        state.release()
+
+
+async def _stream(
+    request: web.Request,
+    resp: web.StreamResponse,
+    state: _SimState,
+    chunks: _Chunks,
+    req: dict[str, Any],
+    offsets: list[float],
+    slot_t: float,
+    cut: bool,
+    spin_s: float,
+) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    cfg = state.cfg
+    sizes = chunks.sizes
+    n = len(sizes)
+    cut_after = n // 2 if cut else -1
+    prev = loop.time()
+    for i in range(n):
+        if i == cut_after:
+            state.injected_cuts += 1
+            _drop_connection(request)
+            return resp
+        deadline = slot_t + offsets[i]
+        if cfg.ping:
+            await _wait_until(loop, (prev + deadline) / 2, 0.0)
+            await resp.write(_PING)
+        await _wait_until(loop, deadline, spin_s)
+        data = chunks.last if i == n - 1 else chunks.full
+        if i == 0 and chunks.kind == "chat":
+            data = chunks.role() + data
+        await resp.write(data)
+        state.generation_tokens_total += sizes[i]
+        prev = deadline
+    tail = b""
+    if req["include_usage"]:
+        usage = usage_block(cfg, req["prompt_tokens"], sum(sizes))
+        if usage is not None:
+            tail += chunks.usage(usage)
+    await resp.write(tail + _DONE)
+    state.success[chunks.finish] += 1
+    await resp.write_eof()
+    return resp
+
+
+def _full_response(kind: str, chunks: _Chunks, n_tokens: int, req: dict[str, Any], cfg: SimConfig) -> dict:
+    text = TOKEN_TEXT * n_tokens
+    if kind == "chat":
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": chunks.finish,
+            "stop_reason": None,
+        }
+        obj = "chat.completion"
+    else:
+        choice = {
+            "index": 0, "text": text, "logprobs": None, "finish_reason": chunks.finish, "stop_reason": None
+        }
+        obj = "text_completion"
+    out: dict[str, Any] = {**chunks.head, "object": obj, "choices": [choice]}
+    usage = usage_block(cfg, req["prompt_tokens"], n_tokens)
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "completions")
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "chat")
+
+
+async def _models(request: web.Request) -> web.Response:
+    cfg = request.app[_STATE_KEY].cfg
+    card = {"id": cfg.model, "object": "model", "created": 0, "owned_by": "maas-bench-sim", "root": cfg.model}
+    return web.json_response({"object": "list", "data": [card]})
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+def render_metrics(state: _SimState) -> str:
+    """Prometheus text exposition of the sim's counters, using vLLM's metric names."""
+    model = state.cfg.model.replace("\\", "\\\\").replace('"', '\\"')
+    label = '{model_name="' + model + '"}'
+    lines: list[str] = []
+
+    def add(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for series, value in samples:
+            lines.append(f"{series} {float(value)!r}")
+
+    add("vllm:num_requests_running", "gauge", "Requests being generated.",
+        [(f"vllm:num_requests_running{label}", state.running)])
+    add("vllm:num_requests_waiting", "gauge", "Requests queued for a stream slot.",
+        [(f"vllm:num_requests_waiting{label}", state.waiting)])
+    if state.cfg.max_concurrent_streams:
+        # The sim's stand-in for KV-cache occupancy: the share of stream slots in use.
+        add("vllm:kv_cache_usage_perc", "gauge", "Share of stream slots in use (1 = full).",
+            [(f"vllm:kv_cache_usage_perc{label}", state.running / state.cfg.max_concurrent_streams)])
+    add("vllm:prompt_tokens", "counter", "Prompt tokens admitted.",
+        [(f"vllm:prompt_tokens_total{label}", state.prompt_tokens_total)])
+    add("vllm:generation_tokens", "counter", "Output tokens sent.",
+        [(f"vllm:generation_tokens_total{label}", state.generation_tokens_total)])
+    reasons = sorted(set(state.success) | {"length", "stop"})
+    add("vllm:request_success", "counter", "Requests finished, by finish reason.",
+        [(f'vllm:request_success_total{{finished_reason="{r}",model_name="{model}"}}', state.success[r])
+         for r in reasons])
+    add("sim:injected_errors", "counter", "Requests answered 500 by error injection.",
+        [("sim:injected_errors_total", state.injected_errors)])
+    add("sim:injected_cuts", "counter", "Connections dropped mid-response by cut injection.",
+        [("sim:injected_cuts_total", state.injected_cuts)])
+    return "\n".join(lines) + "\n"
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = render_metrics(request.app[_STATE_KEY])
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def make_app(cfg: SimConfig | None = None) -> web.Application:
+    """The aiohttp application of the simulated server (state lives in the app)."""
+    app = web.Application()
+    app[_STATE_KEY] = _SimState(cfg or SimConfig())
+    app.router.add_post("/v1/completions", _completions)
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _start(cfg: SimConfig, port: int) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(make_app(cfg), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, port))
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
+    return runner, f"http://{HOST}:{sock.getsockname()[1]}"
+
+
+def serve_forever(cfg: SimConfig, port: int = 8000, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run the sim in this thread until interrupted (Ctrl-C raises KeyboardInterrupt to the caller).
+
+    on_ready receives the base URL (``http://127.0.0.1:PORT``, no ``/v1``) once the socket listens;
+    port 0 picks a free port.
+    """
+
+    async def main() -> None:
+        runner, url = await _start(cfg, port)
+        try:
+            if on_ready is not None:
+                on_ready(url)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def run_sim_in_thread(cfg: SimConfig | None = None, port: int = 0) -> Iterator[str]:
+    """Serve the sim from a background thread (own event loop); yields ``http://127.0.0.1:PORT``.
+
+    For tests: the client under test keeps its own loop in the main thread. For capacity
+    measurements use `start_sim_subprocess` so the server does not share the client's GIL.
+    """
+    cfg = cfg or SimConfig()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            runner, url = loop.run_until_complete(_start(cfg, port))
+        except BaseException as e:  # surfaced to the caller below
+            box["error"] = e
+            ready.set()
+            loop.close()
+            return
+        box["url"] = url
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    thread = threading.Thread(target=run, name="maas-bench-sim", daemon=True)
+    thread.start()
+    if not ready.wait(15):
+        raise RuntimeError("simulated server did not start within 15 s")
+    if "error" in box:
+        raise box["error"]
+    try:
+        yield box["url"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def start_sim_subprocess(
+    cfg: SimConfig | None = None, port: int = 0, timeout_s: float = 20.0, stderr: Any = None
+) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m bench.sim`` in a child process; returns (process, base URL).
+
+    The child prints one line ``SIM_URL <url>`` once it listens; the caller owns the process
+    and stops it with `stop_sim_subprocess`.
+    """
+    cfg = cfg or SimConfig()
+    cmd = [sys.executable, "-m", "bench.sim", "--config-json", cfg.model_dump_json(), "--port", str(port)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout_s):
+            stop_sim_subprocess(proc)
+            raise RuntimeError(f"simulated server subprocess did not report its URL within {timeout_s} s")
+        line = proc.stdout.readline().strip()
+    finally:
+        sel.close()
+    if not line.startswith("SIM_URL "):
+        stop_sim_subprocess(proc)
+        raise RuntimeError(f"simulated server subprocess failed to start (exit {proc.returncode}): {line!r}")
+    return proc, line.split(" ", 1)[1]
+
+
+def stop_sim_subprocess(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
+    """Terminate a child started by `start_sim_subprocess` (kill if it does not exit)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -1,0 +1,152 @@
+"""Results layout, atomic writes, resume by point id, and loading results as pandas.
+
+    results/<run_id>/
+        sweep.yaml                 resolved sweep config (validated, defaults filled in)
+        env.json                   versions, device, git sha
+        rows/<point_id>.json       one finished point (ok or failed): the source of truth
+        points.parquet             all rows, rebuilt atomically after every point
+        requests/<point_id>.parquet  per-request observations
+        logs/server-<hash>.log     engine logs
+
+Every file is written to a temp file in the same directory and renamed into place, so a run
+killed at any instant leaves either the old or the new file, never a torn one. A point counts as
+finished once its `rows/<point_id>.json` exists; `--resume` skips those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+POINTS_FILE = "points.parquet"
+ROWS_DIR = "rows"
+REQUESTS_DIR = "requests"
+LOGS_DIR = "logs"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class RunStore:
+    """One run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+
+    @property
+    def run_id(self) -> str:
+        return self.dir.name
+
+    def init(self, sweep_dump: dict[str, Any], env: dict[str, Any]) -> None:
+        for sub in (ROWS_DIR, REQUESTS_DIR, LOGS_DIR):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / "sweep.yaml", yaml.safe_dump(sweep_dump, sort_keys=False))
+        atomic_write_text(self.dir / "env.json", json.dumps(env, indent=2, default=str))
+
+    def log_path(self, server_hash: str) -> Path:
+        return self.dir / LOGS_DIR / f"server-{server_hash}.log"
+
+    def finished_point_ids(self) -> set[str]:
+        rows = self.dir / ROWS_DIR
+        return {p.stem for p in rows.glob("*.json")} if rows.is_dir() else set()
+
+    def write_point(self, row: dict[str, Any], requests: pd.DataFrame | None = None) -> None:
+        """Requests first, then the row (the row marks the point finished), then the table."""
+        pid = row["point_id"]
+        if requests is not None:
+            atomic_write_parquet(self.dir / REQUESTS_DIR / f"{pid}.parquet", requests)
+        atomic_write_text(self.dir / ROWS_DIR / f"{pid}.json", json.dumps(row, default=_json_default))
+        self.rebuild_table()
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for p in sorted((self.dir / ROWS_DIR).glob("*.json")):
+            out.append(json.loads(p.read_text()))
+        out.sort(key=lambda r: (r.get("point_index", 0), r.get("point_id", "")))
+        return out
+
+    def rebuild_table(self) -> pd.DataFrame:
+        df = rows_to_frame(self.rows())
+        atomic_write_parquet(self.dir / POINTS_FILE, df)
+        return df
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Points of one run directory (or a points.parquet file) as a DataFrame.
+
+    The per-point JSON rows are the source of truth: if the run was killed between writing a row
+    and rebuilding points.parquet, the table is rebuilt from the rows.
+    """
+    p = Path(path)
+    if p.is_file():
+        return pd.read_parquet(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such results directory")
+    store = RunStore(p)
+    table = p / POINTS_FILE
+    if table.is_file():
+        df = pd.read_parquet(table)
+        if len(df) == len(store.finished_point_ids()):
+            return df
+    if (p / ROWS_DIR).is_dir():
+        return store.rebuild_table()
+    raise FileNotFoundError(f"{p}: not a maas-bench run directory (no {POINTS_FILE})")
+
+
+def load_requests(run_dir: str | Path, point_id: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(run_dir) / REQUESTS_DIR / f"{point_id}.parquet")
+
+
+def latest_run(results_root: str | Path = "results") -> Path | None:
+    """Most recently modified run directory under results_root."""
+    root = Path(results_root)
+    runs = [d for d in root.iterdir() if d.is_dir() and (d / "sweep.yaml").is_file()] if root.is_dir() else []
+    return max(runs, key=lambda d: d.stat().st_mtime) if runs else None

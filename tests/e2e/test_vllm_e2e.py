@@ -1,0 +1,87 @@
+"""End-to-end on the real vLLM engine: a sweep against the session's tiny-GLM server."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bench.config import Sweep
+from bench.engines.vllm_server import SERVED_MODEL_NAME
+from bench.runner import run_sweep
+from bench.store import load_requests, load_results
+
+pytestmark = pytest.mark.e2e
+
+OUTPUT_LEN = 16
+N = 8
+
+
+@pytest.fixture(scope="module")
+def e2e_run(vllm_server, tmp_path_factory):
+    sweep = Sweep(
+        name="e2e",
+        engine={"kind": "openai", "base_url": vllm_server.base_url, "served_model_name": SERVED_MODEL_NAME,
+                "ignore_eos": True},
+        hardware={"gpu": "cpu-2core", "usd_per_gpu_hour": 0.10},
+        server={"model": "glm-4.5-tiny"},
+        load={"concurrency": [1, 4], "num_requests": N, "warmup_requests": 2},
+        workloads=[{"name": "w", "input_len": 32, "output_len": OUTPUT_LEN},
+                   {"name": "chat", "input_len": 24, "output_len": OUTPUT_LEN, "endpoint": "chat"}],
+        slo={"ttft_ms": 60000},
+    )
+    summary = run_sweep(sweep, out_root=tmp_path_factory.mktemp("results"))
+    return summary, load_results(summary.run_dir)
+
+
+def test_server_group_had_engine_core_children(vllm_server):
+    assert vllm_server.healthy()
+    assert len(vllm_server.members_while_running) >= 2  # API server + engine core at least
+
+
+def test_all_requests_complete_with_pinned_lengths(e2e_run):
+    summary, df = e2e_run
+    assert len(df) == 4 and (df["status"] == "ok").all(), df[["status", "error"]]
+    assert (df["completed"] == N).all()
+    assert (df["output_tokens"] == N * OUTPUT_LEN).all()
+    assert (df.loc[df.workload == "w", "input_tokens"] == N * 32).all()
+    # chat adds the template's role tokens: <|user|> ... <|assistant|> = 2 per request
+    assert (df.loc[df.workload == "chat", "input_tokens"] == N * (24 + 2)).all()
+
+
+def test_throughput_latency_and_cost_are_consistent(e2e_run):
+    _, df = e2e_run
+    assert (df["output_tok_s"] > 0).all()
+    assert (df["ttft_ms_p50"] < df["e2el_ms_p50"]).all()
+    assert (df["tpot_ms_mean"] > 0).all()
+    # $/M output = rate / (tok/s/GPU * 3600 / 1e6), recomputed independently here
+    expected = 0.10 / (df["output_tok_s_per_gpu"] * 3600 / 1e6)
+    assert (abs(df["usd_per_m_output"] - expected) < 1e-9 * expected).all()
+    # output tok/s = output tokens / duration
+    assert ((df["output_tok_s"] - df["output_tokens"] / df["duration_s"]).abs() < 1e-6).all()
+
+
+def test_server_and_client_token_counts_agree(e2e_run):
+    _, df = e2e_run
+    assert (df["token_count_mismatches"] == 0).all()
+    assert (df["usage_missing"] == 0).all()
+    assert (df["client_output_tokens"] == df["output_tokens"]).all()
+
+
+def test_per_request_rows_and_warmup_excluded(e2e_run):
+    summary, df = e2e_run
+    req = load_requests(summary.run_dir, df.iloc[0]["point_id"])
+    assert isinstance(req, pd.DataFrame)
+    assert int((~req["warmup"]).sum()) == N and int(req["warmup"].sum()) == 2
+    measured = req[~req["warmup"]]
+    assert (measured["ttft_ms"] < measured["e2el_ms"]).all()
+    assert (measured["num_chunks"] == OUTPUT_LEN).all()  # vLLM streams one token per chunk here
+
+
+def test_results_layout(e2e_run):
+    summary, _ = e2e_run
+    d = summary.run_dir
+    assert (d / "sweep.yaml").is_file() and (d / "env.json").is_file() and (d / "points.parquet").is_file()
+    import json
+
+    env = json.loads((d / "env.json").read_text())
+    assert env["vllm"] and env["torch"] and env["transformers"] and env["device"] in ("cpu", "gpu")

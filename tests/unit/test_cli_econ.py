@@ -1,0 +1,354 @@
+"""`maas-bench cost | margin | plan` through typer's CliRunner: numbers, --json, and exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bench import config as cfgmod
+from bench.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def run_json(*args: str):
+    r = run(*args, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def bad(args: list[str], *needles: str) -> None:
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    for n in needles:
+        assert n in r.output, r.output
+
+
+def test_cost_golden():
+    rows = run_json("cost", "--gpu", "h100", "--tier", "neocloud", "--tok-s-per-gpu", "1000")
+    # $1.69 / 3.6 M tokens per GPU-hour = $0.469444 per M tokens
+    assert len(rows) == 1 and rows[0]["usd_per_m_tokens"] == pytest.approx(0.4694444444, rel=1e-9)
+    assert "SemiAnalysis" in rows[0]["source"]
+
+
+def test_cost_all_tiers_and_table():
+    rows = run_json("cost", "--gpu", "h200", "--tok-s-per-gpu", "1000", "--utilization", "0.5")
+    tiers = [r["tier"] for r in rows]
+    assert tiers[:3] == ["hyperscaler", "neocloud", "reserved"] and tiers[-1] == "tco"
+    # neocloud $1.74 at 1000 tok/s and U = 0.5: 1.74 / 1.8 = 0.966667
+    assert rows[1]["usd_per_m_tokens"] == pytest.approx(0.9666666667, rel=1e-9)
+    r = run("cost", "--gpu", "h200", "--tok-s-per-gpu", "1000")
+    assert r.exit_code == 0 and "neocloud" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--gpu", "h100", "--tok-s-per-gpu", "0"], ["tok_s_per_gpu must be > 0"]),
+        (["--gpu", "h100", "--tok-s-per-gpu", "-10"], ["tok_s_per_gpu must be > 0"]),
+        (
+            ["--gpu", "h100", "--tok-s-per-gpu", "100", "--utilization", "1.5"],
+            ["utilization must be in (0, 1]"],
+        ),
+        (
+            ["--gpu", "h100", "--tok-s-per-gpu", "100", "--utilization", "0"],
+            ["utilization must be in (0, 1]"],
+        ),
+        (["--gpu", "h300", "--tok-s-per-gpu", "100"], ["unknown GPU 'h300'", "allowed:", "h200"]),
+        (["--gpu", "h100", "--tier", "spot", "--tok-s-per-gpu", "100"], ["unknown tier 'spot'", "neocloud"]),
+        (["--usd-per-gpu-hour", "0", "--tok-s-per-gpu", "100"], ["usd_per_gpu_hour must be > 0"]),
+    ],
+)
+def test_cost_bad_input_exit_2(args, needles):
+    bad(["cost", *args], *needles)
+
+
+WHATIF = [
+    "margin",
+    "--price",
+    "glm-4.5-air@zai",
+    "--usd-per-gpu-hour",
+    "1.74",
+    "--tok-s-per-gpu",
+    "1000",
+    "--input-tokens",
+    "2000",
+    "--output-tokens",
+    "500",
+]
+
+
+def test_margin_whatif_golden():
+    out = run_json(*WHATIF, "--utilization", "1.0", "--sensitivity", "--curve")
+    # revenue 0.00095, cost 0.5 GPU-s x 1.74/3600 = 0.000241667 -> margin 1 - 0.254386 = 0.745614
+    assert out["margin"]["gross_margin"] == pytest.approx(0.7456140351, rel=1e-9)
+    # break-even utilization = 0.254386; price falls 50%: margin 2 x 0.745614 - 1 = 0.491228
+    assert out["break_even"]["utilization"] == pytest.approx(0.2543859649, rel=1e-9)
+    assert out["price_decline"]["0.5"][1]["gross_margin"] == pytest.approx(0.4912280702, rel=1e-9)
+    assert len(out["curve"]) == 20 and len(out["sensitivity"]) == 5
+
+
+def test_margin_whatif_table_and_subscription():
+    r = run(*WHATIF, "--subscription-fee", "10", "--requests-per-month", "10000")
+    assert r.exit_code == 0, r.output
+    assert "Break-even" in r.output and "Subscriber" in r.output
+    out = run_json(*WHATIF, "--subscription-fee", "10", "--requests-per-month", "10000")
+    # 10,000 x $0.000241667 = $2.41667 against a $10 fee -> 75.83%
+    assert out["subscription"]["one_subscriber"]["gross_margin"] == pytest.approx(0.7583333333)
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (
+            ["--price", "glm-9@zai", "--gpu", "h200", "--tok-s-per-gpu", "100"],
+            ["unknown model 'glm-9'", "glm-4.5-air"],
+        ),
+        (
+            ["--price", "glm-4.5-air@acme", "--gpu", "h200", "--tok-s-per-gpu", "100"],
+            ["unknown provider 'acme'", "aliyun, bigmodel, zai"],
+        ),
+        (
+            ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tok-s-per-gpu", "0"],
+            ["tok_s_per_gpu must be > 0"],
+        ),
+        (
+            ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tok-s-per-gpu", "100", "--utilization", "2"],
+            ["utilization must be in (0, 1]"],
+        ),
+        (
+            ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tier", "spot", "--tok-s-per-gpu", "100"],
+            ["unknown tier 'spot'"],
+        ),
+        (["--price", "glm-4.5-air@zai", "--gpu", "h200"], ["give --tok-s-per-gpu"]),
+        (
+            ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tok-s-per-gpu", "100", "--cached-share", "2"],
+            ["cached_share must be in [0, 1]"],
+        ),
+    ],
+)
+def test_margin_bad_input_exit_2(args, needles):
+    bad(["margin", *args], *needles)
+
+
+def test_mixed_currency_without_rate_exit_2(tmp_path, monkeypatch):
+    # a hardware file without exchange rate + the real price book: a CNY price cannot be compared
+    shutil.copy(cfgmod.CONFIG_DIR / "prices.yaml", tmp_path / "prices.yaml")
+    text = (cfgmod.CONFIG_DIR / "hardware.yaml").read_text().replace("usd_per_cny: 0.14", "usd_per_cny: null")
+    (tmp_path / "hardware.yaml").write_text(text)
+    monkeypatch.setattr(cfgmod, "CONFIG_DIR", tmp_path)
+    bad(
+        ["margin", "--price", "glm-4.5-air@aliyun", "--gpu", "h200", "--tok-s-per-gpu", "100"],
+        "CNY",
+        "usd_per_cny",
+    )
+    # with the rate given on the command line it works:
+    # (2000 x 0.8 + 500 x 6) CNY/M x 0.14 = 4600e-6 x 0.14 = $0.000644 per request
+    out = run_json(
+        "margin",
+        "--price",
+        "glm-4.5-air@aliyun",
+        "--gpu",
+        "h200",
+        "--tok-s-per-gpu",
+        "100",
+        "--usd-per-cny",
+        "0.14",
+    )
+    assert out["margin"]["revenue_usd_per_request"] == pytest.approx(0.000644)
+
+
+@pytest.fixture
+def points_file(tmp_path):
+    # two ok points and a failed one; totals: 10 requests of 2000 in / 500 out each
+    base = {
+        "run_id": "r1",
+        "status": "ok",
+        "model": "glm-4.5-air",
+        "quantization": "fp8",
+        "dtype": "bfloat16",
+        "gpu_type": "h200",
+        "gpu_count": 1,
+        "request_rate": None,
+        "completed": 10,
+        "input_tokens": 20000,
+        "output_tokens": 5000,
+        "duration_s": 10.0,
+        "usd_per_gpu_hour": 1.74,
+        "total_tok_s_per_gpu": 0.0,
+        "ttft_ms_p50": 100.0,
+        "ttft_ms_p99": 300.0,
+        "tpot_ms_p50": 15.0,
+        "tpot_ms_p99": 40.0,
+        "e2el_ms_p50": 1.0,
+        "e2el_ms_p99": 2.0,
+    }
+    df = pd.DataFrame(
+        [
+            {
+                **base,
+                "point_id": "p-low",
+                "concurrency": 8,
+                "output_tok_s_per_gpu": 500.0,
+                "ttft_ms_p90": 200.0,
+                "tpot_ms_p90": 20.0,
+            },
+            {
+                **base,
+                "point_id": "p-high",
+                "concurrency": 64,
+                "output_tok_s_per_gpu": 1000.0,
+                "ttft_ms_p90": 900.0,
+                "tpot_ms_p90": 60.0,
+            },
+            {
+                **base,
+                "point_id": "p-fail",
+                "status": "failed",
+                "concurrency": 256,
+                "output_tok_s_per_gpu": None,
+                "ttft_ms_p90": None,
+                "tpot_ms_p90": None,
+            },
+        ]
+    )
+    path = tmp_path / "points.parquet"
+    df.to_parquet(path)
+    return path
+
+
+def test_margin_results_per_point_and_best_under_slo(points_file):
+    out = run_json(
+        "margin",
+        "--results",
+        str(points_file),
+        "--price",
+        "glm-4.5-air@zai",
+        "--utilization",
+        "1",
+        "--slo-tpot-ms",
+        "50",
+    )
+    by = {p["point_id"]: p for p in out["points"]}
+    assert set(by) == {"p-low", "p-high"}
+    # p-high: golden 0.745614; p-low at half the throughput: 1 - 2 x 0.254386 = 0.491228
+    assert by["p-high"]["gross_margin"] == pytest.approx(0.7456140351, rel=1e-9)
+    assert by["p-low"]["gross_margin"] == pytest.approx(0.4912280702, rel=1e-9)
+    # the SLO (TPOT p90 <= 50 ms) rules out p-high
+    assert out["best_under_slo"]["point_id"] == "p-low"
+    r = run("margin", "--results", str(points_file), "--price", "glm-4.5-air@zai")
+    assert r.exit_code == 0 and "best under SLO: p-high" in r.output
+
+
+def test_margin_results_missing_exit_2(tmp_path):
+    bad(["margin", "--results", str(tmp_path / "nothing"), "--price", "glm-4.5-air@zai"], "--results")
+
+
+def test_plan_golden():
+    # 8.64e9 tokens/day at 1500 in / 500 out -> 50 req/s x 0.5 GPU-s = 25 GPUs busy; peak x2 = 50;
+    # replicas of 8 -> 7 x 8 = 56 GPUs x $1.74 x 730 h = $71,131.20/month
+    out = run_json(
+        "plan",
+        "--tokens-per-day",
+        "8.64e9",
+        "--gpu",
+        "h200",
+        "--count",
+        "8",
+        "--tok-s-per-gpu",
+        "1000",
+        "--input-tokens",
+        "1500",
+        "--output-tokens",
+        "500",
+        "--peak-to-average",
+        "2",
+        "--price",
+        "glm-4.5-air@zai",
+        "--private-usd-per-year",
+        "1000000",
+    )
+    p = out["plan"]
+    assert p["gpus"] == 56 and p["replicas"] == 7
+    assert p["monthly_cost_usd"] == pytest.approx(71131.2)
+    assert p["throughput_source"].startswith("given")
+    # revenue $3,672/day x 365/12 = $111,690 -> margin 1 - 71,131.2 / 111,690
+    assert p["gross_margin"] == pytest.approx(1 - 71131.2 / 111690.0)
+    # 56 GPUs x $1.74 x 8760 h = $853,574.40 a year against $1M
+    assert out["private_deployment"]["cost_usd_per_year"] == pytest.approx(853574.4)
+
+
+def test_plan_from_results_uses_best_point_under_slo(points_file):
+    out = run_json(
+        "plan",
+        "--tokens-per-day",
+        "8.64e9",
+        "--gpu",
+        "h200",
+        "--results",
+        str(points_file),
+        "--model",
+        "glm-4.5-air",
+        "--slo-tpot-ms",
+        "50",
+    )
+    assert out["plan"]["output_tok_s_per_gpu"] == 500.0
+    assert "p-low" in out["plan"]["throughput_source"]
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        # neither a throughput nor results nor enough for the analytical estimate
+        (["--tokens-per-day", "1e9", "--gpu", "h200"], ["--tok-s-per-gpu", "--results"]),
+        (
+            ["--tokens-per-day", "0", "--gpu", "h200", "--tok-s-per-gpu", "100"],
+            ["tokens_per_day must be > 0"],
+        ),
+        (
+            [
+                "--tokens-per-day",
+                "1e9",
+                "--gpu",
+                "h200",
+                "--tok-s-per-gpu",
+                "100",
+                "--peak-to-average",
+                "0.5",
+            ],
+            ["peak_to_average must be >= 1"],
+        ),
+        (["--tokens-per-day", "1e9", "--gpu", "x9", "--tok-s-per-gpu", "100"], ["unknown GPU 'x9'", "h200"]),
+        (
+            ["--tokens-per-day", "1e9", "--gpu", "h200", "--tok-s-per-gpu", "100", "--price", "nope@zai"],
+            ["unknown model 'nope'"],
+        ),
+    ],
+)
+def test_plan_bad_input_exit_2(args, needles):
+    bad(["plan", *args], *needles)
+
+
+def test_plan_results_with_unknown_model_lists_models(points_file):
+    bad(
+        [
+            "plan",
+            "--tokens-per-day",
+            "1e9",
+            "--gpu",
+            "h200",
+            "--results",
+            str(points_file),
+            "--model",
+            "glm-4.6",
+        ],
+        "allowed: glm-4.5-air",
+    )
