@@ -630,6 +630,8 @@ def plan(
         )
         if tokens_per_day is None or est_out["best_under_slo"] is None:
             print_json({"estimate": est_out}) if json_out else _print_estimate(est_out)
+            if tokens_per_day is not None:
+                raise UserInputError("no estimated point meets the SLO: no fleet to size; relax --slo")
             return
         tok_s_per_gpu = est_out["best_under_slo"]["output_tok_s_per_gpu"]
     elif tokens_per_day is None:
@@ -751,8 +753,7 @@ def _print_estimate(e: dict[str, Any]) -> None:
     for n in e["notes"]:
         console.print(f"note: {n}", highlight=False, soft_wrap=True)
     cols = ["concurrency", "batch_per_replica", "tpot_ms", "ttft_ms", "interactivity_tok_s_user",
-            "output_tok_s_per_gpu", "total_tok_s_per_gpu", "decode_bound", "queued", "meets_slo",
-            "usd_per_m_output_tokens"]
+            "output_tok_s_per_gpu", "decode_bound", "meets_slo", "usd_per_m_output_tokens"]
     if any("gross_margin" in r for r in e["curve"]):
         cols.append("gross_margin")
     rate = f"{e['tier']} ${e['usd_per_gpu_hour']:.3g}/GPU-h" if e["usd_per_gpu_hour"] else "no rate known"
@@ -769,8 +770,11 @@ def _print_estimate(e: dict[str, Any]) -> None:
         print_table("$/M tokens by price tier at the best point (estimate)", e["cost_by_tier"],
                     [c for c in e["cost_by_tier"][0] if c != "source"])
     if e.get("compare"):
-        print_table("GPU x quantization (estimate; best point under the SLO)", e["compare"],
-                    [c for c in e["compare"][0] if c not in ("source", "count")])
+        cols = ["gpu", "quant", "fits", "max_concurrent_seqs", "best_concurrency", "tpot_ms",
+                "output_tok_s_per_gpu", "tier", "usd_per_m_output_tokens"]
+        cols += ["gross_margin"] if any("gross_margin" in r for r in e["compare"]) else []
+        print_table("GPU x quantization (estimate; best point under the SLO; all fields: --json)",
+                    e["compare"], cols)
 
 
 @app.command()

@@ -619,13 +619,22 @@ def _quant_of_row(row: dict[str, Any]) -> str:
 
 
 def points_from_results(df: Any) -> list[MeasuredPoint]:
-    """Rows of bench.store.load_results usable for calibration (ok, closed-loop, catalog model).
+    """Rows of bench.store.load_results usable for calibration: ok, closed-loop, and a model the
+    catalog knows (by name or hub id; other rows are skipped, their architecture is unknown).
 
     Mean ISL/OSL per request = input_tokens / completed and output_tokens / completed.
     """
+    from bench.catalog import load_models
+
+    models = load_models()
+    by_hub = {m.hf_id: name for name, m in models.items() if m.hf_id}
     out: list[MeasuredPoint] = []
     for row in df.to_dict("records"):
         if row.get("status", "ok") not in ("ok", None):
+            continue
+        model = str(row.get("model"))
+        model = model if model in models else by_hub.get(model, "")
+        if not model:  # a local dir or hub id the catalog does not describe: no hyperparameters
             continue
         conc, done = row.get("concurrency"), row.get("completed") or 0
         if conc is None or (isinstance(conc, float) and math.isnan(conc)) or done <= 0:
@@ -634,7 +643,7 @@ def points_from_results(df: Any) -> list[MeasuredPoint]:
         count = int(row.get("gpu_count") or tp)
         kv = row.get("kv_cache_dtype")
         out.append(MeasuredPoint(
-            model=str(row["model"]), gpu=str(row.get("gpu_type") or row.get("gpu")), quant=_quant_of_row(row),
+            model=model, gpu=str(row.get("gpu_type") or row.get("gpu")), quant=_quant_of_row(row),
             count=count, tp=tp, concurrency=int(conc),
             isl=max(int(round(row["input_tokens"] / done)), 1),
             osl=max(int(round(row["output_tokens"] / done)), 2),

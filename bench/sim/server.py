@@ -115,10 +115,14 @@ class _SimState:
     def waiting(self) -> int:
         return len(self.slots.waiters) if self.slots else 0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> bool:
+        """Take a stream slot; True if the request had to queue for it."""
+        queued = False
         if self.slots:
+            queued = self.slots.free == 0 or bool(self.slots.waiters)
             await self.slots.acquire()
         self.running += 1
+        return queued
 
     def release(self) -> None:
         self.running -= 1
@@ -227,9 +231,12 @@ def _parse_request(kind: str, body: Any, cfg: SimConfig) -> dict[str, Any]:
 
 
 async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    # The clock starts at handler entry, before body parsing, so the sim's own request handling
+    # does not add to the TTFT the client sees (a queued request restarts it when it gets a slot).
+    t_entry = loop.time()
     state: _SimState = request.app[_STATE_KEY]
     cfg = state.cfg
-    loop = asyncio.get_running_loop()
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -261,9 +268,9 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
         )
         await resp.prepare(request)
 
-    await state.acquire()
+    queued = await state.acquire()
     try:
-        slot_t = loop.time()
+        slot_t = loop.time() if queued else t_entry
         state.prompt_tokens_total += req["prompt_tokens"]
         offsets = chunk_offsets_s(cfg, len(sizes), req["prompt_tokens"], rng)
         if resp is None:

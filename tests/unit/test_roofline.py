@@ -309,10 +309,14 @@ def test_fit_rejects_empty_and_mixed_groups():
         fit_efficiency([a, b], gpu=H200)
 
 
-def test_failed_rows_are_not_used():
+def test_failed_and_unknown_model_rows_are_not_used():
     df = synthetic_rows()
     df.loc[0, "status"] = "failed"
-    assert len(points_from_results(df)) == len(df) - 1
+    df.loc[1, "model"] = "/some/local/dir"
+    df.loc[2, "model"] = "zai-org/GLM-4.5-Air"  # hub id of a catalog model: kept, mapped to its name
+    pts = points_from_results(df)
+    assert len(pts) == len(df) - 2
+    assert all(p.model == "glm-4.5-air" for p in pts)
 
 
 def test_save_calibration_round_trip(tmp_path):
