@@ -24,8 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Tables are wide; when output is piped (CI logs, `| less`) rich would otherwise wrap at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -88,6 +89,10 @@ def run(
     config: Path = typer.Argument(..., help="Sweep YAML, e.g. configs/sweeps/smoke.yaml."),
     out: Path = typer.Option(Path("results"), "--out", help="Directory that receives results/<run_id>/."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run dir; finished points are skipped."),
+    executor: str = typer.Option("local", "--executor", help="local (groups one after another) | ray (one Ray "
+                                 "task per server group, num_gpus = tensor-parallel size)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address for --executor ray, e.g. "
+                                       "auto or ray://head:10001 (default: start a local Ray instance)."),
     json_out: bool = typer.Option(False, "--json", help="Print the points as JSON instead of a table."),
 ) -> None:
     """Measure: run a sweep on its engine and write results/<run_id>/ (exit 1 if any point failed)."""
@@ -96,6 +101,8 @@ def run(
     from bench.config import load_sweep
     from bench.runner import run_sweep
 
+    if address is not None and executor != "ray":
+        raise UserInputError("--address is only used with --executor ray")
     sweep = load_sweep(config)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=False, disable=json_out) as bar:
@@ -110,6 +117,8 @@ def run(
             elif kind == "server_starting":
                 s = e["server"]
                 bar.update(task, description=f"starting {s['model']} {s['dtype']} q={s['quantization']}")
+            elif kind == "config_changed":
+                bar.console.print(f"[yellow]{e['message']}[/]", highlight=False)
             elif kind == "server_failed":
                 bar.console.print(f"[red]{e['error']}[/]", highlight=False)
             elif kind == "point_start":
@@ -121,7 +130,8 @@ def run(
             elif kind == "point_done" and e.get("skipped_requests"):
                 bar.advance(task, e["skipped_requests"])
 
-        summary = run_sweep(sweep, out_root=out, resume=resume, progress=on_event)
+        summary = run_sweep(sweep, out_root=out, resume=resume, progress=on_event, executor=executor,
+                            ray_address=address)
     if json_out:
         print_json(summary.rows)
     else:
@@ -154,7 +164,7 @@ def sim(
     usage_mode: str = typer.Option("correct", "--usage-mode", help="correct | missing | wrong."),
     usage_offset: int = typer.Option(1, "--usage-offset", help="N added to completion_tokens (wrong)."),
     ping: bool = typer.Option(False, "--ping", help="Send ': ping' SSE comments between chunks."),
-    spin_ms: float = typer.Option(1.0, "--spin-ms", help="Precision busy-wait per chunk (0 = off)."),
+    spin_ms: float = typer.Option(2.0, "--spin-ms", help="Precise-sleep window before each chunk (0 = off)."),
 ) -> None:
     """Run the simulated OpenAI-compatible streaming server until Ctrl-C (for tests and dry runs)."""
     from bench.sim import serve_forever, sim_config_from_options
@@ -800,6 +810,42 @@ def calibrate(
         print_json(rows)
     else:
         print_table("Calibrated roofline factors", rows)
+
+
+# --- cost report (logic in bench/report.py) ---------------------------------------------------
+
+
+@app.command()
+@_user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="One or more results/<run_id> directories (several = compare)."),
+    price: str | None = typer.Option(
+        None, "--price", help="Price-book entry <model>@<provider> (default: the model's, or its twin's, entry)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Output directory (default reports/<run_id>)."),
+    utilization: float = typer.Option(1.0, "--utilization", help="Fleet utilization in (0, 1] for margins."),
+    slo: list[str] = typer.Option(
+        [], "--slo", help="Latency target [name=]TTFT_MS/TPOT_MS ('-' = no limit); repeat. Default: a ladder."
+    ),
+    slo_percentile: str = typer.Option("p90", "--slo-percentile", help="p50 | p90 | p99."),
+    usd_per_cny: float | None = typer.Option(None, "--usd-per-cny", help="Override the configured rate."),
+    json_out: bool = typer.Option(False, "--json", help="Print the headline and paths as JSON."),
+) -> None:
+    """The cost report: report.md, a self-contained report.html and PNG figures."""
+    from bench.report import build_report, parse_slo
+
+    res = build_report(runs, out, price=price, utilization=utilization, slos=[parse_slo(s) for s in slo] or None,
+                       slo_percentile=slo_percentile, usd_per_cny=usd_per_cny)
+    if json_out:
+        print_json(res.to_dict())
+        return
+    rows = [{"slo": h["slo_text"], "point": h.get("point_id") or "none meets it", "usd_per_m_output":
+             h.get("usd_per_m_output"), "gross_margin": h.get("gross_margin"),
+             "break_even_utilization": h.get("break_even_utilization")} for h in res.headline]
+    print_table(f"Cheapest configuration per SLO (margin at U={utilization:g})", rows)
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {res.markdown_path}, {res.html_path} and {len(res.figures)} figures", highlight=False)
 
 
 def main() -> None:

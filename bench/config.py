@@ -147,11 +147,16 @@ class LoadPoint(StrictModel):
     duration_s: float | None = Field(None, gt=0)
     timeout_s: float = Field(300.0, gt=0)
     max_concurrency: int | None = Field(None, gt=0, description="cap on in-flight requests for rate mode")
+    ramp_s: float | None = Field(None, gt=0, description="ramp-up seconds (requests sent during it are warm-up)")
+    ramp_start_rate: float | None = Field(None, ge=0, description="rate mode: req/s at the start of the ramp")
+    cooldown: bool = Field(True, description="keep the load on (unmeasured) until the last measured request ends")
 
     @model_validator(mode="after")
     def _one_mode(self) -> LoadPoint:
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("give exactly one of concurrency or request_rate")
+        if self.ramp_start_rate is not None and (self.request_rate is None or self.ramp_s is None):
+            raise ValueError("ramp_start_rate needs request_rate and ramp_s")
         return self
 
 
@@ -166,6 +171,9 @@ class LoadMatrix(StrictModel):
     duration_s: float | None = Field(None, gt=0)
     timeout_s: float = Field(300.0, gt=0)
     max_concurrency: int | None = Field(None, gt=0)
+    ramp_s: float | None = Field(None, gt=0)
+    ramp_start_rate: float | None = Field(None, ge=0)
+    cooldown: bool = True
 
     @field_validator("concurrency", mode="before")
     @classmethod
@@ -189,11 +197,14 @@ class LoadMatrix(StrictModel):
     def _some(self) -> LoadMatrix:
         if not self.concurrency and not self.request_rate:
             raise ValueError("give at least one concurrency or request_rate")
+        if self.ramp_start_rate is not None and self.ramp_s is None:
+            raise ValueError("ramp_start_rate needs ramp_s")
         return self
 
     def points(self) -> list[LoadPoint]:
         common = self.model_dump(exclude={"concurrency", "request_rate"})
-        out = [LoadPoint(concurrency=c, **common) for c in self.concurrency]
+        closed = {**common, "ramp_start_rate": None}  # a start rate only means something in rate mode
+        out = [LoadPoint(concurrency=c, **closed) for c in self.concurrency]
         out += [LoadPoint(request_rate=r, **common) for r in self.request_rate]
         return out
 
@@ -379,6 +390,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
     for spec in {p.server.model for p in points}:
         check_model_ref(spec, where=f"{path}: server.model")
+    if sweep.hardware.usd_per_gpu_hour is None:
+        try:
+            resolve_usd_per_gpu_hour(sweep.hardware.gpu, sweep.hardware.tier)
+        except UserInputError as e:
+            raise UserInputError(f"{path}: hardware.{e}") from None
     return sweep
 
 

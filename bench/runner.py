@@ -1,10 +1,15 @@
 """Run a sweep: group points by server spec, start each engine once, measure each point.
 
 Why grouping: a vLLM start costs 15-60 s (minutes for a large model on GPUs), a load point
-often less. Every point that shares a `ServerSpec` reuses one server. A failure is confined to
-what it breaks: an engine that cannot start fails its group's points (with the reason from its
-log) and the next group starts fresh; a server that dies during a point fails that point and is
-restarted for the group's remaining points.
+often less. Every point that shares a `ServerSpec` reuses one server (`GroupSession`). A failure
+is confined to what it breaks: an engine that cannot start fails its group's points (with the
+reason from its log) and the next group starts fresh; a server that dies during a point fails
+that point and is restarted for the group's remaining points.
+
+Executors: `local` runs the groups one after another in this process; `ray` (bench/cluster.py)
+runs each group as a Ray task and streams its rows back here, so one run dir gathers them all.
+Either way only this process writes the run dir, and a point counts as finished once its row is
+written, which is what `--resume` relies on.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from bench import envinfo
 from bench.client import ClientConfig, StreamingClient
@@ -34,6 +40,8 @@ from bench.workloads import PromptFactory, generate
 
 Event = dict[str, Any]
 ProgressFn = Callable[[Event], None]
+Group = list[tuple[int, Point]]
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -47,11 +55,31 @@ class RunSummary:
     wall_s: float = 0.0
     measured_s: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    executor: str = "local"
 
     @property
     def sweep_efficiency(self) -> float | None:
-        """Sum of the points' measured durations / sweep wall time (1.0 = no overhead)."""
+        """Sum of the points' measured durations / sweep wall time (1.0 = no overhead).
+
+        With parallel groups (`--executor ray`) it can exceed 1: it then also counts the parallelism.
+        """
         return self.measured_s / self.wall_s if self.wall_s > 0 else None
+
+
+@dataclass
+class GroupStats:
+    """What one server group did; summed into the RunSummary (also across Ray tasks)."""
+
+    server_starts: int = 0
+    points_run: int = 0
+    points_failed: int = 0
+    measured_s: float = 0.0
+
+    def add_to(self, summary: RunSummary) -> None:
+        summary.server_starts += self.server_starts
+        summary.points_run += self.points_run
+        summary.points_failed += self.points_failed
+        summary.measured_s += self.measured_s
 
 
 def new_run_dir(sweep: Sweep, out_root: Path) -> Path:
@@ -73,31 +101,63 @@ def hardware_rate(sweep: Sweep) -> float:
     return resolve_usd_per_gpu_hour(sweep.hardware.gpu, sweep.hardware.tier)
 
 
-def run_sweep(sweep: Sweep, out_root: Path = Path("results"), resume: Path | None = None,
-              progress: ProgressFn | None = None) -> RunSummary:
-    emit = progress or (lambda e: None)
-    rate = hardware_rate(sweep)  # fail on an unknown GPU/tier before starting anything
+def open_run(sweep: Sweep, out_root: Path, resume: Path | None) -> tuple[RunStore, Event | None]:
+    """A fresh run dir, or the one being resumed; returns a warning event when its config changed."""
     run_dir = Path(resume) if resume else new_run_dir(sweep, out_root)
     if resume and not (run_dir / "sweep.yaml").is_file():
-        raise UserInputError(f"--resume: {run_dir} is not a maas-bench run directory")
+        raise UserInputError(f"--resume: {run_dir} is not a maas-bench run directory (no sweep.yaml)")
     store = RunStore(run_dir)
     if not resume:
         store.init(sweep.model_dump(mode="json"), envinfo.collect())
-    points = sweep.points()
-    done = store.finished_point_ids()
-    summary = RunSummary(run_dir=run_dir, points_total=len(points))
-    t_start = time.monotonic()
-    groups: dict[str, list[tuple[int, Point]]] = {}
+        return store, None
+    stored = yaml.safe_load((run_dir / "sweep.yaml").read_text())
+    if stored != sweep.model_dump(mode="json"):
+        # finished points are still matched by point id, so only points whose config is unchanged are skipped
+        return store, {"type": "config_changed",
+                       "message": f"resume: the config differs from {run_dir}/sweep.yaml; points whose "
+                                  "resolved config changed are measured again"}
+    return store, None
+
+
+def group_points(points: list[Point], done: set[str]) -> tuple[list[Group], int]:
+    """Unfinished points grouped by server spec, in sweep order; and how many were already done."""
+    groups: dict[str, Group] = {}
+    skipped = 0
     for i, p in enumerate(points):
         if p.point_id in done:
-            summary.points_skipped += 1
+            skipped += 1
             continue
         groups.setdefault(p.server_hash, []).append((i, p))
-    emit({"type": "start", "run_dir": str(run_dir), "points": len(points), "skipped": summary.points_skipped,
-          "requests": sum(p.load.num_requests for g in groups.values() for _, p in g)})
-    on_gpu = has_nvidia_gpu()
-    for group in groups.values():
-        _run_group(sweep, group, store, rate, on_gpu, summary, emit)
+    return list(groups.values()), skipped
+
+
+def run_sweep(sweep: Sweep, out_root: Path = Path("results"), resume: Path | None = None,
+              progress: ProgressFn | None = None, *, executor: str = "local",
+              ray_address: str | None = None) -> RunSummary:
+    """Measure every unfinished point of `sweep`; one server start per group of points sharing a spec."""
+    if executor not in EXECUTORS:
+        raise UserInputError(f"executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    emit = progress or (lambda e: None)
+    rate = hardware_rate(sweep)  # fail on an unknown GPU/tier before starting anything
+    store, warning = open_run(sweep, out_root, resume)
+    if warning:
+        emit(warning)
+    points = sweep.points()
+    groups, skipped = group_points(points, store.finished_point_ids())
+    summary = RunSummary(run_dir=store.dir, points_total=len(points), points_skipped=skipped, executor=executor)
+    t_start = time.monotonic()
+    emit({"type": "start", "run_dir": str(store.dir), "points": len(points), "skipped": skipped,
+          "groups": len(groups), "executor": executor,
+          "requests": sum(p.load.num_requests for g in groups for _, p in g)})
+    if executor == "ray" and groups:
+        from bench.cluster import run_groups_on_ray
+
+        for stats in run_groups_on_ray(sweep, groups, store, rate, emit, address=ray_address):
+            stats.add_to(summary)
+    else:
+        on_gpu = has_nvidia_gpu()
+        for group in groups:
+            run_group(sweep, group, store, rate, on_gpu, emit).add_to(summary)
     summary.wall_s = time.monotonic() - t_start
     summary.rows = store.rows()
     emit({"type": "end", "summary": summary})
@@ -128,8 +188,19 @@ class _Engine:
     def alive(self) -> bool:
         return self.server is None or self.server.alive()
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process (group) id, for logs and for tests that kill it."""
+        proc = self.server.proc if self.server is not None else None
+        return proc.pid if proc is not None else None
+
     def failure_reason(self) -> str:
-        return self.server.failure_reason() if self.server is not None else "endpoint unavailable"
+        if self.server is None:
+            return "endpoint unavailable"
+        proc = self.server.proc
+        code = proc.poll() if proc is not None else None
+        reason = self.server.failure_reason()
+        return f"exit code {code}; last log line: {reason}" if code is not None else reason
 
     def client_config(self, point: Point) -> ClientConfig:
         eng = self.sweep.engine
@@ -158,46 +229,90 @@ class _Engine:
         return PromptFactory.for_vocab_size(2048)
 
 
-def _run_group(sweep: Sweep, group: list[tuple[int, Point]], store: RunStore, rate: float, on_gpu: bool,
-               summary: RunSummary, emit: ProgressFn) -> None:
+class GroupSession:
+    """One server spec's engine, started once and shared by every point measured through it.
+
+    The sweep measures a group's points in order; `tune` asks for points one at a time as its
+    search goes. The engine starts on the first point, is restarted before a point when it died
+    in an earlier one, and a failed start fails every later point of the group with the engine's
+    reason: it is not retried, because the same spec on the same hardware fails the same way.
+    """
+
+    def __init__(self, sweep: Sweep, spec: ServerSpec, sink: RunStore, rate: float, on_gpu: bool,
+                 emit: ProgressFn, expected_points: int | None = None) -> None:
+        self.sweep, self.spec, self.sink, self.rate, self.on_gpu, self.emit = sweep, spec, sink, rate, on_gpu, emit
+        self.expected_points = expected_points
+        self.engine: _Engine | None = None
+        self.start_error: str | None = None
+        self.stats = GroupStats()
+
+    def __enter__(self) -> GroupSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+
+    def _start(self, restart: bool) -> None:
+        assert self.engine is not None
+        try:
+            if restart:
+                self.engine.stop()
+            self.engine.start()
+        except EngineStartError as e:
+            self.stats.server_starts += 1
+            self.start_error = f"engine failed to {'restart' if restart else 'start'}: {e}"
+            self.emit({"type": "server_failed", "server_hash": self.spec.server_hash, "error": self.start_error})
+            return
+        if self.sweep.engine.kind == "vllm":
+            self.stats.server_starts += 1
+        server = self.engine.server
+        self.emit({"type": "server_ready", "server_hash": self.spec.server_hash, "pid": self.engine.pid,
+                   "restart": restart, "startup_s": server.startup_s if server is not None else 0.0})
+
+    def _ensure_engine(self) -> None:
+        if self.engine is None:
+            self.emit({"type": "server_starting", "server": self.spec.model_dump(),
+                       "server_hash": self.spec.server_hash, "points": self.expected_points})
+            self.engine = _Engine(self.sweep, self.spec, self.sink, self.on_gpu)
+            self._start(restart=False)
+        elif self.start_error is None and not self.engine.alive():
+            # the server died in an earlier point of this group: start a fresh one
+            self._start(restart=True)
+
+    def measure(self, idx: int, point: Point) -> dict[str, Any]:
+        """Measure one point of this group (index = its position in the sweep) and write its row."""
+        if point.server_hash != self.spec.server_hash:
+            raise ValueError("point does not belong to this server group")
+        self._ensure_engine()
+        self.stats.points_run += 1
+        if self.start_error is not None:
+            row = _base_row(self.sweep, point, idx, self.sink.run_id, self.rate, self.on_gpu)
+            row.update({"status": "failed", "error": self.start_error})
+            self.sink.write_point(row)
+            self.stats.points_failed += 1
+            self.emit({"type": "point_done", "row": row, "skipped_requests": point.load.num_requests})
+            return row
+        assert self.engine is not None
+        row = _measure_point(self.sweep, point, idx, self.engine, self.sink, self.rate, self.on_gpu, self.emit)
+        self.stats.measured_s += row.get("duration_s") or 0.0
+        if row["status"] != "ok":
+            self.stats.points_failed += 1
+        self.emit({"type": "point_done", "row": row})
+        return row
+
+
+def run_group(sweep: Sweep, group: Group, sink: RunStore, rate: float, on_gpu: bool,
+              emit: ProgressFn) -> GroupStats:
+    """Measure all points of one server group (same ServerSpec) on one engine start."""
     spec = group[0][1].server
-    engine = _Engine(sweep, spec, store, on_gpu)
-    emit({"type": "server_starting", "server": spec.model_dump(), "points": len(group)})
-    start_error: str | None = None
-    try:
-        engine.start()
-        summary.server_starts += 1 if sweep.engine.kind == "vllm" else 0
-        emit({"type": "server_ready", "startup_s": engine.server.startup_s if engine.server else 0.0})
-    except EngineStartError as e:
-        summary.server_starts += 1
-        start_error = f"engine failed to start: {e}"
-        emit({"type": "server_failed", "error": start_error})
-    try:
+    with GroupSession(sweep, spec, sink, rate, on_gpu, emit, expected_points=len(group)) as session:
         for idx, point in group:
-            if start_error is None and not engine.alive():
-                # the server died in an earlier point of this group: start a fresh one
-                try:
-                    engine.stop()
-                    engine.start()
-                    summary.server_starts += 1
-                except EngineStartError as e:
-                    start_error = f"engine failed to restart: {e}"
-            if start_error is not None:
-                row = _base_row(sweep, point, idx, store.run_id, rate, on_gpu)
-                row.update({"status": "failed", "error": start_error})
-                store.write_point(row)
-                summary.points_run += 1
-                summary.points_failed += 1
-                emit({"type": "point_done", "row": row, "skipped_requests": point.load.num_requests})
-                continue
-            row = _measure_point(sweep, point, idx, engine, store, rate, on_gpu, emit)
-            summary.points_run += 1
-            summary.measured_s += row.get("duration_s") or 0.0
-            if row["status"] != "ok":
-                summary.points_failed += 1
-            emit({"type": "point_done", "row": row})
-    finally:
-        engine.stop()
+            session.measure(idx, point)
+    return session.stats
 
 
 def _base_row(sweep: Sweep, point: Point, idx: int, run_id: str, rate: float, on_gpu: bool) -> dict[str, Any]:

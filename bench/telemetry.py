@@ -169,6 +169,12 @@ class GpuSampler:
         while not self._stop_evt.wait(self.period_s):
             self.sample()
 
+    @property
+    def sample_count(self) -> int:
+        """Power samples taken so far (first GPU); 0 when unavailable."""
+        with self._lock:
+            return len(self._power[0]) if self._power else 0
+
     def sample(self) -> None:
         """Read power, memory and utilization of every GPU once (errors skip that reading)."""
         if self._reason is not None or not self._handles:

@@ -3,7 +3,7 @@
 See `bench.sim.server` (aiohttp app, runners) and `bench.sim.model` (token and timing rules).
 """
 
-from bench.sim.model import SimConfig, sim_config_from_options
+from bench.sim.model import SimConfig, sim_config_from_options, told_request_metrics
 from bench.sim.server import (
     make_app,
     run_sim_in_thread,
@@ -20,4 +20,5 @@ __all__ = [
     "sim_config_from_options",
     "start_sim_subprocess",
     "stop_sim_subprocess",
+    "told_request_metrics",
 ]

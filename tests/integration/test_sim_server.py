@@ -87,8 +87,9 @@ def test_completions_stream_grouping_usage_done_and_timing() -> None:
 
 def test_chunk_times_follow_ttft_and_itl() -> None:
     # Chunk i is due 40 + 15*i ms after the server gets the request, which is after our send, so
-    # the client can never see it earlier (a hard bound). Lateness comes from both processes'
-    # scheduling on a shared machine: the best of 5 runs must be within 2 ms, the median gap 1 ms.
+    # the client can never see it earlier (a hard bound). Lateness comes from scheduling on a
+    # shared 2-core machine, so the upper bounds are loose but still far below one TTFT or ITL
+    # error: the best of 5 runs within 5 ms of TTFT, the median gap within 2 ms of ITL.
     cfg = SimConfig(ttft_ms=40, itl_ms=15, tokens_per_chunk=2)
     body = {"prompt": PROMPT, "max_tokens": 8, "stream": True}
 
@@ -100,9 +101,9 @@ def test_chunk_times_follow_ttft_and_itl() -> None:
         assert len(times) == 4
         for i, t in enumerate(times):
             assert t >= 40.0 + 15.0 * i
-    assert min(times[0] for times in runs) <= 40.0 + 2.0
+    assert min(times[0] for times in runs) <= 40.0 + 5.0
     gaps = sorted(b - a for times in runs for a, b in zip(times, times[1:], strict=False))
-    assert gaps[len(gaps) // 2] == pytest.approx(15.0, abs=1.0)
+    assert gaps[len(gaps) // 2] == pytest.approx(15.0, abs=2.0)
 
 
 def test_chat_stream_role_chunk_then_deltas_and_chat_prompt_count() -> None:
@@ -223,7 +224,7 @@ def test_queueing_fifo_with_one_stream_slot() -> None:
     # can come no sooner than one full stream (60 ms) after that: t >= 80 ms. The client only
     # ever sees chunks late, so the lower bound is exact; the upper bound allows scheduling noise.
     assert second[0] >= 20.0 + 60.0
-    assert second[0] <= 20.0 + 60.0 + 20.0
+    assert second[0] <= 20.0 + 60.0 + 40.0  # not a second full stream (60 ms) later
     assert first[0] < second[0] - 40.0  # and the first was not held back
     running = [v for k, v in mid.items() if k.startswith("vllm:num_requests_running")]
     waiting = [v for k, v in mid.items() if k.startswith("vllm:num_requests_waiting")]
@@ -232,18 +233,18 @@ def test_queueing_fifo_with_one_stream_slot() -> None:
 
 
 def test_absolute_deadlines_do_not_drift() -> None:
-    # 150 chunks at 2 ms: chunk i is due at 10 + 2i ms. Accumulated sleeps would add each wake-up's
-    # lateness (>= ~50 us even for a precise sleep) 149 times over, so every late chunk would be
-    # >= 7 ms behind; absolute deadlines let the stream catch up: some of the last 20 chunks are
-    # within 2 ms of their deadline even if the client was descheduled for a while.
-    cfg = SimConfig(ttft_ms=10, itl_ms=2)
-    body = {"prompt": PROMPT, "max_tokens": 150, "stream": True}
+    # 400 chunks at 1 ms: chunk i is due at 10 + i ms. Accumulated sleeps would add each wake-up's
+    # lateness (>= ~50 us even for a precise sleep, ~1 ms for an event-loop timer) 400 times over,
+    # so the last 50 chunks would all be >= 17 ms behind (50-54 ms when tried). Absolute deadlines
+    # let the stream catch up: one of them is within 10 ms even if the client stalled meanwhile.
+    cfg = SimConfig(ttft_ms=10, itl_ms=1)
+    body = {"prompt": PROMPT, "max_tokens": 400, "stream": True}
     _, events = _run(_sse, cfg, body)
     times = [t for t, _ in _content(events)]
-    assert len(times) == 150
-    lateness = [t - (10.0 + 2.0 * i) for i, t in enumerate(times)]
+    assert len(times) == 400
+    lateness = [t - (10.0 + 1.0 * i) for i, t in enumerate(times)]
     assert min(lateness) >= 0.0
-    assert min(lateness[-20:]) <= 2.0
+    assert min(lateness[-50:]) <= 10.0
 
 
 def test_ping_comments_between_chunks() -> None:

@@ -105,3 +105,16 @@ def test_bad_options_are_one_line_user_errors() -> None:
     with pytest.raises(UserInputError, match="error_rate"):
         sim_config_from_options(error_rate=0.7, cut_rate=0.7)
     assert sim_config_from_options(ttft_ms=5, max_concurrent_streams=None).ttft_ms == 5
+
+
+def test_told_request_metrics_by_hand() -> None:
+    from bench.sim.model import told_request_metrics
+
+    cfg = SimConfig(ttft_ms=40, itl_ms=15, tokens_per_chunk=3)
+    # 7 tokens -> chunks of 3, 3, 1 at 40, 55, 70 ms; TPOT = (70 - 40) / (7 - 1) = 5 ms
+    told = told_request_metrics(cfg, 7)
+    assert told == {"ttft_ms": 40.0, "e2el_ms": 70.0, "tpot_ms": 5.0, "itl_ms": 15.0,
+                    "n_chunks": 3.0, "output_tokens": 7.0}
+    one = told_request_metrics(SimConfig(ttft_ms=10, prefill_ms_per_token=0.5), 1, prompt_tokens=8)
+    assert one["ttft_ms"] == 14.0 and one["e2el_ms"] == 14.0  # 10 + 0.5 * 8
+    assert one["tpot_ms"] is None and one["itl_ms"] is None

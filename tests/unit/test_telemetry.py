@@ -140,12 +140,15 @@ def test_background_thread_samples_and_counter_energy_is_exact() -> None:
     nv.energy_mj = [10_000.0]
     s = GpuSampler(period_s=0.01, nvml=nv)
     s.start()
-    time.sleep(0.12)
+    deadline = time.monotonic() + 5.0
+    while s.sample_count < 4 and time.monotonic() < deadline:  # the thread ticks every 10 ms
+        time.sleep(0.01)
+    assert s.sample_count >= 4  # the start sample + at least three from the thread
     nv.energy_mj = [52_000.0]  # +42 J whatever the thread timing
     r = s.stop()
     assert r.energy_j == pytest.approx(42.0)
-    assert r.gpus[0].samples >= 4  # start + stop + several 10 ms ticks in 120 ms
-    assert r.duration_s == pytest.approx(0.12, abs=0.1)
+    assert r.gpus[0].samples >= 5  # ... + the stop sample
+    assert r.duration_s is not None and r.duration_s >= 0.03
 
 
 class _InitFails(FakeNvml):

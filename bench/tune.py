@@ -1,0 +1,285 @@
+"""SLO-constrained tuning: the best configuration (e.g. cheapest $/M output tokens) that meets a latency SLO.
+
+Why not measure the grid: on real hardware every point costs minutes and every server config a
+restart. Within one server config and workload, latency grows with load (concurrency or request
+rate) while throughput grows and $/M tokens falls until the server saturates. So the best point of a
+"ladder" (one server config, one workload, one load kind, loads in increasing order) is its highest
+load that still meets the SLO: the knee. Bisection over the ladder finds it in about log2(n) + 1
+measurements instead of n. Across server configs the search measures every config (they are not
+ordered) and picks the best knee by the objective.
+
+The assumption is monotonic feasibility along a ladder: if load L misses the SLO, every higher load
+misses it too. A failed or partial point (errors, timeouts) counts as missing the SLO. `verify=True`
+also measures the rest of the grid and reports whether the search found the grid's best, which is
+how to check the assumption on a new engine or hardware.
+
+The SLO is on aggregate point metrics: `ttft_ms_p99<=2000,tpot_ms_p50<=50` means the point's p99
+TTFT is at most 2000 ms and its median TPOT at most 50 ms (see bench/metrics.py for definitions).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import Point, Sweep
+from bench.errors import UserInputError
+
+Row = dict[str, Any]
+MeasureFn = Callable[[int, Point], Row]
+ProgressFn = Callable[[dict[str, Any]], None]
+
+LATENCY_METRICS = tuple(
+    f"{m}_{s}" for m in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms") for s in ("p50", "p90", "p95", "p99", "mean")
+)
+RATE_METRICS = ("interactivity_tok_s_user", "output_tok_s", "output_tok_s_per_gpu", "total_tok_s",
+                "total_tok_s_per_gpu", "request_throughput", "goodput_req_s")
+SLO_METRICS = LATENCY_METRICS + RATE_METRICS
+# objective -> direction; the cost objectives are $ per million tokens at the point's measured throughput
+OBJECTIVES: dict[str, str] = {
+    "usd_per_m_output": "min", "usd_per_m_total": "min",
+    "output_tok_s_per_gpu": "max", "total_tok_s_per_gpu": "max", "output_tok_s": "max", "total_tok_s": "max",
+    "goodput_req_s": "max", "request_throughput": "max",
+}
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda v, lim: v <= lim, "<": lambda v, lim: v < lim,
+    ">=": lambda v, lim: v >= lim, ">": lambda v, lim: v > lim,
+}
+_TERM = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One SLO term, `metric op limit`, checked against a point's row."""
+
+    metric: str
+    op: str
+    limit: float
+
+    def met_by(self, row: Row) -> bool:
+        v = row.get(self.metric)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return False  # an unmeasured metric cannot prove the SLO is met
+        return _OPS[self.op](float(v), self.limit)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.limit:g}"
+
+
+def parse_slo(text: str) -> tuple[Constraint, ...]:
+    """Parse 'ttft_ms_p99<=2000,tpot_ms_p50<=50' into constraints; bad input -> one-line UserInputError."""
+    terms = [t for t in (text or "").split(",") if t.strip()]
+    if not terms:
+        raise UserInputError("--slo: give at least one term like ttft_ms_p99<=2000")
+    out = []
+    for t in terms:
+        m = _TERM.match(t)
+        if not m:
+            raise UserInputError(f"--slo: cannot parse {t.strip()!r}; expected METRIC<=VALUE, e.g. ttft_ms_p99<=2000")
+        metric, op, value = m.group(1), m.group(2), float(m.group(3))
+        if metric not in SLO_METRICS:
+            hint = f" (say which percentile, e.g. {metric}_p99)" if f"{metric}_p99" in SLO_METRICS else ""
+            raise UserInputError(f"--slo: unknown metric {metric!r}{hint}; allowed: {', '.join(SLO_METRICS)}")
+        out.append(Constraint(metric, op, value))
+    return tuple(out)
+
+
+def check_objective(objective: str) -> str:
+    if objective not in OBJECTIVES:
+        raise UserInputError(f"--objective must be one of {', '.join(OBJECTIVES)} (got {objective!r})")
+    return objective
+
+
+def feasible(row: Row, constraints: tuple[Constraint, ...]) -> bool:
+    """A point meets the SLO when it finished cleanly and every constraint holds."""
+    return row.get("status") == "ok" and all(c.met_by(row) for c in constraints)
+
+
+def objective_value(row: Row, objective: str) -> float | None:
+    v = row.get(objective)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return float(v)
+
+
+def best_row(rows: list[Row], constraints: tuple[Constraint, ...], objective: str) -> Row | None:
+    """The feasible row with the best objective (first one on ties); None when none is feasible."""
+    sign = 1.0 if OBJECTIVES[objective] == "min" else -1.0
+    best: Row | None = None
+    for r in rows:
+        v = objective_value(r, objective)
+        if v is None or not feasible(r, constraints):
+            continue
+        if best is None or sign * v < sign * objective_value(best, objective):  # type: ignore[operator]
+            best = r
+    return best
+
+
+def load_value(point: Point) -> float:
+    lp = point.load
+    return float(lp.concurrency if lp.concurrency is not None else lp.request_rate)  # type: ignore[arg-type]
+
+
+@dataclass
+class Ladder:
+    """Points that differ only in load: one server config, one workload, one load kind, load ascending."""
+
+    server_hash: str
+    workload: str
+    load_kind: str  # "concurrency" | "request_rate"
+    points: list[tuple[int, Point]]
+    measured: int = 0
+    knee: float | None = None  # highest load meeting the SLO (None: not even the lowest)
+
+    def describe(self) -> dict[str, Any]:
+        s = self.points[0][1].server
+        return {"server_hash": self.server_hash, "model": s.model, "dtype": s.dtype,
+                "quantization": s.quantization or "none", "max_num_seqs": s.max_num_seqs,
+                "tensor_parallel_size": s.tensor_parallel_size, "workload": self.workload,
+                "load_kind": self.load_kind, "grid": len(self.points), "measured": self.measured,
+                "knee": self.knee}
+
+
+def ladders(sweep: Sweep) -> list[Ladder]:
+    """Split the sweep's points into ladders, in sweep order (so a server's ladders are adjacent)."""
+    by_key: dict[tuple[str, str, str], Ladder] = {}
+    for idx, p in enumerate(sweep.points()):
+        kind = "concurrency" if p.load.concurrency is not None else "request_rate"
+        key = (p.server_hash, p.workload.model_dump_json(), kind)
+        if key not in by_key:
+            by_key[key] = Ladder(p.server_hash, p.workload.name, kind, [])
+        by_key[key].points.append((idx, p))
+    for lad in by_key.values():
+        lad.points.sort(key=lambda ip: load_value(ip[1]))
+    return list(by_key.values())
+
+
+def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: tuple[Constraint, ...]) -> list[Row]:
+    """Find the ladder's knee by bisection; returns the rows it measured.
+
+    Invariant: every index <= lo is feasible (lo = -1: none known), every index >= hi is not. The
+    middle index is measured and moves one bound, so the loop ends after ceil(log2(n + 1)) measurements.
+    """
+    lo, hi = -1, len(ladder.points)
+    rows: list[Row] = []
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        row = measure(*ladder.points[mid])
+        rows.append(row)
+        if feasible(row, constraints):
+            lo = mid
+        else:
+            hi = mid
+    ladder.measured = len(rows)
+    ladder.knee = load_value(ladder.points[lo][1]) if lo >= 0 else None
+    return rows
+
+
+@dataclass
+class TuneResult:
+    constraints: tuple[Constraint, ...]
+    objective: str
+    best: Row | None
+    grid_size: int
+    points_measured: int  # by the search
+    ladders: list[Ladder]
+    rows: list[Row] = field(default_factory=list)  # every measured row, search then verification
+    verify_measured: int = 0
+    grid_best: Row | None = None
+    found_grid_best: bool | None = None  # None: not verified
+    run_dir: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slo": [str(c) for c in self.constraints], "objective": self.objective,
+            "direction": OBJECTIVES[self.objective], "best": self.best, "grid_size": self.grid_size,
+            "points_measured": self.points_measured, "verify_measured": self.verify_measured,
+            "found_grid_best": self.found_grid_best, "grid_best": self.grid_best,
+            "ladders": [lad.describe() for lad in self.ladders], "run_dir": str(self.run_dir) if self.run_dir else None,
+            "rows": self.rows,
+        }
+
+
+def tune(sweep: Sweep, constraints: tuple[Constraint, ...], objective: str, measure: MeasureFn,
+         verify: bool = False, progress: ProgressFn | None = None) -> TuneResult:
+    """Bisect every ladder toward its SLO knee and pick the best feasible point by `objective`.
+
+    `measure(point_index, point)` returns the point's row (the runner's, or a fake in tests). Ladders
+    of one server config are searched back to back, and with `verify` the rest of that config's grid
+    is measured before moving on, so a real server is started once per config either way.
+    """
+    check_objective(objective)
+    emit = progress or (lambda e: None)
+    lads = ladders(sweep)
+    grid = sum(len(lad.points) for lad in lads)
+    search_rows: list[Row] = []
+    verify_rows: list[Row] = []
+    for i, lad in enumerate(lads):
+        rows = bisect_ladder(lad, measure, constraints)
+        search_rows += rows
+        emit({"type": "ladder_done", "ladder": lad.describe()})
+        last_of_server = i + 1 == len(lads) or lads[i + 1].server_hash != lad.server_hash
+        if verify and last_of_server:
+            seen = {r["point_id"] for r in search_rows + verify_rows}
+            for other in (x for x in lads if x.server_hash == lad.server_hash):
+                for idx, p in other.points:
+                    if p.point_id not in seen:
+                        verify_rows.append(measure(idx, p))
+    best = best_row(search_rows, constraints, objective)
+    result = TuneResult(constraints, objective, best, grid, len(search_rows), lads,
+                        rows=search_rows + verify_rows, verify_measured=len(verify_rows))
+    if verify:
+        result.grid_best = best_row(search_rows + verify_rows, constraints, objective)
+        if result.grid_best is None:
+            result.found_grid_best = best is None
+        else:
+            result.found_grid_best = best is not None and (
+                objective_value(best, objective) == objective_value(result.grid_best, objective))
+    return result
+
+
+def run_tune(sweep: Sweep, slo: str | tuple[Constraint, ...], objective: str = "usd_per_m_output",
+             out_root: Path = Path("results"), resume: Path | None = None, verify: bool = False,
+             progress: ProgressFn | None = None) -> TuneResult:
+    """`tune` on the real engine: points are measured by the runner into a normal run dir.
+
+    With `resume`, points that already have a row in that run dir are reused instead of measured.
+    """
+    from bench.engines.vllm_server import has_nvidia_gpu
+    from bench.runner import GroupSession, hardware_rate, open_run
+
+    constraints = parse_slo(slo) if isinstance(slo, str) else slo
+    check_objective(objective)
+    emit = progress or (lambda e: None)
+    rate = hardware_rate(sweep)
+    store, warning = open_run(sweep, out_root, resume)
+    if warning:
+        emit(warning)
+    done = {r["point_id"]: r for r in store.rows()}
+    on_gpu = has_nvidia_gpu()
+    current: list[GroupSession] = []
+
+    def measure(idx: int, point: Point) -> Row:
+        if point.point_id in done:
+            return done[point.point_id]
+        if not current or current[0].spec.server_hash != point.server_hash:
+            if current:
+                current.pop().close()
+            current.append(GroupSession(sweep, point.server, store, rate, on_gpu, emit))
+        row = current[0].measure(idx, point)
+        done[point.point_id] = row
+        return row
+
+    emit({"type": "start", "run_dir": str(store.dir), "points": len(sweep.points()), "skipped": 0,
+          "requests": 0})
+    try:
+        result = tune(sweep, constraints, objective, measure, verify=verify, progress=emit)
+    finally:
+        if current:
+            current.pop().close()
+    result.run_dir = store.dir
+    return result
