@@ -848,6 +848,67 @@ def report(
     console.print(f"wrote {res.markdown_path}, {res.html_path} and {len(res.figures)} figures", highlight=False)
 
 
+TUNE_COLUMNS = ["status", "dtype", "quantization", "max_num_seqs", "workload", "concurrency", "request_rate"]
+
+
+@app.command()
+@_user_errors
+def tune(
+    config: Path = typer.Argument(..., help="Sweep YAML; its load list is the grid the search bisects."),
+    slo: str = typer.Option(..., "--slo", help="Aggregate SLO, e.g. 'ttft_ms_p99<=2000,tpot_ms_p50<=50'."),
+    objective: str = typer.Option("usd_per_m_output", "--objective",
+                                  help="usd_per_m_output | usd_per_m_total (min) or a throughput column (max)."),
+    verify: bool = typer.Option(False, "--verify", help="Also measure the rest of the grid and report whether "
+                                "the search found the grid's best."),
+    out: Path = typer.Option(Path("results"), "--out", help="Directory that receives results/<run_id>/."),
+    resume: Path | None = typer.Option(None, "--resume", help="Reuse the points already measured in this run dir."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Measure adaptively: the best config meeting an SLO, bisecting each load ladder toward its SLO knee."""
+    from bench.config import load_sweep
+    from bench.tune import check_objective, feasible, parse_slo, run_tune
+
+    constraints = parse_slo(slo)
+    check_objective(objective)
+    sweep = load_sweep(config)
+
+    def on_event(e: dict[str, Any]) -> None:
+        if json_out:
+            return
+        if e["type"] == "point_done":
+            r = e["row"]
+            load = f"c={r['concurrency']}" if r.get("concurrency") else f"rate={r.get('request_rate')}/s"
+            ok = "meets SLO" if feasible(r, constraints) else "misses SLO"
+            err_console.print(f"  {r.get('quantization')} {r.get('dtype')} {r.get('workload')} {load}: "
+                              f"{r['status']}, {ok}", highlight=False)
+        elif e["type"] == "server_failed":
+            err_console.print(f"[red]{e['error']}[/]", highlight=False, soft_wrap=True)
+
+    result = run_tune(sweep, constraints, objective, out_root=out, resume=resume, verify=verify,
+                      progress=on_event)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    metrics = list(dict.fromkeys(c.metric for c in constraints))
+    rows = [{**r, "meets_slo": feasible(r, constraints)} for r in result.rows]
+    print_table(f"tune {sweep.name}: {result.run_dir}", rows, TUNE_COLUMNS + metrics + [objective, "meets_slo"])
+    print_table("Knee per ladder (highest load meeting the SLO)", [lad.describe() for lad in result.ladders],
+                ["quantization", "dtype", "max_num_seqs", "workload", "load_kind", "grid", "measured", "knee"])
+    slo_text = ", ".join(str(c) for c in constraints)
+    if result.best is None:
+        console.print(f"no measured point meets the SLO ({slo_text})", highlight=False)
+    else:
+        b = result.best
+        load = f"concurrency {b['concurrency']}" if b.get("concurrency") else f"rate {b.get('request_rate')}/s"
+        console.print(f"best under SLO ({slo_text}): {b['model']} {b['dtype']} q={b['quantization']} "
+                      f"max_num_seqs={b['max_num_seqs']} tp={b['tensor_parallel_size']} {b['workload']} {load}: "
+                      f"{objective} = {b[objective]:.4g}", highlight=False, soft_wrap=True)
+    found = {None: "not verified (use --verify)", True: "yes", False: "no"}[result.found_grid_best]
+    console.print(f"search measured {result.points_measured} of {result.grid_size} grid points"
+                  + (f" (+{result.verify_measured} to verify)" if result.verify_measured else "")
+                  + f"; found the grid's best: {found}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
     try:

@@ -2,8 +2,16 @@
 
 It records raw observations (per-chunk arrival times, usage, text) into a `RequestRecord` and
 never aggregates; bench/metrics.py owns every formula. Timestamps are perf_counter_ns() taken
-right after the bytes that complete an SSE event are read, so parsing cost is not charged to
-the server.
+right after the network read that completes an SSE event, before any parsing, so parsing cost
+is never charged to the server (vLLM's client stamps after parsing each event instead).
+
+Client starvation is recorded, not hidden: when one network read holds several content events,
+the client read too late to see them apart (the server sent them at different times); they all
+get that read's timestamp and `coalesced_chunks` counts the extra ones, so bench/loadgen.py can
+flag a point whose ITL the client, not the server, produced.
+
+Hot path cost per chunk: one bytes split, one json.loads, one list append (no per-chunk
+tokenization). Per-chunk token counts (`chunk_tokens`) are computed after the stream ends.
 """
 
 from __future__ import annotations
@@ -25,48 +33,58 @@ class SSEParser:
 
     Survives events split across network reads (and reads holding several events), CRLF line
     ends, comment / keep-alive lines (starting with ':'), and multi-line `data:` fields. Returns
-    the `data` payload of each complete event.
+    the `data` payload of each complete event (`feed` as str, `feed_bytes` as bytes, which
+    json.loads takes directly). An incomplete event stays buffered until its blank line comes.
     """
 
-    __slots__ = ("_buf", "_data")
+    __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = b""
-        self._data: list[bytes] = []
+
+    def feed_bytes(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:  # a trailing lone \r stays: its \n may come with the next read
+            buf = buf.replace(b"\r\n", b"\n")
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return []
+        self._buf = buf[end + 2:]
+        out: list[bytes] = []
+        for block in buf[:end].split(b"\n\n"):
+            if block[:6] == b"data: " and b"\n" not in block:  # the common one-line event
+                out.append(block[6:])
+                continue
+            data = []
+            for line in block.split(b"\n"):
+                if line[:5] == b"data:":
+                    data.append(line[6:] if line[5:6] == b" " else line[5:])
+                # blank, comment (':') and other fields (event:, id:, retry:) carry no data
+            if data:
+                out.append(b"\n".join(data))
+        return out
 
     def feed(self, chunk: bytes) -> list[str]:
-        buf = self._buf + chunk
-        events: list[str] = []
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = buf[start:nl]
-            start = nl + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:  # blank line ends an event
-                if self._data:
-                    events.append(b"\n".join(self._data).decode("utf-8", errors="replace"))
-                    self._data = []
-                continue
-            if line[:1] == b":":  # comment / keep-alive
-                continue
-            if line.startswith(b"data:"):
-                value = line[5:]
-                if value[:1] == b" ":
-                    value = value[1:]
-                self._data.append(value)
-            # other fields (event:, id:, retry:) are not used by OpenAI streams
-        self._buf = buf[start:]
-        return events
+        return [e.decode("utf-8", errors="replace") for e in self.feed_bytes(chunk)]
 
     def flush(self) -> list[str]:
         """Events left when the stream closes without a trailing blank line."""
-        events = self.feed(b"\n\n") if self._buf or self._data else []
+        events = self.feed(b"\n\n") if self._buf else []
         self._buf = b""
         return events
+
+    def flush_bytes(self) -> list[bytes]:
+        events = self.feed_bytes(b"\n\n") if self._buf else []
+        self._buf = b""
+        return events
+
+
+@dataclass
+class StreamRecord(RequestRecord):
+    """A RequestRecord plus what the client saw of its own health while reading the stream."""
+
+    coalesced_chunks: int = 0  # content events that shared a network read with an earlier one
 
 
 @dataclass
@@ -137,41 +155,57 @@ class StreamingClient:
         return body
 
     async def send(self, idx: int, req: RequestSpec, warmup: bool = False,
-                   scheduled_ns: int | None = None) -> RequestRecord:
+                   scheduled_ns: int | None = None) -> StreamRecord:
+        """Send one request and record what came back; never raises for a server or network error."""
         assert self._session is not None, "use `async with StreamingClient(...)`"
         body = json.dumps(self.payload(req)).encode()
-        rec = RequestRecord(request_idx=idx, send_ns=0, input_tokens=req.input_len, max_tokens=req.output_len,
-                            warmup=warmup, scheduled_ns=scheduled_ns)
+        rec = StreamRecord(request_idx=idx, send_ns=0, input_tokens=req.input_len, max_tokens=req.output_len,
+                           warmup=warmup, scheduled_ns=scheduled_ns)
         parser = SSEParser()
         chat = self.cfg.endpoint == "chat"
         texts: list[str] = []
+        chunk_ns = rec.chunk_ns
         got_done = False
-        rec.send_ns = time.perf_counter_ns()
+        coalesced = 0
+        perf_ns = time.perf_counter_ns
+        loads = json.loads
+        rec.send_ns = perf_ns()
         try:
             async with self._session.post(self.url, data=body, headers=self.headers) as resp:
                 rec.http_status = resp.status
                 if resp.status != 200:
                     detail = (await resp.text())[:300].replace("\n", " ")
                     rec.error = f"HTTP {resp.status}: {detail}"
-                    rec.done_ns = time.perf_counter_ns()
+                    rec.done_ns = perf_ns()
                     return rec
                 async for raw in resp.content.iter_any():
-                    now = time.perf_counter_ns()
-                    for data in parser.feed(raw):
-                        if data == "[DONE]":
+                    now = perf_ns()
+                    n_before = len(chunk_ns)
+                    for data in parser.feed_bytes(raw):
+                        if data == b"[DONE]":
                             got_done = True
                             continue
-                        self._on_event(data, now, rec, texts, chat)
-                for data in parser.flush():
-                    if data == "[DONE]":
+                        try:
+                            obj = loads(data)
+                        except ValueError:
+                            rec.error = f"unparseable event: {data[:100]!r}"
+                            continue
+                        self._on_event(obj, now, rec, texts, chat)
+                    if len(chunk_ns) - n_before > 1:
+                        coalesced += len(chunk_ns) - n_before - 1
+                for data in parser.flush_bytes():
+                    if data == b"[DONE]":
                         got_done = True
                     else:
-                        self._on_event(data, time.perf_counter_ns(), rec, texts, chat)
-            rec.done_ns = time.perf_counter_ns()
+                        try:
+                            self._on_event(loads(data), perf_ns(), rec, texts, chat)
+                        except ValueError:
+                            rec.error = f"unparseable event: {data[:100]!r}"
+            rec.done_ns = perf_ns()
             if rec.error is None:
                 if not got_done:
                     rec.error = "stream ended without [DONE]"
-                elif not rec.chunk_ns:
+                elif not chunk_ns:
                     rec.error = "no content chunks"
                 else:
                     rec.ok = True
@@ -180,20 +214,22 @@ class StreamingClient:
         except aiohttp.ClientError as e:
             rec.error = f"{type(e).__name__}: {e}"
         if rec.done_ns is None:
-            rec.done_ns = time.perf_counter_ns()
+            rec.done_ns = perf_ns()
+        rec.coalesced_chunks = coalesced
         rec.output_text = "".join(texts)
         if self.count_tokens is not None and rec.ok:
-            rec.client_output_tokens = self.count_tokens(rec.output_text)
+            count = self.count_tokens
+            rec.client_output_tokens = count(rec.output_text)
+            rec.chunk_tokens = [count(t) for t in texts]
         return rec
 
     @staticmethod
-    def _on_event(data: str, now: int, rec: RequestRecord, texts: list[str], chat: bool) -> None:
-        try:
-            obj = json.loads(data)
-        except json.JSONDecodeError:
-            rec.error = f"unparseable event: {data[:100]}"
+    def _on_event(obj: Any, now: int, rec: RequestRecord, texts: list[str], chat: bool) -> None:
+        if not isinstance(obj, dict):
+            rec.error = f"unexpected event: {str(obj)[:100]}"
             return
-        if "error" in obj and not obj.get("choices"):
+        choices = obj.get("choices")
+        if "error" in obj and not choices:
             err = obj["error"]
             rec.error = f"server error: {err.get('message', err) if isinstance(err, dict) else err}"
             return
@@ -201,8 +237,9 @@ class StreamingClient:
         if usage:
             rec.usage_prompt_tokens = usage.get("prompt_tokens")
             rec.usage_completion_tokens = usage.get("completion_tokens")
-        for choice in obj.get("choices") or ():
-            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-            if text:
-                rec.chunk_ns.append(now)
-                texts.append(text)
+        if choices:
+            for choice in choices:
+                text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                if text:
+                    rec.chunk_ns.append(now)
+                    texts.append(text)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,6 +40,7 @@ from bench.store import load_results
 DEFAULT_PROVIDER_ORDER = ("zai", "minimax", "deepseek", "bigmodel", "aliyun")
 SLO_PERCENTILES = ("p50", "p90", "p99")
 DEFAULT_REPORTS_ROOT = Path("reports")
+NUMERIC_CELL = re.compile(r"^-?\$?-?[\d.,]+(e[+-]?\d+)?%?$")
 
 FIGURES = {
     "a": ("fig_a_throughput_vs_interactivity.png", "Output throughput per GPU vs interactivity"),
@@ -125,20 +127,35 @@ def parse_slo(text: str) -> SloTarget:
     return SloTarget(label, limits[0], limits[1])
 
 
+def _sweep_slos(points: pd.DataFrame) -> list[tuple[float | None, float | None]]:
+    """The (TTFT, TPOT) limits the runs themselves were configured with (sweep `slo:`)."""
+    if not {"slo_ttft_ms", "slo_tpot_ms"} <= set(points.columns):
+        return []
+    pairs = [(_num(t), _num(p)) for t, p in points[["slo_ttft_ms", "slo_tpot_ms"]].itertuples(index=False)]
+    return list(dict.fromkeys(p for p in pairs if p != (None, None)))
+
+
 def _slo_ladder(points: pd.DataFrame, extra: Sequence[SloTarget] | None) -> list[SloTarget]:
-    """The given targets, else the default ladder plus each run's own SLO; duplicates dropped."""
-    cands: list[SloTarget] = list(extra) if extra else list(DEFAULT_SLOS)
-    if not extra and {"slo_ttft_ms", "slo_tpot_ms"} <= set(points.columns):
-        for t, p in points[["slo_ttft_ms", "slo_tpot_ms"]].drop_duplicates().itertuples(index=False):
-            t, p = _num(t), _num(p)
-            if t is not None or p is not None:
-                cands.insert(len(cands) - 1, SloTarget("sweep SLO", t, p))
-    out, seen = [], set()
-    for s in cands:
-        if (s.ttft_ms, s.tpot_ms) not in seen:
-            seen.add((s.ttft_ms, s.tpot_ms))
-            out.append(s)
-    return out
+    """The given targets, else the default ladder plus each run's own SLO (named so when they coincide)."""
+    if extra:
+        return list(dict.fromkeys(extra))
+    ladder = list(DEFAULT_SLOS)
+    for t, p in _sweep_slos(points):
+        same = [i for i, s in enumerate(ladder) if (s.ttft_ms, s.tpot_ms) == (t, p)]
+        if same:
+            ladder[same[0]] = SloTarget(f"{ladder[same[0]].name} (= sweep SLO)", t, p)
+        else:
+            ladder.insert(len(ladder) - 1, SloTarget("sweep SLO", t, p))
+    return ladder
+
+
+def _comparison_slo(points: pd.DataFrame, slos: Sequence[SloTarget]) -> SloTarget | None:
+    """The SLO figure (e) compares runs under: the runs' own, else the first one with a limit."""
+    own = _sweep_slos(points)
+    for s in slos:
+        if own and (s.ttft_ms, s.tpot_ms) == own[0]:
+            return s
+    return next((s for s in slos if s.ttft_ms is not None or s.tpot_ms is not None), None)
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -642,14 +659,14 @@ def fig_margin(curves: list[dict[str, Any]], path: Path, note: str) -> Path:
         _empty(ax, note or "no price-book entry: pass --price <model>@<provider>")
     else:
         colors = _colors([c["label"] for c in curves])
-        for c in curves:
+        for i, c in enumerate(curves):
             us = [r["utilization"] for r in c["rows"]]
             ms = [r["gross_margin"] for r in c["rows"]]
-            ax.plot(us, ms, "-o", ms=3, color=colors[c["label"]], label=c["label"])
+            ax.plot(us, ms, "-", lw=1.8, color=colors[c["label"]], label=c["label"])
             be = c["break_even_utilization"]
             if be <= 1:
                 ax.axvline(be, color=colors[c["label"]], ls="--", lw=1)
-                ax.annotate(f"break-even U={be:.1%}", (be, 0), textcoords="offset points", xytext=(4, 6),
+                ax.annotate(f"break-even U={be:.1%}", (be, 0), textcoords="offset points", xytext=(4, 6 + 12 * i),
                             fontsize=8, color=colors[c["label"]])
             else:
                 ax.annotate(f"break-even U={be:.3g} > 100%: loss at any utilization", (1, ms[-1]),
@@ -659,14 +676,13 @@ def fig_margin(curves: list[dict[str, Any]], path: Path, note: str) -> Path:
         lowest = min(r["gross_margin"] for c in curves for r in c["rows"])
         if lowest < -1:  # margins at tiny U run to -infinity; show the range that matters
             ax.set_ylim(-1.0, 1.05)
-            ax.annotate("curves below -100% cut off", (0.99, 0.02), xycoords="axes fraction", ha="right",
-                        fontsize=7, color="#666")
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_xlim(0, 1.02)
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel("fleet utilization U (share of time the GPUs serve traffic)")
-    ax.set_ylabel("gross margin = 1 - cost / revenue")
+    cut = bool(curves) and min(r["gross_margin"] for c in curves for r in c["rows"]) < -1
+    ax.set_ylabel("gross margin = 1 - cost / revenue" + (" (cut at -100%)" if cut else ""))
     ax.set_title("(d) Gross margin vs utilization at list price" + (f" ({note})" if curves and note else ""),
                  fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -704,6 +720,7 @@ def fig_runs(points: pd.DataFrame, path: Path, slo: SloTarget | None, percentile
     axes[1].set_ylabel("lowest $ per M output tokens")
     axes[1].legend(fontsize=8)
     for ax in axes:
+        ax.set_xlim(-0.5 - 0.5 * (len(pos) < 3), len(pos) - 0.5 + 0.5 * (len(pos) < 3))
         ax.set_xticks(pos)
         ax.set_xticklabels(labels, fontsize=7)
         ax.grid(True, axis="y", alpha=0.3)
@@ -801,8 +818,7 @@ def build_report(
     figs["c"] = fig_latency(points, out / FIGURES["c"][0], load_label, slo_list)
     curves, curve_note = _margin_curves(points, head, prices, fx)
     figs["d"] = fig_margin(curves, out / FIGURES["d"][0], curve_note)
-    sweep_slo = next((s for s in slo_list if s.ttft_ms is not None or s.tpot_ms is not None), None)
-    figs["e"] = fig_runs(points, out / FIGURES["e"][0], sweep_slo, slo_percentile)
+    figs["e"] = fig_runs(points, out / FIGURES["e"][0], _comparison_slo(points, slo_list), slo_percentile)
 
     price_notes = [c.note for c in prices.values() if c.entry is not None]
     for c in prices.values():
@@ -895,11 +911,12 @@ def _provenance(run: RunInfo, points: pd.DataFrame) -> dict[str, Any]:
     status = pts["status"].fillna("failed").value_counts().to_dict() if "status" in pts else {}
     facts = [
         ("run id", run.run_id),
-        ("sweep", f"{run.sweep.get('name', '?')}: {run.sweep.get('description') or ''}".strip()),
+        ("sweep", " - ".join(str(x) for x in (run.sweep.get("name"), run.sweep.get("description")) if x) or "-"),
         ("points", ", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "0"),
         ("device", env.get("device") or ", ".join(sorted(set(pts.get("device", pd.Series()).dropna().astype(str))))),
         ("GPU", f"{env.get('gpu_count')} x {env.get('gpu_name')}" if env.get("gpu_name") else "none"),
-        ("CPU", f"{env.get('cpu_model')} ({env.get('cpu_count')} logical cores)"),
+        ("CPU", (env.get("cpu_model") or "-") + (f" ({env['cpu_count']} logical cores)" if env.get("cpu_count")
+                                                  else "")),
         ("hardware entry", ", ".join(sorted({f"{r.get('gpu_type')} / {r.get('hardware_tier')}"
                                              for r in pts.to_dict("records")})) or "-"),
         ("$/GPU-hour", ", ".join(sorted({_fmt_usd(v) for v in pts.get("usd_per_gpu_hour", [])})) or "-"),
@@ -935,7 +952,13 @@ def _render(template: str, ctx: dict[str, Any], autoescape: bool) -> str:
         keep_trailing_newline=True,
     )
     env.filters["md"] = _md_cell
+    env.tests["numeric"] = _is_numeric_cell
     return env.get_template(template).render(**ctx)
+
+
+def _is_numeric_cell(v: Any) -> bool:
+    """Right-align numbers, money and percentages in HTML tables; text stays left."""
+    return bool(NUMERIC_CELL.match(str(v)))
 
 
 def _md_cell(v: Any) -> str:

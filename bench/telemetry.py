@@ -73,7 +73,7 @@ class TelemetryResult:
         """Flat columns for a PointResult row (per-GPU detail left out)."""
         d = asdict(self)
         d.pop("gpus")
-        return {f"telemetry_{k}" if k in ("available", "reason") else k: v for k, v in d.items()}
+        return {f"telemetry_{k}" if k in ("available", "reason", "duration_s") else k: v for k, v in d.items()}
 
 
 def unavailable(reason: str) -> TelemetryResult:

@@ -1,116 +1,328 @@
 """Request generators: prompts sized exactly in tokens, output lengths pinned, seeded.
 
-Prompts are built from the model's own tokenizer vocabulary so that the number of prompt tokens
-is known before sending (for the word-level tokenizer of materialized model dirs it is exact:
-one word, one token). For a user-supplied tokenizer the prompt is re-encoded and trimmed until
-its length matches.
+Why exact: a benchmark that asks for 1024 input tokens and sends 1031 measures the wrong point
+of the curve, and its $/M-input-token figure is off by the same amount. So every prompt is built
+to a token count *with the model's tokenizer*, and the e2e test checks the request's length
+against the server's `usage.prompt_tokens`.
 
-Length semantics:
+Two ways to size a prompt (`PromptFactory`):
+- word-level tokenizers (the ones `bench.modeldir` materializes: one whitespace-separated word
+  is one token): join N vocabulary words. Exact by construction, no encoding needed.
+- any other tokenizer (BPE, unigram, ...): draw N random non-special token ids, decode, re-encode
+  the text (decoding and re-encoding is not the identity: "calls"+"here" may come back as
+  "call"+"sh"+"ere"), then trim or pad the token list to the target and repeat until the
+  re-encoded count is exactly the target. A prompt that cannot be fitted raises instead of
+  silently sending a different length.
+For the chat endpoint the server wraps the content in the chat template, so the content is made
+`chat_overhead_tokens` shorter (measured once by rendering the template) and the requested
+input length is still what the server counts.
+
+Length semantics (input_len / output_len are L below):
 - fixed: every request has input_len / output_len.
-- ranged: uniform integers in [L(1-r), L(1+r)], centred on L, as vLLM's benchmark `random`
-  dataset does with `--random-range-ratio r`. (InferenceX's ranged ISL/OSL instead draws from
-  [rL, L], which is never longer than L and has mean L(1+r)/2.)
+- ranged: uniform integers in [floor(L(1-r)), ceil(L(1+r))], centred on L, as vLLM's benchmark
+  `random` dataset does with `--random-range-ratio r` (lower bound at least 1). InferenceX's
+  ranged ISL/OSL instead draws from [rL, L]: never longer than L, mean L(1+r)/2, so its "r=0.8"
+  point is shorter on average than ours and vLLM's, whose mean is L.
 - chat: lognormal lengths with median input_len / output_len and shape input_sigma /
-  output_sigma, clipped to [1, 8x median].
-- prefix: `num_prefixes` shared prefixes of `prefix_len` tokens; a fraction `reuse_ratio` of
-  requests starts with one of them (round-robin), followed by a unique suffix of input_len tokens.
-- trace: JSONL rows {"timestamp": s, "input_len": n, "output_len": m, "prefix_id": optional}.
+  output_sigma (config), clipped to [1, 8 x median]. sigma 0.8 gives a mean 1.38x the median
+  and a long right tail, like chat traffic.
+- prefix (coding agents, prefix caching): every prompt is a prefix of prefix_len (P) tokens and
+  a unique suffix of input_len (S) tokens, so every request has P + S input tokens. With
+  probability reuse_ratio the prefix is one of num_prefixes shared prefixes (used round-robin),
+  otherwise it is a fresh random one. Lengths therefore do not depend on reuse_ratio, and only
+  the cache behaviour does: after each shared prefix is first seen, the ideal prefix-cache hit
+  rate is reuse_ratio x P / (P + S) (block granularity lowers it a little).
+- trace: JSONL rows {"timestamp": s, "input_len": n, "output_len": m, "prefix_id": optional},
+  replayed in timestamp order. input_len is the whole prompt; with a prefix_id its first
+  min(prefix_len, input_len - 1) tokens are a prefix shared by every row with that id.
+  `arrival_s` carries the timestamp (relative to the first row) to bench.loadgen.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from bench.client import RequestSpec
 from bench.config import WorkloadSpec
 from bench.errors import UserInputError
 from bench.modeldir import SPECIAL_TOKENS, vocabulary
 
+log = logging.getLogger(__name__)
+
+CHAT_PROBE = "ba be bi bo bu"  # content used to measure the chat template's token overhead
+_FIT_ROUNDS = 16  # trim/pad rounds per attempt when fitting a prompt with a subword tokenizer
+_FIT_ATTEMPTS = 8  # fresh random starts before giving up
+
 
 class PromptFactory:
-    """Makes prompts of an exact token count from a vocabulary of single-token words."""
+    """Makes prompts of an exact token count.
 
-    def __init__(self, words: list[str], count_tokens: Callable[[str], int] | None = None) -> None:
+    `PromptFactory(words)` joins single-token words (exact for word-level tokenizers);
+    `PromptFactory.from_tokenizer(tok)` works with any tokenizer by encode / trim / pad.
+    """
+
+    def __init__(self, words: list[str], count_tokens: Callable[[str], int] | None = None,
+                 chat_overhead_tokens: int = 0) -> None:
         if not words:
             raise ValueError("empty vocabulary")
         self.words = words
         self.count_tokens = count_tokens
+        self.chat_overhead_tokens = chat_overhead_tokens
+        self._encode: Callable[[str], list[int]] | None = None
+        self._decode: Callable[[list[int]], str] | None = None
+        self._allowed: list[int] = []
 
     @classmethod
-    def for_vocab_size(cls, vocab_size: int) -> PromptFactory:
-        return cls([w for w in vocabulary(vocab_size) if w not in SPECIAL_TOKENS])
+    def for_vocab_size(cls, vocab_size: int, chat_overhead_tokens: int = 0) -> PromptFactory:
+        """Word prompts for the word-level vocabulary bench.modeldir builds for `vocab_size`."""
+        return cls([w for w in vocabulary(vocab_size) if w not in SPECIAL_TOKENS],
+                   chat_overhead_tokens=chat_overhead_tokens)
 
-    def make(self, n_tokens: int, rng: random.Random) -> str:
-        return " ".join(rng.choice(self.words) for _ in range(n_tokens))
+    @classmethod
+    def from_tokenizer(cls, tok: Any, chat_overhead_tokens: int = 0) -> PromptFactory:
+        """A factory for any `tokenizers.Tokenizer` or transformers tokenizer.
+
+        Word-level tokenizers with whitespace splitting take the exact word path; everything
+        else is fitted by encode / trim / pad.
+        """
+        encode, decode = _codec(tok)
+        specials = _special_ids(tok)
+        vocab = _vocab(tok)
+        if _is_word_level(tok):
+            words = [w for w, i in sorted(vocab.items(), key=lambda kv: kv[1])
+                     if i not in specials and w.isalnum()]
+            if words:
+                f = cls(words, count_tokens=lambda t: len(encode(t)), chat_overhead_tokens=chat_overhead_tokens)
+                probe = f.make(64, random.Random(0))
+                if len(encode(probe)) == 64:  # the pre-tokenizer really splits on whitespace only
+                    return f
+        f = cls(["?"], count_tokens=lambda t: len(encode(t)), chat_overhead_tokens=chat_overhead_tokens)
+        f._encode, f._decode = encode, decode
+        f._allowed = sorted(i for i in vocab.values() if i not in specials)
+        if not f._allowed:
+            raise ValueError("tokenizer has no non-special tokens")
+        return f
+
+    @classmethod
+    def for_model_dir(cls, model_dir: str | Path) -> PromptFactory | None:
+        """A factory from a local model dir's tokenizer.json (+ chat template); None if it has none."""
+        path = Path(model_dir)
+        if not (path / "tokenizer.json").is_file():
+            return None
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        template = None
+        cfg_file = path / "tokenizer_config.json"
+        cfg: dict[str, Any] = {}
+        if cfg_file.is_file():
+            cfg = json.loads(cfg_file.read_text())
+            template = cfg.get("chat_template")
+        encode, _ = _codec(tok)
+        overhead = chat_overhead_tokens(template, encode, cfg) if isinstance(template, str) else 0
+        return cls.from_tokenizer(tok, chat_overhead_tokens=overhead)
+
+    @property
+    def word_level(self) -> bool:
+        return self._encode is None
+
+    def make(self, n_tokens: int, rng: random.Random, prefix: str | None = None) -> str:
+        """A prompt of `prefix` (if any) followed by text worth exactly `n_tokens` more tokens."""
+        if n_tokens < 1:
+            raise ValueError("n_tokens must be >= 1")
+        if self._encode is None:
+            body = " ".join(rng.choices(self.words, k=n_tokens))
+            return f"{prefix} {body}" if prefix else body
+        return self._fit(n_tokens, rng, prefix)
+
+    def count(self, text: str) -> int | None:
+        """Tokens in `text` by this factory's tokenizer (None when it has none)."""
+        return self.count_tokens(text) if self.count_tokens is not None else None
+
+    def _fit(self, n_tokens: int, rng: random.Random, prefix: str | None) -> str:
+        assert self._encode is not None and self._decode is not None
+        encode, decode = self._encode, self._decode
+        base = len(encode(prefix)) if prefix else 0
+        target = base + n_tokens
+        for _ in range(_FIT_ATTEMPTS):
+            ids = rng.choices(self._allowed, k=n_tokens)
+            for _ in range(_FIT_ROUNDS):
+                body = decode(ids)
+                text = f"{prefix} {body}" if prefix else body
+                diff = target - len(encode(text))
+                if diff == 0:
+                    return text
+                body_ids = encode(body)
+                if diff > 0:
+                    ids = body_ids + rng.choices(self._allowed, k=diff)
+                else:
+                    ids = body_ids[:max(1, len(body_ids) + diff)]
+        raise RuntimeError(f"could not build a prompt of exactly {n_tokens} tokens with this tokenizer")
 
 
-def _ranged(rng: random.Random, length: int, ratio: float) -> int:
-    lo, hi = max(1, int(length * (1 - ratio))), max(1, int(length * (1 + ratio)))
+def chat_overhead_tokens(template: str, encode: Callable[[str], list[int]], special: dict[str, Any]) -> int:
+    """Tokens the chat template adds around one user message (with the generation prompt).
+
+    Rendered with jinja2 the way transformers does (trim_blocks, lstrip_blocks); 0 if the
+    template cannot be rendered (then chat prompts come out longer by the template's tokens,
+    which the server's usage.prompt_tokens still reports).
+    """
+    try:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        text = env.from_string(template).render(
+            messages=[{"role": "user", "content": CHAT_PROBE}], add_generation_prompt=True,
+            bos_token=special.get("bos_token") or "", eos_token=special.get("eos_token") or "")
+    except Exception as e:  # an exotic template: fall back to no correction
+        log.warning("chat template could not be rendered (%s); chat prompts are not corrected", e)
+        return 0
+    return max(0, len(encode(text)) - len(encode(CHAT_PROBE)))
+
+
+def _codec(tok: Any) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
+    """(encode without special tokens -> ids, decode ids -> text) for either tokenizer family."""
+    probe = tok.encode("a", add_special_tokens=False)
+    if hasattr(probe, "ids"):  # tokenizers.Tokenizer -> Encoding
+        return (lambda t: tok.encode(t, add_special_tokens=False).ids,
+                lambda ids: tok.decode(ids, skip_special_tokens=False))
+    return (lambda t: list(tok.encode(t, add_special_tokens=False)),
+            lambda ids: tok.decode(ids, skip_special_tokens=False))
+
+
+def _vocab(tok: Any) -> dict[str, int]:
+    get = getattr(tok, "get_vocab", None)
+    if get is None:
+        raise ValueError("tokenizer has no get_vocab()")
+    try:
+        return dict(get(with_added_tokens=True))
+    except TypeError:
+        return dict(get())
+
+
+def _special_ids(tok: Any) -> dict[int, str]:
+    """Ids never put in a prompt: special and added tokens."""
+    out: dict[int, str] = {}
+    added = getattr(tok, "get_added_tokens_decoder", None)
+    if callable(added):
+        for i, t in added().items():
+            out[int(i)] = str(getattr(t, "content", t))
+    for i in getattr(tok, "all_special_ids", None) or ():
+        out[int(i)] = str(i)
+    return out
+
+
+def _is_word_level(tok: Any) -> bool:
+    model = getattr(tok, "model", None)
+    if model is None and hasattr(tok, "backend_tokenizer"):  # transformers fast tokenizer
+        model = tok.backend_tokenizer.model
+    return type(model).__name__ == "WordLevel"
+
+
+def ranged_len(rng: random.Random, length: int, ratio: float) -> int:
+    """Uniform integer in [floor(L(1-r)), ceil(L(1+r))], at least 1 (vLLM's `random` dataset)."""
+    lo = max(1, math.floor(length * (1 - ratio)))
+    hi = max(lo, math.ceil(length * (1 + ratio)))
     return rng.randint(lo, hi)
 
 
-def _lognormal(rng: random.Random, median: int, sigma: float) -> int:
-    import math
-
+def lognormal_len(rng: random.Random, median: int, sigma: float) -> int:
+    """Lognormal integer with the given median and shape, clipped to [1, 8 x median]."""
     x = int(round(rng.lognormvariate(math.log(median), sigma)))
     return min(max(1, x), 8 * median)
 
 
-def generate(spec: WorkloadSpec, n: int, factory: PromptFactory, seed_offset: int = 0) -> list[RequestSpec]:
-    """`n` requests for a workload; the same spec and seed give the same requests."""
+def _spec_for(factory: PromptFactory, spec: WorkloadSpec, isl: int, osl: int, rng: random.Random,
+              prefix: str | None = None, prefix_tokens: int = 0, prefix_id: int | None = None,
+              arrival_s: float | None = None) -> RequestSpec:
+    """One request whose server-side prompt length is `isl` (chat template included)."""
+    overhead = factory.chat_overhead_tokens if spec.endpoint == "chat" else 0
+    body = max(1, isl - prefix_tokens - overhead)
+    prompt = factory.make(body, rng, prefix)
+    return RequestSpec(prompt=prompt, input_len=prefix_tokens + body + overhead, output_len=osl,
+                       prefix_id=prefix_id, arrival_s=arrival_s)
+
+
+def iter_requests(spec: WorkloadSpec, factory: PromptFactory, seed_offset: int = 0) -> Iterator[RequestSpec]:
+    """Requests of a workload, lazily; endless except for a trace. Same spec and seed, same requests."""
     rng = random.Random(spec.seed * 1_000_003 + seed_offset)
     if spec.kind == "trace":
-        return _trace(spec, n, factory, rng)
-    prefixes: list[str] = []
+        yield from _trace(spec, factory, rng)
+        return
+    shared: list[str] = []
     if spec.kind == "prefix":
-        prefixes = [factory.make(spec.prefix_len, rng) for _ in range(spec.num_prefixes)]
-    out: list[RequestSpec] = []
-    for i in range(n):
-        if spec.kind == "fixed":
-            isl, osl = spec.input_len, spec.output_len
-        elif spec.kind == "ranged":
-            isl, osl = _ranged(rng, spec.input_len, spec.range_ratio), _ranged(rng, spec.output_len, spec.range_ratio)
+        # The shared prefixes depend on the seed only, so warm-up, measured and cool-down
+        # streams (different seed offsets) share them, as a real prompt cache would see.
+        prng = random.Random(spec.seed * 1_000_003 - 1)
+        shared = [factory.make(spec.prefix_len, prng) for _ in range(spec.num_prefixes)]
+    reused = 0
+    while True:
+        if spec.kind == "ranged":
+            isl, osl = ranged_len(rng, spec.input_len, spec.range_ratio), ranged_len(rng, spec.output_len,
+                                                                                      spec.range_ratio)
         elif spec.kind == "chat":
-            isl, osl = _lognormal(rng, spec.input_len, spec.input_sigma), _lognormal(rng, spec.output_len,
-                                                                                    spec.output_sigma)
-        else:  # prefix
+            isl = lognormal_len(rng, spec.input_len, spec.input_sigma)
+            osl = lognormal_len(rng, spec.output_len, spec.output_sigma)
+        else:  # fixed, prefix
             isl, osl = spec.input_len, spec.output_len
-        prompt = factory.make(isl, rng)
-        prefix_id = None
-        if spec.kind == "prefix" and rng.random() < spec.reuse_ratio:
-            prefix_id = i % spec.num_prefixes
-            prompt = prefixes[prefix_id] + " " + prompt
-            isl += spec.prefix_len
-        out.append(RequestSpec(prompt=prompt, input_len=isl, output_len=osl, prefix_id=prefix_id))
-    return out
+        if spec.kind != "prefix":
+            yield _spec_for(factory, spec, isl, osl, rng)
+            continue
+        if rng.random() < spec.reuse_ratio:
+            pid: int | None = reused % spec.num_prefixes
+            reused += 1
+            prefix = shared[pid]
+        else:
+            pid, prefix = None, factory.make(spec.prefix_len, rng)
+        yield _spec_for(factory, spec, spec.prefix_len + isl, osl, rng, prefix, spec.prefix_len, pid)
 
 
-def _trace(spec: WorkloadSpec, n: int, factory: PromptFactory, rng: random.Random) -> list[RequestSpec]:
-    if not spec.trace_path or not Path(spec.trace_path).is_file():
-        raise UserInputError(f"workload.trace_path: no such file {spec.trace_path!r}")
+def generate(spec: WorkloadSpec, n: int, factory: PromptFactory, seed_offset: int = 0) -> list[RequestSpec]:
+    """The first `n` requests of `iter_requests` (fewer if a trace has fewer rows)."""
+    return list(islice(iter_requests(spec, factory, seed_offset), n))
+
+
+def read_trace(path: str | None) -> list[tuple[float, int, int, int | None]]:
+    """(timestamp_s, input_len, output_len, prefix_id) rows of a JSONL trace, sorted by time."""
+    if not path or not Path(path).is_file():
+        raise UserInputError(f"workload.trace_path: no such file {path!r}")
     rows = []
-    for lineno, line in enumerate(Path(spec.trace_path).read_text().splitlines(), 1):
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            rows.append((float(row["timestamp"]), int(row["input_len"]), int(row["output_len"]),
-                         row.get("prefix_id")))
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserInputError(f"{spec.trace_path}:{lineno}: need timestamp, input_len, output_len ({e})") from None
+            ts, isl, osl = float(row["timestamp"]), int(row["input_len"]), int(row["output_len"])
+            pid = row.get("prefix_id")
+            pid = None if pid is None else int(pid)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserInputError(f"{path}:{lineno}: need timestamp, input_len, output_len ({e})") from None
+        if isl < 1 or osl < 1 or not math.isfinite(ts):
+            raise UserInputError(f"{path}:{lineno}: input_len and output_len must be >= 1, timestamp finite")
+        rows.append((ts, isl, osl, pid))
+    if not rows:
+        raise UserInputError(f"workload.trace_path: {path} has no rows")
     rows.sort(key=lambda r: r[0])
-    t0 = rows[0][0] if rows else 0.0
-    prefixes: dict[int, str] = {}
-    out = []
-    for ts, isl, osl, pid in rows[:n]:
-        prompt = factory.make(isl, rng)
-        if pid is not None:
-            pid = int(pid)
-            prefix = prefixes.setdefault(pid, factory.make(spec.prefix_len, random.Random(pid)))
-            prompt = prefix + " " + prompt
-            isl += spec.prefix_len
-        out.append(RequestSpec(prompt=prompt, input_len=isl, output_len=osl, prefix_id=pid, arrival_s=ts - t0))
-    return out
+    return rows
+
+
+def _trace(spec: WorkloadSpec, factory: PromptFactory, rng: random.Random) -> Iterator[RequestSpec]:
+    rows = read_trace(spec.trace_path)
+    t0 = rows[0][0]
+    prefixes: dict[tuple[int, int], str] = {}
+    for ts, isl, osl, pid in rows:
+        if pid is None or isl < 2:
+            yield _spec_for(factory, spec, isl, osl, rng, arrival_s=ts - t0)
+            continue
+        p_len = min(spec.prefix_len, isl - 1)
+        key = (pid, p_len)
+        if key not in prefixes:  # same (seed, id) -> same words, so shorter cuts share the start
+            prefixes[key] = factory.make(p_len, random.Random(spec.seed * 1_000_003 + 7919 * (pid + 1)))
+        yield _spec_for(factory, spec, isl, osl, rng, prefixes[key], p_len, pid, arrival_s=ts - t0)

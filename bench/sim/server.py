@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -110,6 +111,7 @@ class _SimState:
         self.injected_errors = 0
         self.injected_cuts = 0
         self.slots = _FifoSlots(cfg.max_concurrent_streams) if cfg.max_concurrent_streams else None
+        self.clock = _Clock(cfg.spin_ms / 1000.0)
 
     @property
     def waiting(self) -> int:
@@ -133,23 +135,77 @@ class _SimState:
 _STATE_KEY: web.AppKey[_SimState] = web.AppKey("sim_state", _SimState)
 
 
-async def _wait_until(loop: asyncio.AbstractEventLoop, deadline: float, spin_s: float) -> None:
-    """Sleep to an absolute loop-time deadline, exactly.
+class _Clock:
+    """Absolute-deadline waits for every stream of one server, precise to ~0.1 ms.
 
-    The event loop's epoll wait has 1 ms granularity and rounds up, so timers fire up to 1 ms
-    late. The loop therefore sleeps to ``deadline - spin_s`` and covers the rest with a precise
-    blocking ``time.sleep`` (tens of microseconds on Linux). It blocks the loop, but only until
-    a deadline already due, so it costs idle time, not throughput: under load timers fire late
-    and the blocking part is skipped. It releases the GIL, unlike a yield loop, which starved a
-    client sharing the process (thread mode) for a whole 5 ms switch interval.
+    Event-loop timers wake 0.2-1.4 ms late (epoll's 1 ms granularity, rounded up), which would
+    be the whole error budget of a golden accuracy test. One scheduler task keeps a heap of
+    deadlines: it sleeps on a loop timer until ``spin_s`` before the earliest one, then covers the
+    rest with a precise blocking ``time.sleep`` (it releases the GIL, so a client in another
+    thread keeps running) and wakes every waiter that is due. Blocking only ever targets the
+    earliest pending deadline, so no stream is made late by another's wait; dense deadlines mean
+    short blocks, and incoming I/O waits at most ``spin_s``. With spin_s = 0 waits are plain
+    ``asyncio.sleep`` calls (cheapest, ~1 ms coarse).
     """
-    delay = deadline - loop.time() - spin_s
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if spin_s > 0:
-        rest = deadline - loop.time()
-        if rest > 0:
-            time.sleep(rest)
+
+    def __init__(self, spin_s: float) -> None:
+        self.spin_s = spin_s
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+        self._poke: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait_until(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self.spin_s <= 0:
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return
+        if deadline <= loop.time():
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        elif self._heap[0][2] is fut and self._poke is not None and not self._poke.done():
+            self._poke.set_result(None)  # a new earliest deadline: re-plan the scheduler's sleep
+        await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        while True:
+            if not heap:
+                self._poke = loop.create_future()
+                await self._poke
+                continue
+            now = loop.time()
+            earliest = heap[0][0]
+            if earliest - now > self.spin_s:
+                self._poke = poke = loop.create_future()
+                timer = loop.call_at(earliest - self.spin_s, _resolve, poke)
+                await poke
+                timer.cancel()
+                continue
+            if earliest > now:
+                time.sleep(earliest - now)
+                now = loop.time()
+            while heap and heap[0][0] <= now:
+                fut = heapq.heappop(heap)[2]
+                if not fut.done():
+                    fut.set_result(None)
+            await asyncio.sleep(0)  # let the woken streams write before planning the next wait
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
@@ -258,7 +314,6 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
     sizes = chunk_sizes(n_tokens, cfg.tokens_per_chunk)
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     chunks = _Chunks(kind, f"{prefix}-sim{index:012d}", int(time.time()), req["model"], sizes, finish)
-    spin_s = cfg.spin_ms / 1000.0
 
     resp: web.StreamResponse | None = None
     if req["stream"]:
@@ -274,7 +329,7 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
         state.prompt_tokens_total += req["prompt_tokens"]
         offsets = chunk_offsets_s(cfg, len(sizes), req["prompt_tokens"], rng)
         if resp is None:
-            await _wait_until(loop, slot_t + offsets[-1], spin_s)
+            await state.clock.wait_until(slot_t + offsets[-1])
             state.generation_tokens_total += n_tokens
             if fate.cut:
                 state.injected_cuts += 1
@@ -282,7 +337,7 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
                 return web.Response(status=500)  # never reaches the client: the socket is gone
             state.success[finish] += 1
             return web.json_response(_full_response(kind, chunks, n_tokens, req, cfg))
-        return await _stream(request, resp, state, chunks, req, offsets, slot_t, fate.cut, spin_s)
+        return await _stream(request, resp, state, chunks, req, offsets, slot_t, fate.cut)
     except ConnectionError:
         log.debug("sim: client went away during request %d", index)
         return resp if resp is not None else web.Response(status=499)
@@ -299,14 +354,13 @@ async def _stream(
     offsets: list[float],
     slot_t: float,
     cut: bool,
-    spin_s: float,
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     cfg = state.cfg
     sizes = chunks.sizes
     n = len(sizes)
     cut_after = n // 2 if cut else -1
-    prev = loop.time()
+    prev = slot_t
     for i in range(n):
         if i == cut_after:
             state.injected_cuts += 1
@@ -314,9 +368,11 @@ async def _stream(
             return resp
         deadline = slot_t + offsets[i]
         if cfg.ping:
-            await _wait_until(loop, (prev + deadline) / 2, 0.0)
+            delay = (prev + deadline) / 2 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             await resp.write(_PING)
-        await _wait_until(loop, deadline, spin_s)
+        await state.clock.wait_until(deadline)
         data = chunks.last if i == n - 1 else chunks.full
         if i == 0 and chunks.kind == "chat":
             data = chunks.role() + data
@@ -418,7 +474,13 @@ async def _metrics(request: web.Request) -> web.Response:
 def make_app(cfg: SimConfig | None = None) -> web.Application:
     """The aiohttp application of the simulated server (state lives in the app)."""
     app = web.Application()
-    app[_STATE_KEY] = _SimState(cfg or SimConfig())
+    state = _SimState(cfg or SimConfig())
+    app[_STATE_KEY] = state
+
+    async def stop_clock(_: web.Application) -> None:
+        state.clock.close()
+
+    app.on_cleanup.append(stop_clock)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)

@@ -196,6 +196,12 @@ def test_cut_stream_stops_after_half_the_chunks() -> None:
     assert events[-1][1] == "cut"
     assert not any(obj == "[DONE]" for _, _, obj in events)
 
+    async def non_stream(session, url):
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await _post_json(session, url, "/v1/completions", {"prompt": PROMPT, "max_tokens": 3})
+
+    _run(non_stream, cfg)  # without streaming the connection drops before any response
+
 
 def test_queueing_fifo_with_one_stream_slot() -> None:
     # A stream lasts ttft + (n-1)*itl = 20 + 4*10 = 60 ms; the second request waits for the slot,
@@ -318,3 +324,20 @@ def test_client_disconnect_frees_the_stream_slot() -> None:
     assert len(_content(events)) == 2 and events[-1][2] == "[DONE]"
     assert _content(events)[0][0] < 100.0
     assert [v for k, v in metrics.items() if k.startswith("vllm:num_requests_running")] == [0.0]
+
+
+def test_precise_waits_do_not_serialize_concurrent_streams() -> None:
+    # 32 streams x 50 chunks at 1 ms, with a 2 ms precise-sleep window: a stream needs
+    # 2 + 49 = 51 ms. If one stream's blocking wait held the loop until its own deadline while the
+    # others waited, the streams would run one after another: 32 x 51 ms = 1.6 s.
+    cfg = SimConfig(ttft_ms=2, itl_ms=1, spin_ms=2)
+    body = {"prompt": PROMPT, "max_tokens": 50, "stream": True}
+
+    async def go(session, url):
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*[_sse(session, url, body) for _ in range(32)])
+        return time.perf_counter() - t0, results
+
+    wall_s, results = _run(go, cfg)
+    assert all(len(_content(events)) == 50 for _, events in results)
+    assert wall_s < 0.8

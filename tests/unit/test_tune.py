@@ -1,0 +1,171 @@
+"""tune: SLO parsing, ladders, bisection toward the knee, and known-answer searches with a fake measure function."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from bench.config import Point, Sweep
+from bench.errors import UserInputError
+from bench.tune import Constraint, best_row, bisect_ladder, ladders, parse_slo, tune
+
+CONCURRENCIES = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def make_sweep(dtypes=("bfloat16", "float32"), concurrency=CONCURRENCIES, request_rate=(), workloads=None):
+    return Sweep(
+        name="t", engine={"kind": "openai", "base_url": "http://127.0.0.1:9"},
+        hardware={"gpu": "cpu-2core", "usd_per_gpu_hour": 1.0},
+        server={"model": "glm-4.5-tiny", "dtype": list(dtypes)},
+        load={"concurrency": list(concurrency), "request_rate": list(request_rate), "num_requests": 4},
+        workloads=workloads or [{"name": "w"}],
+    )
+
+
+class FakeMeasure:
+    """Rows from closed formulas per dtype: ttft_p99 = a * c ms, $/M output = b / c."""
+
+    def __init__(self, params, fail_dtypes=(), spikes=None):
+        self.params, self.fail, self.spikes = params, set(fail_dtypes), spikes or {}
+        self.calls: list[str] = []
+
+    def __call__(self, idx: int, p: Point) -> dict:
+        assert p.point_id not in self.calls, "a point was measured twice"
+        self.calls.append(p.point_id)
+        c, dt = p.load.concurrency, p.server.dtype
+        if dt in self.fail:
+            return {"point_id": p.point_id, "status": "failed", "error": "engine failed to start: x",
+                    "dtype": dt, "concurrency": c, "usd_per_m_output": None, "ttft_ms_p99": None}
+        a, b = self.params[dt]
+        ttft = self.spikes.get((dt, c), a * c)
+        return {"point_id": p.point_id, "status": "ok", "dtype": dt, "concurrency": c, "ttft_ms_p99": ttft,
+                "tpot_ms_p50": 10.0, "usd_per_m_output": b / c, "output_tok_s_per_gpu": 1000.0 * c / b}
+
+
+SLO = parse_slo("ttft_ms_p99<=2000")
+# bfloat16: ttft 100*c ms -> feasible while c <= 20 -> knee 16, $/M = 10/16 = 0.625
+# float32:  ttft  30*c ms -> feasible while c <= 66.7 -> knee 64, $/M = 50/64 = 0.78125
+PARAMS = {"bfloat16": (100.0, 10.0), "float32": (30.0, 50.0)}
+
+
+def test_known_answer_cheapest_config_and_point_count():
+    fake = FakeMeasure(PARAMS)
+    res = tune(make_sweep(), SLO, "usd_per_m_output", fake)
+    assert res.best["dtype"] == "bfloat16" and res.best["concurrency"] == 16
+    assert res.best["usd_per_m_output"] == pytest.approx(0.625)
+    # bisection over 8 loads (indices 0..7), bounds lo=-1, hi=8:
+    # bfloat16: mid 3 (c=8, 800 ok) -> mid 5 (c=32, 3200 no) -> mid 4 (c=16, 1600 ok): 3 points
+    # float32:  mid 3 (c=8, 240 ok) -> mid 5 (c=32, 960 ok) -> mid 6 (c=64, 1920 ok) -> mid 7 (c=128, no): 4
+    assert res.grid_size == 16 and res.points_measured == 7 and len(fake.calls) == 7
+    knees = {lad.points[0][1].server.dtype: (lad.knee, lad.measured) for lad in res.ladders}
+    assert knees == {"bfloat16": (16.0, 3), "float32": (64.0, 4)}
+    assert res.found_grid_best is None  # not verified
+
+
+def test_verify_measures_the_rest_and_confirms_the_grid_best():
+    fake = FakeMeasure(PARAMS)
+    res = tune(make_sweep(), SLO, "usd_per_m_output", fake, verify=True)
+    assert res.points_measured == 7 and res.verify_measured == 9 and len(set(fake.calls)) == 16
+    assert res.found_grid_best is True
+    assert res.grid_best["concurrency"] == 16 and res.grid_best["dtype"] == "bfloat16"
+
+
+def test_verify_reports_a_miss_when_feasibility_is_not_monotonic():
+    # bfloat16 at c=8 spikes to 5000 ms: bisection sees 'infeasible' at index 3 and searches below it:
+    # mid 3 (c=8, no) -> mid 1 (c=2, 200 ok) -> mid 2 (c=4, 400 ok): knee 4, $/M 10/4 = 2.5.
+    # float32 knee stays 64 ($/M 0.78125), so the search answers float32 c=64,
+    # while the full grid holds bfloat16 c=16 (1600 ms, $/M 0.625).
+    fake = FakeMeasure(PARAMS, spikes={("bfloat16", 8): 5000.0})
+    res = tune(make_sweep(), SLO, "usd_per_m_output", fake, verify=True)
+    assert (res.best["dtype"], res.best["concurrency"]) == ("float32", 64)
+    assert (res.grid_best["dtype"], res.grid_best["concurrency"]) == ("bfloat16", 16)
+    assert res.found_grid_best is False
+
+
+def test_failed_server_is_infeasible_and_the_search_goes_on():
+    fake = FakeMeasure(PARAMS, fail_dtypes={"bfloat16"})
+    res = tune(make_sweep(), SLO, "usd_per_m_output", fake)
+    assert (res.best["dtype"], res.best["concurrency"]) == ("float32", 64)
+    # all-infeasible ladder of 8: mid 3 -> mid 1 -> mid 0, each failing: 3 points, no knee
+    bf = next(lad for lad in res.ladders if lad.points[0][1].server.dtype == "bfloat16")
+    assert bf.knee is None and bf.measured == 3
+
+
+def test_nothing_feasible_gives_no_best():
+    res = tune(make_sweep(), parse_slo("ttft_ms_p99<=1"), "usd_per_m_output", FakeMeasure(PARAMS), verify=True)
+    assert res.best is None and res.grid_best is None and res.found_grid_best is True
+
+
+def test_maximize_objective_picks_highest_throughput():
+    # output_tok_s_per_gpu = 1000*c/b: bfloat16 c=16 -> 1600; float32 c=64 -> 1280. Max is bfloat16.
+    res = tune(make_sweep(), SLO, "output_tok_s_per_gpu", FakeMeasure(PARAMS))
+    assert res.best["output_tok_s_per_gpu"] == pytest.approx(1600.0)
+
+
+def test_bisection_finds_the_threshold_in_log_steps():
+    rng = random.Random(1)
+    for n in range(1, 41):
+        loads = list(range(1, n + 1))
+        sweep = make_sweep(dtypes=("bfloat16",), concurrency=loads)
+        (lad,) = ladders(sweep)
+        threshold = rng.randint(0, n + 1)  # feasible iff c <= threshold
+        measured = []
+
+        def measure(idx, p, threshold=threshold, measured=measured):
+            measured.append(p.load.concurrency)
+            return {"point_id": p.point_id, "status": "ok", "ttft_ms_p99": 1.0 if p.load.concurrency <= threshold
+                    else 9.0}
+
+        bisect_ladder(lad, measure, parse_slo("ttft_ms_p99<=5"))
+        expected_knee = min(threshold, n) if threshold >= 1 else None
+        assert lad.knee == (float(expected_knee) if expected_knee else None), (n, threshold)
+        assert len(measured) <= math.ceil(math.log2(n + 1)), (n, threshold, measured)
+
+
+def test_ladders_split_by_workload_and_load_kind_and_sort_loads():
+    sweep = make_sweep(dtypes=("bfloat16",), concurrency=[8, 1, 4], request_rate=[2.0, 0.5],
+                       workloads=[{"name": "a", "output_len": 8}, {"name": "b", "output_len": 16}])
+    lads = ladders(sweep)
+    assert [(lad.workload, lad.load_kind) for lad in lads] == [
+        ("a", "concurrency"), ("a", "request_rate"), ("b", "concurrency"), ("b", "request_rate")]
+    conc = [p.load.concurrency for _, p in lads[0].points]
+    rates = [p.load.request_rate for _, p in lads[1].points]
+    assert conc == [1, 4, 8] and rates == [0.5, 2.0]
+    # indices refer to the sweep's own point order, so rows match a `run` of the same sweep
+    points = sweep.points()
+    assert all(points[i].point_id == p.point_id for lad in lads for i, p in lad.points)
+
+
+def test_parse_slo_terms_and_boundaries():
+    cs = parse_slo("ttft_ms_p99<=2000, tpot_ms_p50<50,interactivity_tok_s_user>=20")
+    assert cs == (Constraint("ttft_ms_p99", "<=", 2000.0), Constraint("tpot_ms_p50", "<", 50.0),
+                  Constraint("interactivity_tok_s_user", ">=", 20.0))
+    assert cs[0].met_by({"ttft_ms_p99": 2000.0}) and not cs[0].met_by({"ttft_ms_p99": 2000.5})
+    assert not cs[1].met_by({"tpot_ms_p50": 50.0}) and cs[1].met_by({"tpot_ms_p50": 49.9})
+    assert not cs[0].met_by({"ttft_ms_p99": float("nan")}) and not cs[0].met_by({})
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("ttft_ms<=2000", "ttft_ms_p99"),
+    ("ttft_ms_p99=2000", "cannot parse"),
+    ("latency_p99<=5", "unknown metric"),
+    ("", "at least one"),
+])
+def test_parse_slo_errors_are_one_line(text, fragment):
+    with pytest.raises(UserInputError) as e:
+        parse_slo(text)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_objective_names_allowed_values():
+    with pytest.raises(UserInputError, match="usd_per_m_output"):
+        tune(make_sweep(), SLO, "cheapness", FakeMeasure(PARAMS))
+
+
+def test_best_row_ignores_failed_and_partial_rows():
+    rows = [{"status": "partial", "ttft_ms_p99": 1.0, "usd_per_m_output": 0.1},
+            {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": 0.5},
+            {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": None}]
+    assert best_row(rows, SLO, "usd_per_m_output")["usd_per_m_output"] == 0.5
