@@ -377,3 +377,17 @@ def test_sweep_slo_equal_to_a_ladder_step_is_named_not_duplicated(tmp_path):
                        "slo_tpot_ms": 100.0})
     res = build_report([d], tmp_path / "r")
     assert [h["slo"] for h in res.headline] == ["interactive", "standard (= sweep SLO)", "batch"]
+
+
+def test_run_with_only_failed_points_still_reports(tmp_path):
+    d = tmp_path / "all-failed"
+    store = RunStore(d)
+    store.init({"name": "all-failed"}, {"device": "cpu"})
+    row = {**_point("p1", 0, 1, 1.0, 0, 1, 1), "run_id": "all-failed", "status": "failed", "completed": 0,
+           "error": "engine failed to start: bad flag", "output_tok_s_per_gpu": None, "usd_per_m_output": None,
+           "interactivity_tok_s_user": None, "ttft_ms_p90": None, "tpot_ms_p90": None}
+    store.write_point(row)
+    res = build_report([d], tmp_path / "r")
+    assert all(h["point_id"] is None for h in res.headline)
+    assert any("engine failed to start: bad flag" in w for w in res.warnings)
+    assert all(p.is_file() for p in res.figures.values())
