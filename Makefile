@@ -33,7 +33,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 smoke: install  ## install, run the default benchmark on the tiny GLM twin, write results + a cost report
-	$(BENCH) run configs/sweeps/smoke.yaml --out $(RESULTS)
+	$(BENCH) run configs/sweeps/smoke.yaml --out $(RESULTS); status=$$?; \
+	$(MAKE) --no-print-directory report RESULTS=$(RESULTS) || exit $$?; \
+	exit $$status
+
+report: install  ## rebuild the cost report of the latest run (or RUN=results/<id>) into reports/<run_id>/
+	@run="$(RUN)"; test -n "$$run" || run=$$($(PY) -c 'from bench.store import latest_run; print(latest_run("$(RESULTS)") or "")'); \
+	test -n "$$run" || { echo "no run under $(RESULTS)/: run make smoke or make bench first" >&2; exit 2; }; \
+	$(BENCH) report "$$run" $(REPORT_ARGS)
 
 bench: install  ## run a sweep: make bench CONFIG=configs/sweeps/X.yaml
 	$(BENCH) run $(CONFIG) --out $(RESULTS)
