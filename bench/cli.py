@@ -80,8 +80,8 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print JSON inste
         print_table("Model catalog", rows)
 
 
-SUMMARY_COLUMNS = ["status", "model", "quantization", "concurrency", "request_rate", "completed", "output_tok_s",
-                   "ttft_ms_p50", "tpot_ms_p50", "e2el_ms_p99", "usd_per_m_output", "error"]
+SUMMARY_COLUMNS = ["status", "model", "dtype", "quantization", "concurrency", "request_rate", "completed",
+                   "output_tok_s", "ttft_ms_p50", "tpot_ms_p50", "e2el_ms_p99", "usd_per_m_output", "error"]
 
 
 @app.command()

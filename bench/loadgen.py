@@ -190,9 +190,8 @@ class _Phases:
                 if req is None:
                     self._advance("exhausted")
                     continue
-                if ph not in self.base_ns:
-                    last = self.last_t if self.last_t is not None else t_cand
-                    self.base_ns[ph] = max(t_cand, last + self.phase_gap_ns if self.last_t is not None else t_cand)
+                if ph not in self.base_ns:  # where this phase's trace times start
+                    self.base_ns[ph] = t_cand if self.last_t is None else max(t_cand, self.last_t + self.phase_gap_ns)
                 self.pending, self.pending_t = req, time_of(ph, req, t_cand)
             assert self.pending_t is not None
             if not self._wants(ph, self.pending_t):  # a trace row beyond the duration

@@ -46,8 +46,14 @@ INT8_W8A8 = {
 }
 # Quantizations expressed by a quantization_config in config.json (the checkpoint's own format).
 # fp8 is different: vLLM quantizes BF16 weights on the fly with `--quantization fp8`.
+# vLLM's CPU build has no INT8 MoE kernel ("No Int8 MoE backend supports the deployment
+# configuration"), so on a MoE model the all-linear INT8 config fails there. The `-dense` variant
+# quantizes attention, dense FFNs and shared experts and keeps the routed experts and router in
+# BF16: a partial INT8 deployment that the CPU build can serve.
+INT8_W8A8_DENSE = {**INT8_W8A8, "ignore": ["lm_head", "re:.*mlp\\.experts.*", "re:.*mlp\\.gate$"]}
 CHECKPOINT_QUANT_CONFIGS: dict[str, dict[str, Any]] = {
     "int8-w8a8": INT8_W8A8,
+    "int8-w8a8-dense": INT8_W8A8_DENSE,
     "awq": {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True, "version": "gemm"},
     "gptq": {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True},
 }

@@ -14,8 +14,8 @@ written, which is what `--resume` relies on.
 
 from __future__ import annotations
 
-import asyncio
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from bench import envinfo
-from bench.client import ClientConfig, StreamingClient
+from bench.client import ClientConfig, StreamingClient, run_async
 from bench.config import Point, ServerSpec, Sweep
 from bench.cost import usd_per_m_tokens
 from bench.engines.vllm_server import SERVED_MODEL_NAME, EngineStartError, VllmServer, has_nvidia_gpu
@@ -36,7 +36,8 @@ from bench.loadgen import LoadResult, run_load
 from bench.metrics import RequestRecord, SloThresholds, summarize
 from bench.modeldir import load_tokenizer, resolve_model_path
 from bench.store import RunStore
-from bench.workloads import PromptFactory, generate
+from bench.telemetry import GpuSampler, TelemetryResult, derive_energy_metrics, unavailable
+from bench.workloads import PromptFactory, iter_requests
 
 Event = dict[str, Any]
 ProgressFn = Callable[[Event], None]
@@ -199,7 +200,7 @@ class _Engine:
             return "endpoint unavailable"
         proc = self.server.proc
         code = proc.poll() if proc is not None else None
-        reason = self.server.failure_reason()
+        reason = engine_root_cause(self.server.log_path) or self.server.failure_reason()
         return f"exit code {code}; last log line: {reason}" if code is not None else reason
 
     def client_config(self, point: Point) -> ClientConfig:
@@ -227,6 +228,37 @@ class _Engine:
         if self.spec.model in load_models():
             return PromptFactory.for_vocab_size(load_models()[self.spec.model].hp.vocab_size)
         return PromptFactory.for_vocab_size(2048)
+
+
+# vLLM wraps the real error in generic ones ("Engine core initialization failed. See root cause above");
+# the first exception line of the latest start in the log is the root cause a user needs to see.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit): \S")
+_LOG_PREFIX = re.compile(r"^\([^)]*\)\s+(?:ERROR|WARNING|INFO|DEBUG|CRITICAL)\s+\S+\s+\S+\s+\[[^\]]*\]\s*")
+_GENERIC_ERRORS = ("See root cause above", "See stack trace", "in a background process",
+                   "EngineCore encountered an issue", "Engine core initialization failed")
+
+
+def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
+    """The first non-generic exception line after the last launch line (`$ cmd`) of a server log."""
+    try:
+        lines = Path(log_path).read_text(errors="replace").splitlines()[-max_lines:]
+    except OSError:
+        return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    for line in lines[starts[-1] if starts else 0:]:
+        s = _LOG_PREFIX.sub("", line.strip())
+        if _EXCEPTION_LINE.match(s) and not any(g in s for g in _GENERIC_ERRORS):
+            return s[:500]
+    return None
+
+
+def with_root_cause(message: str, log_path: Path) -> str:
+    """Replace the generic reason in an EngineStartError message by the root cause from the log."""
+    root = engine_root_cause(log_path)
+    if root is None or root in message:
+        return message
+    head, sep, _ = message.partition(": ")
+    return f"{head}{sep}{root}" if sep else f"{message}: {root}"
 
 
 class GroupSession:
@@ -264,7 +296,8 @@ class GroupSession:
             self.engine.start()
         except EngineStartError as e:
             self.stats.server_starts += 1
-            self.start_error = f"engine failed to {'restart' if restart else 'start'}: {e}"
+            reason = with_root_cause(str(e), self.sink.log_path(self.spec.server_hash))
+            self.start_error = f"engine failed to {'restart' if restart else 'start'}: {reason}"
             self.emit({"type": "server_failed", "server_hash": self.spec.server_hash, "error": self.start_error})
             return
         if self.sweep.engine.kind == "vllm":
@@ -339,24 +372,36 @@ def _measure_point(sweep: Sweep, point: Point, idx: int, engine: _Engine, store:
                    on_gpu: bool, emit: ProgressFn) -> dict[str, Any]:
     row = _base_row(sweep, point, idx, store.run_id, rate, on_gpu)
     row["started_at"] = datetime.now(timezone.utc).isoformat()
-    factory = engine.prompt_factory()
+    factory = PromptFactory.for_model_dir(engine.model_path) or engine.prompt_factory()
     lp = point.load
-    measured = generate(point.workload, lp.num_requests, factory, seed_offset=idx)
-    warm = generate(point.workload, lp.warmup_requests, factory, seed_offset=10_000 + idx)
+    # Endless request streams; the load generator takes warm-up, measured (count or duration) and cool-down.
+    measured = iter_requests(point.workload, factory, seed_offset=idx)
+    warm = iter_requests(point.workload, factory, seed_offset=10_000 + idx)
+    cool = iter_requests(point.workload, factory, seed_offset=20_000 + idx)
     emit({"type": "point_start", "index": idx, "point": point, "requests": lp.num_requests})
+    sampler = GpuSampler(device_indices=_gpu_indices(point.gpu_count)) if on_gpu and sweep.engine.kind == "vllm" \
+        else None
+    probe = _ServerProbe()
     try:
         cfg = engine.client_config(point)
-        result = asyncio.run(_drive(cfg, engine.count_tokens(), warm, measured, point, emit))
+        probe.base_url = cfg.base_url
+        if sampler is not None:
+            sampler.start()
+        result = run_async(_drive(cfg, engine.count_tokens(), warm, measured, point, emit, cool, probe))
     except UserInputError:
         raise
     except Exception as e:  # a harness fault must not end the sweep
         row.update({"status": "failed", "error": f"{type(e).__name__}: {e}"})
         store.write_point(row)
         return row
+    finally:
+        telemetry = sampler.stop() if sampler is not None else unavailable(
+            "not measured: no NVIDIA GPU" if not on_gpu else "not measured: external endpoint")
     slo = SloThresholds(sweep.slo.ttft_ms, sweep.slo.tpot_ms, sweep.slo.e2el_ms)
     row.update(summarize(result.records, gpu_count=point.gpu_count, slo=slo))
-    row.update({"requested_rate": result.requested_rate, "delivered_rate": result.delivered_rate,
-                "max_send_lag_ms": result.max_send_lag_ms, "client_kept_up": result.client_kept_up})
+    row.update(result.columns())
+    row.update(telemetry_columns(telemetry, row))
+    row.update(probe.columns())
     row["finished_at"] = datetime.now(timezone.utc).isoformat()
     row.update(cost_columns(row))
     errors = [r.error for r in result.records if not r.warmup and r.error]
@@ -371,11 +416,83 @@ def _measure_point(sweep: Sweep, point: Point, idx: int, engine: _Engine, store:
     return row
 
 
-async def _drive(cfg: ClientConfig, count: Callable[[str], int] | None, warm: list, measured: list,
-                 point: Point, emit: ProgressFn) -> LoadResult:
+async def _drive(cfg: ClientConfig, count: Callable[[str], int] | None, warm: Any, measured: Any,
+                 point: Point, emit: ProgressFn, cool: Any = None, probe: _ServerProbe | None = None) -> LoadResult:
+    if probe is not None:
+        await probe.scrape("before")
     async with StreamingClient(cfg, count) as client:
         return await run_load(client.send, warm, measured, point.load, seed=point.workload.seed,
-                              on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}))
+                              on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}),
+                              cooldown=cool, on_phase=probe.on_phase if probe is not None else None)
+
+
+SERVER_METRIC_COLUMNS = ("kv_cache_usage_frac", "prefix_cache_queries", "prefix_cache_hits", "prefix_cache_hit_rate",
+                         "num_preemptions", "spec_decode_acceptance_rate", "spec_decode_mean_acceptance_len",
+                         "server_prompt_tokens", "server_generation_tokens")
+
+
+class _ServerProbe:
+    """Scrapes the server's /metrics before the point's load starts and when its measured phase ends.
+
+    Never during the measured phase: rendering /metrics blocks vLLM's API-server event loop (100+ ms
+    on a busy CPU box), which would hold back the stream chunks being measured. The end scrape runs
+    once the last measured request is done, while the cool-down load is still on, so gauges such as
+    KV-cache usage describe the loaded server, not an idle one. Counters are differenced
+    (bench.telemetry), so they also count the warm-up's requests.
+    """
+
+    def __init__(self) -> None:
+        self.base_url: str | None = None
+        self.texts: dict[str, str | None] = {}
+
+    async def scrape(self, name: str) -> None:
+        if self.base_url is None:
+            return
+        import aiohttp
+
+        from bench.telemetry import fetch_metrics
+
+        async with aiohttp.ClientSession() as session:
+            self.texts[name] = await fetch_metrics(self.base_url, session)
+
+    async def on_phase(self, name: str) -> None:
+        if name == "measure_end":
+            await self.scrape("after")
+
+    def columns(self) -> dict[str, Any]:
+        from bench.telemetry import scrape_prometheus, vllm_metric_deltas
+
+        before, after = self.texts.get("before"), self.texts.get("after")
+        if before is None or after is None:
+            return {**dict.fromkeys(SERVER_METRIC_COLUMNS), "server_metrics_available": False}
+        d = vllm_metric_deltas(scrape_prometheus(before), scrape_prometheus(after))
+        d["server_prompt_tokens"] = d.pop("prompt_tokens")
+        d["server_generation_tokens"] = d.pop("generation_tokens")
+        return {**{k: d.get(k) for k in SERVER_METRIC_COLUMNS}, "server_metrics_available": True}
+
+
+def _gpu_indices(count: int) -> list[int]:
+    """NVML indices of the GPUs the server uses: the first `count` of CUDA_VISIBLE_DEVICES, else 0..count-1."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    ids = [int(x) for x in visible.split(",") if x.strip().isdigit()]
+    return ids[:count] if len(ids) >= count else list(range(count))
+
+
+def telemetry_columns(tel: TelemetryResult, row: dict[str, Any]) -> dict[str, Any]:
+    """Energy of the measured window and its per-token figures; every number None when not measured.
+
+    The sampler covers the whole point (warm-up and cool-down keep the same load on), so the
+    measured window's energy is the point's mean power x the window's duration.
+    """
+    duration_s, out_tok = row.get("duration_s"), row.get("output_tokens")
+    energy_j = tel.mean_power_w * duration_s if tel.mean_power_w is not None and duration_s else None
+    derived = derive_energy_metrics(energy_j, out_tok, duration_s)
+    return {
+        "telemetry_available": tel.available, "telemetry_reason": tel.reason, "energy_j": energy_j,
+        "energy_source": tel.energy_source, "mean_power_w": tel.mean_power_w, "peak_memory_gb": tel.peak_memory_gb,
+        "gpu_util_mean_pct": tel.gpu_util_mean_pct, "j_per_output_token": derived["j_per_output_token"],
+        "output_tok_s_per_mw": derived["output_tok_s_per_mw"],
+    }
 
 
 def cost_columns(row: dict[str, Any]) -> dict[str, float | None]:

@@ -56,6 +56,7 @@ def test_server_killed_mid_point_and_fp8_start_failure(tmp_path):
     assert killed["status"] == "failed" and killed["completed"] < 12
     assert "server died: exit code -9" in killed["error"]
     assert fp8["status"] == "failed" and fp8["error"].startswith("engine failed to start: vLLM exited with code")
-    assert "fp8" in fp8["error"].lower() or "fp8" in fp8["error"], fp8["error"]
+    # the root cause from the worker (CPU build: the fp8 quant kernel is missing), not vLLM's generic wrapper
+    assert "fp8" in fp8["error"].lower() and "See root cause above" not in fp8["error"], fp8["error"]
     assert not _group_members(state["pgid"]), "the dead server's children must be cleaned up"
     assert summary.server_starts == 2 and summary.points_failed == 2
