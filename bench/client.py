@@ -91,13 +91,6 @@ class SSEParser:
 
 
 @dataclass
-class StreamRecord(RequestRecord):
-    """A RequestRecord plus what the client saw of its own health while reading the stream."""
-
-    coalesced_chunks: int = 0  # content events that shared a network read with an earlier one
-
-
-@dataclass
 class RequestSpec:
     """One request to send: a prompt (completions) or messages (chat), with pinned output length."""
 
@@ -394,10 +387,10 @@ class StreamingClient:
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     async def send(self, idx: int, req: RequestSpec, warmup: bool = False,
-                   scheduled_ns: int | None = None) -> StreamRecord:
+                   scheduled_ns: int | None = None) -> RequestRecord:
         """Send one request and record what came back; never raises for a server or network error."""
         data = self._request_bytes(req)
-        rec = StreamRecord(request_idx=idx, send_ns=0, input_tokens=req.input_len, max_tokens=req.output_len,
+        rec = RequestRecord(request_idx=idx, send_ns=0, input_tokens=req.input_len, max_tokens=req.output_len,
                            warmup=warmup, scheduled_ns=scheduled_ns)
         texts: list[str] = []
         state = {"done": False, "coalesced": 0}

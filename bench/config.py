@@ -27,7 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-QUANTIZATIONS = (None, "fp8", "int8-w8a8", "int8-w8a8-dense", "awq", "gptq", "awq_marlin", "gptq_marlin", "compressed-tensors")
+QUANTIZATIONS = (
+    None, "fp8", "int8-w8a8", "int8-w8a8-dense", "awq", "gptq", "awq_marlin", "gptq_marlin", "compressed-tensors",
+)
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 ENDPOINTS = ("completions", "chat")
 

@@ -53,6 +53,9 @@ class RequestRecord:
     output_text: str = ""
     warmup: bool = False
     scheduled_ns: int | None = None  # intended send time (open-loop); send_ns - scheduled_ns = client lag
+    # Content chunks that arrived in the same network read as an earlier one: they share its timestamp,
+    # so a high share means the client (not the server) set the measured ITL.
+    coalesced_chunks: int = 0
 
     @property
     def output_tokens(self) -> int:

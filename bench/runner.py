@@ -519,6 +519,6 @@ def requests_frame(records: list[RequestRecord], point_id: str) -> pd.DataFrame:
             "usage_completion_tokens": r.usage_completion_tokens, "client_output_tokens": r.client_output_tokens,
             "send_ns": r.send_ns, "scheduled_ns": r.scheduled_ns, "done_ns": r.done_ns,
             "ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms, "e2el_ms": r.e2el_ms,
-            "num_chunks": len(r.chunk_ns), "itl_ms": r.itl_ms,
+            "num_chunks": len(r.chunk_ns), "coalesced_chunks": r.coalesced_chunks, "itl_ms": r.itl_ms,
         })
     return pd.DataFrame(rows)

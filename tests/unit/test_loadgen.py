@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench.client import RequestSpec, StreamRecord
+from bench.client import RequestRecord, RequestSpec
 from bench.config import LoadMatrix, LoadPoint
 from bench.loadgen import LAG_P99_LIMIT_MS, inter_arrivals, ramp_time_s, run_load
 
@@ -28,11 +28,11 @@ class FakeServer:
         self.lag_ns = lag_ns
         self.coalesced = coalesced
 
-    async def send(self, idx: int, req: RequestSpec, warmup: bool, scheduled_ns: int | None) -> StreamRecord:
+    async def send(self, idx: int, req: RequestSpec, warmup: bool, scheduled_ns: int | None) -> RequestRecord:
         send_ns = time.perf_counter_ns()
         if scheduled_ns is not None and self.lag_ns:
             send_ns = scheduled_ns + self.lag_ns
-        rec = StreamRecord(request_idx=idx, send_ns=send_ns, input_tokens=req.input_len, max_tokens=req.output_len,
+        rec = RequestRecord(request_idx=idx, send_ns=send_ns, input_tokens=req.input_len, max_tokens=req.output_len,
                            warmup=warmup, scheduled_ns=scheduled_ns, coalesced_chunks=self.coalesced)
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
