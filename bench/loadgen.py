@@ -34,9 +34,11 @@ Arrivals:
 Client health ("could the client keep up?"): every request carries `scheduled_ns`, the time it
 should have been sent (its deadline; under max_concurrency, when a slot freed; in closed loop,
 when the worker's previous request ended), so `send_ns - scheduled_ns` is lag the client itself
-caused. `client_kept_up` is False when the measured requests' p99 lag exceeds LAG_P99_LIMIT_MS
-or more than COALESCED_LIMIT_FRAC of their content chunks arrived several to one network read
-(the client read too late to timestamp chunks separately, so its ITL is not the server's).
+caused. `client_kept_up` is False when the measured requests' p99 lag exceeds LAG_P99_LIMIT_MS.
+`coalesced_chunk_frac` is reported beside it: the share of content chunks that arrived in the
+same network read as an earlier one (their ITL samples are ~0). It is a diagnostic, not a verdict:
+a busy client causes it, but so does a server that writes tokens in bursts (vLLM on CPU does at
+concurrency 1, with an idle client), so it does not by itself mark the client as lagging.
 The delivered rate (measured sends per second) is reported next to the requested rate.
 """
 
@@ -63,7 +65,8 @@ ProgressFn = Callable[[RequestRecord], None]
 PhaseFn = Callable[[str], Any]  # called with "measure_start" / "measure_end"; may return an awaitable
 
 LAG_P99_LIMIT_MS = 10.0
-COALESCED_LIMIT_FRAC = 0.05
+# Above this share of coalesced chunks the report warns that ITL samples reflect read batching.
+COALESCED_WARN_FRAC = 0.05
 COOLDOWN_PREFETCH = 64  # cool-down requests generated before the run (the rest lazily)
 
 WARMUP, MEASURED, COOLDOWN = "warmup", "measured", "cooldown"
@@ -436,8 +439,5 @@ def _client_health(res: LoadResult) -> None:
     coalesced = [getattr(r, "coalesced_chunks", None) for r in recs]
     if chunks and all(c is not None for c in coalesced):
         res.coalesced_chunk_frac = sum(coalesced) / chunks  # type: ignore[arg-type]
-        if res.coalesced_chunk_frac > COALESCED_LIMIT_FRAC:
-            reasons.append(f"{100 * res.coalesced_chunk_frac:.0f}% of content chunks arrived coalesced "
-                           f"(> {100 * COALESCED_LIMIT_FRAC:g}%)")
     res.client_kept_up = not reasons
     res.client_lag_reason = "; ".join(reasons) or None

@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from bench.errors import UserInputError
+from bench.loadgen import COALESCED_WARN_FRAC
 from bench.pareto import pareto_front
 from bench.store import load_results
 
@@ -402,8 +403,14 @@ def collect_warnings(points: pd.DataFrame, runs: Sequence[RunInfo], prices: dict
             w.append(f"Point {where}: the server sent no usage for {int(missing)} request(s); their output "
                      "tokens are client tokenizer counts.")
         if r.get("client_kept_up") is False:
-            w.append(f"Point {where}: the load generator fell behind its schedule (max send lag "
-                     f"{_fmt_num(r.get('max_send_lag_ms'))} ms); the offered load was lower than requested.")
+            reason = r.get("client_lag_reason") or f"max send lag {_fmt_num(r.get('max_send_lag_ms'))} ms"
+            w.append(f"Point {where}: the load generator fell behind its schedule ({reason}); the offered load "
+                     "was lower than requested.")
+        coalesced = _num(r.get("coalesced_chunk_frac"))
+        if coalesced is not None and coalesced > COALESCED_WARN_FRAC:
+            w.append(f"Point {where}: {100 * coalesced:.0f}% of content chunks arrived in the same network read "
+                     "as an earlier one; those ITL samples are ~0 ms and reflect read batching (server bursts or "
+                     "a busy client), not token timing. TPOT is unaffected.")
     for choice in prices.values():
         if choice.entry is None:
             w.append(f"No margin for {choice.model}: {choice.note}")

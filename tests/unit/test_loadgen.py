@@ -190,15 +190,15 @@ def test_trace_exhausted_stops_the_measured_phase():
     assert res.stop_reason == "exhausted" and len(res.records) == 2
 
 
-def test_client_lag_and_coalescing_flag_the_point():
+def test_client_lag_flags_the_point_and_coalescing_is_reported():
     lag_ms = LAG_P99_LIMIT_MS + 5
     res = _run(LoadPoint(request_rate=500.0, num_requests=20), FakeServer(lag_ns=int(lag_ms * 1e6)))
     assert not res.client_kept_up and "send lag p99" in res.client_lag_reason
     assert res.send_lag_p99_ms == pytest.approx(lag_ms)
     res = _run(LoadPoint(concurrency=2, num_requests=10), FakeServer(coalesced=1))
-    # 1 of every 3 chunks coalesced = 33% > 5%
+    # 1 of every 3 chunks coalesced = 33%: reported, but coalescing alone is not proof of client lag
     assert res.coalesced_chunk_frac == pytest.approx(1 / 3)
-    assert not res.client_kept_up and "coalesced" in res.client_lag_reason
+    assert res.client_kept_up and res.client_lag_reason is None
     ok = _run(LoadPoint(concurrency=2, num_requests=10), FakeServer())
     assert ok.client_kept_up and ok.coalesced_chunk_frac == 0.0
 
