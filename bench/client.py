@@ -311,6 +311,7 @@ class StreamingClient:
     def __init__(self, cfg: ClientConfig, count_tokens: Callable[[str], int] | None = None) -> None:
         self.cfg = cfg
         self.count_tokens = count_tokens
+        self.cancelled: list[RequestRecord] = []  # records of requests cancelled mid-stream
         path = "/v1/chat/completions" if cfg.endpoint == "chat" else "/v1/completions"
         u = urlsplit(cfg.base_url.rstrip("/"))
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -459,6 +460,15 @@ class StreamingClient:
             else:
                 self._drop(conn)
             conn = None
+        except asyncio.CancelledError:
+            # The load generator cancels cool-down requests when the measured phase ends; keep what
+            # they streamed (it counts toward the window's throughput), then let the cancellation go on.
+            rec.cancelled = True
+            rec.error = "cancelled when the measured phase ended"
+            rec.done_ns = time.perf_counter_ns()
+            rec.coalesced_chunks = state["coalesced"]
+            self.cancelled.append(rec)
+            raise
         except asyncio.TimeoutError:
             rec.error = f"timeout after {self.cfg.timeout_s:g} s"
         except (OSError, ConnectionError) as e:

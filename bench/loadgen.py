@@ -9,7 +9,9 @@ One point is one continuous stream of requests in three phases:
 2. measured: the next `num_requests` requests, or, when `duration_s` is set, every request
    sent in the `duration_s` seconds after the first measured send (num_requests is then unused).
 3. cool-down (`cooldown`, default on): the same arrivals continue, unmeasured, until the last
-   measured request has finished; then they are cancelled and left out of the records.
+   measured request has finished; then they are cancelled. Their records are kept with
+   `cooldown=True` (cancelled ones also `cancelled=True`, collected by the client), because the
+   tokens they streamed inside the measured window count toward its throughput (bench/metrics.py).
 Why a continuous stream: if the load stopped between phases, the first measured requests would
 meet an empty server and the last ones a draining server (a smaller batch, so a faster TPOT and
 a lower throughput than the load point really has). Warm-up and cool-down keep the measured
@@ -279,8 +281,8 @@ async def _closed_loop(send: SendFn, plan: _Phases, lp: LoadPoint, out: list[Req
                 return
             ready = time.perf_counter_ns()
             plan.finished(ph)
-            if ph != COOLDOWN:
-                out.append(rec)
+            rec.warmup, rec.cooldown = ph == WARMUP, ph == COOLDOWN
+            out.append(rec)
             if ph == MEASURED and on_done is not None:
                 on_done(rec)
 
@@ -332,8 +334,8 @@ async def _open_loop(send: SendFn, plan: _Phases, lp: LoadPoint, seed: int, trac
             plan.fail(e)
             return
         plan.finished(ph)
-        if ph != COOLDOWN:
-            out.append(rec)
+        rec.warmup, rec.cooldown = ph == WARMUP, ph == COOLDOWN
+        out.append(rec)
         if ph == MEASURED and on_done is not None:
             on_done(rec)
 
@@ -419,7 +421,7 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
 
 def _client_health(res: LoadResult) -> None:
     """Delivered rate, send lag and chunk coalescing of the measured requests -> client_kept_up."""
-    recs = [r for r in res.records if not r.warmup]
+    recs = [r for r in res.records if r.measured]
     if recs:
         res.measure_start_ns = min(r.send_ns for r in recs)
         res.measure_end_ns = max(r.end_ns for r in recs)

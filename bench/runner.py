@@ -404,7 +404,7 @@ def _measure_point(sweep: Sweep, point: Point, idx: int, engine: _Engine, store:
     row.update(probe.columns())
     row["finished_at"] = datetime.now(timezone.utc).isoformat()
     row.update(cost_columns(row))
-    errors = [r.error for r in result.records if not r.warmup and r.error]
+    errors = [r.error for r in result.records if r.measured and r.error]
     if row["completed"] == row["num_requests"]:
         row["status"] = "ok"
     else:
@@ -421,9 +421,13 @@ async def _drive(cfg: ClientConfig, count: Callable[[str], int] | None, warm: An
     if probe is not None:
         await probe.scrape("before")
     async with StreamingClient(cfg, count) as client:
-        return await run_load(client.send, warm, measured, point.load, seed=point.workload.seed,
-                              on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}),
-                              cooldown=cool, on_phase=probe.on_phase if probe is not None else None)
+        result = await run_load(client.send, warm, measured, point.load, seed=point.workload.seed,
+                                on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}),
+                                cooldown=cool, on_phase=probe.on_phase if probe is not None else None)
+    for rec in client.cancelled:  # cool-down requests cut off at the end of the measured phase
+        rec.warmup, rec.cooldown = False, True
+        result.records.append(rec)
+    return result
 
 
 SERVER_METRIC_COLUMNS = ("kv_cache_usage_frac", "prefix_cache_queries", "prefix_cache_hits", "prefix_cache_hit_rate",
@@ -519,6 +523,8 @@ def requests_frame(records: list[RequestRecord], point_id: str) -> pd.DataFrame:
             "usage_completion_tokens": r.usage_completion_tokens, "client_output_tokens": r.client_output_tokens,
             "send_ns": r.send_ns, "scheduled_ns": r.scheduled_ns, "done_ns": r.done_ns,
             "ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms, "e2el_ms": r.e2el_ms,
+            "cooldown": r.cooldown, "cancelled": r.cancelled,
             "num_chunks": len(r.chunk_ns), "coalesced_chunks": r.coalesced_chunks, "itl_ms": r.itl_ms,
+            "chunk_ns": list(r.chunk_ns),
         })
     return pd.DataFrame(rows)

@@ -67,7 +67,7 @@ def _measure(url: str, out_len: int, n: int = 8, conc: int = 1, endpoint: str = 
                                   LoadPoint(concurrency=conc, num_requests=n, warmup_requests=conc))
 
     res = run_async(main())
-    recs = [r for r in res.records if not r.warmup]
+    recs = [r for r in res.records if r.measured]
     assert len(recs) == n and all(r.ok for r in recs), [r.error for r in recs]
     return recs, res
 

@@ -63,7 +63,7 @@ def _run(lp: LoadPoint, server: FakeServer, cooldown: bool = True, **kw):
 def test_closed_loop_phases_counts_and_indices():
     srv = FakeServer()
     res = _run(LoadPoint(concurrency=3, num_requests=12, warmup_requests=4), srv)
-    measured = [r for r in res.records if not r.warmup]
+    measured = [r for r in res.records if r.measured]
     warm = [r for r in res.records if r.warmup]
     assert sorted(r.request_idx for r in measured) == list(range(12))
     assert sorted(r.request_idx for r in warm) == [-4, -3, -2, -1]
@@ -71,8 +71,11 @@ def test_closed_loop_phases_counts_and_indices():
     # warm-up requests are the first four sent
     starts = [e for e in srv.events if e[0] == "start"]
     assert all(e[2] for e in starts[:4]) and not any(e[2] for e in starts[4:16])
-    # cool-down requests ran, are not in the records and were cancelled or finished, never left running
-    assert res.cooldown_sent >= 1 and len(res.records) == 16
+    # cool-down requests ran, were cancelled or finished (never left running); the finished ones are kept,
+    # flagged, for the window's token count, and are neither measured nor warm-up
+    cool = [r for r in res.records if r.cooldown]
+    assert res.cooldown_sent >= 1 and len(measured) + len(warm) == 16
+    assert len(cool) <= res.cooldown_sent and not any(r.warmup for r in cool)
     assert srv.inflight == 0
     assert res.stop_reason == "count" and res.load_mode == "concurrency"
 
@@ -110,7 +113,7 @@ def test_phase_hooks_run_in_order_and_measure_end_sees_cooldown_load():
 def test_closed_loop_duration_bound():
     srv = FakeServer(lambda idx: 0.005)
     res = _run(LoadPoint(concurrency=2, duration_s=0.2, num_requests=3), srv)
-    measured = [r for r in res.records if not r.warmup]
+    measured = [r for r in res.records if r.measured]
     span_s = (max(r.send_ns for r in measured) - min(r.send_ns for r in measured)) / 1e9
     assert res.stop_reason == "duration"
     assert len(measured) > 3  # num_requests is not a bound when duration_s is set
@@ -153,7 +156,7 @@ def test_open_loop_ramp_requests_are_warmup_and_rate_rises():
     lp = LoadPoint(request_rate=400.0, num_requests=100, warmup_requests=0, ramp_s=0.25, ramp_start_rate=0.0)
     res = _run(lp, srv, seed=3)
     warm = sorted(r.scheduled_ns for r in res.records if r.warmup)
-    meas = sorted(r.scheduled_ns for r in res.records if not r.warmup)
+    meas = sorted(r.scheduled_ns for r in res.records if r.measured)
     assert warm and max(warm) < min(meas)
     # Lambda(0.25) = 400 * 0.25 / 2 = 50 expected ramp requests (Poisson: +- 4 sigma ~ 28)
     assert 22 < len(warm) < 78
@@ -206,7 +209,7 @@ def test_client_lag_flags_the_point_and_coalescing_is_reported():
 def test_delivered_rate_is_measured_sends_per_second():
     srv = FakeServer(lambda idx: 0.0)
     res = _run(LoadPoint(request_rate=200.0, num_requests=60), srv, seed=1)
-    sends = sorted(r.send_ns for r in res.records if not r.warmup)
+    sends = sorted(r.send_ns for r in res.records if r.measured)
     assert res.delivered_rate == pytest.approx(59 / ((sends[-1] - sends[0]) / 1e9))
     assert 100 < res.delivered_rate < 350  # 60 Poisson arrivals at 200/s
 

@@ -108,3 +108,24 @@ def test_no_samples_gives_none_not_nan():
     assert all(v is None for v in s.values())
     row = summarize([])
     assert row["output_tok_s"] is None and not any(isinstance(v, float) and math.isnan(v) for v in row.values())
+
+
+def test_token_rates_count_every_token_streamed_inside_the_measured_window():
+    # measured: sent at 0, chunks 100..400 (4 tokens), done 401 -> window 0..401 ms (0.401 s)
+    measured = rec(0, 0, [100, 200, 300, 400], usage=4, prompt=10)
+    # warm-up still streaming at the start: chunks at -50 (outside) and 50, 150 (inside), 2 tokens per chunk
+    warm = rec(-1, -100, [-50, 50, 150], usage=6, prompt=7, warmup=True)
+    # cool-down: first chunk at 350 (prefill ends inside: its 5 prompt tokens count), 380 inside, 450 outside
+    cool = rec(1, 300, [350, 380, 450], usage=3, prompt=5)
+    cool.cooldown = True
+    row = summarize([warm, measured, cool])
+    assert row["num_requests"] == 1 and row["output_tokens"] == 4 and row["input_tokens"] == 10
+    # window output tokens: measured 4 + warm-up 2 chunks x 2 tokens + cool-down 2 chunks x 1 token = 10
+    assert row["window_output_tokens"] == pytest.approx(10)
+    # window input tokens: measured 10 + cool-down 5 (the warm-up's first chunk at -50 is outside) = 15
+    assert row["window_input_tokens"] == pytest.approx(15)
+    assert row["output_tok_s"] == pytest.approx(10 / 0.401)
+    assert row["total_tok_s"] == pytest.approx(25 / 0.401)
+    assert row["request_throughput"] == pytest.approx(1 / 0.401)
+    # latency percentiles come from the measured request only
+    assert row["ttft_ms_p50"] == pytest.approx(100)
