@@ -1,8 +1,11 @@
 """Side-by-side: maas-bench's client vs vLLM's own benchmark client (vllm.benchmarks.serve).
 
 Starts one vLLM server for a catalog model (tiny GLM twin by default), then for each concurrency
-runs both clients on the same workload (random prompts, fixed ISL/OSL, ignore_eos), alternating
-which goes first, and prints output tok/s and median TTFT for each with their ratios.
+runs both clients on the same workload (random prompts, fixed ISL/OSL, ignore_eos) `--repeats`
+times, alternating which goes first, and prints the medians of output tok/s, TTFT p50 and TPOT p50
+for each with their ratios. Note the throughput definitions differ: vLLM's client divides all
+output tokens by the whole benchmark (including the drain at the end); maas-bench counts tokens
+streamed inside the measured window, with warm-up and cool-down load around it (steady state).
 
     .venv/bin/python scripts/compare_vllm_client.py --concurrency 1 4 16 --num-prompts 64
 """
@@ -10,10 +13,10 @@ which goes first, and prints output tok/s and median TTFT for each with their ra
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import io
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -63,6 +66,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--num-prompts", type=int, default=64)
     ap.add_argument("--isl", type=int, default=128)
     ap.add_argument("--osl", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per client per concurrency; medians reported")
     ap.add_argument("--out", type=Path, default=Path("/tmp/maas-bench-compare"))
     a = ap.parse_args(argv)
     model_dir = materialize(a.model)
@@ -72,19 +76,21 @@ def run(argv: list[str] | None = None) -> list[dict]:
     server = VllmServer(spec, str(model_dir), EngineSpec(), a.out / "server.log", on_cpu=not has_nvidia_gpu())
     rows = []
     with server:
-        for i, c in enumerate(a.concurrency):
-            order = ("ours", "vllm") if i % 2 == 0 else ("vllm", "ours")
-            res = {}
-            for who in order:
-                if who == "ours":
-                    res[who] = ours(server.base_url, a.model, c, a.num_prompts, a.isl, a.osl, a.out)
-                else:
-                    res[who] = theirs(server.port, model_dir, c, a.num_prompts, a.isl, a.osl)
-            row = {"concurrency": c}
+        for c in a.concurrency:
+            runs: dict[str, list[dict]] = {"ours": [], "vllm": []}
+            for rep in range(a.repeats):  # alternate who goes first: server drift hits both alike
+                for who in (("ours", "vllm") if rep % 2 == 0 else ("vllm", "ours")):
+                    if who == "ours":
+                        runs[who].append(ours(server.base_url, a.model, c, a.num_prompts, a.isl, a.osl, a.out))
+                    else:
+                        runs[who].append(theirs(server.port, model_dir, c, a.num_prompts, a.isl, a.osl))
+            row = {"concurrency": c, "repeats": a.repeats}
             for k in ("output_tok_s", "ttft_ms_p50", "tpot_ms_p50"):
-                row[f"ours_{k}"] = round(res["ours"][k], 2)
-                row[f"vllm_{k}"] = round(res["vllm"][k], 2)
-                row[f"ratio_{k}"] = round(res["ours"][k] / res["vllm"][k], 3)
+                ours_k = statistics.median(r[k] for r in runs["ours"])
+                vllm_k = statistics.median(r[k] for r in runs["vllm"])
+                row[f"ours_{k}"] = round(ours_k, 2)
+                row[f"vllm_{k}"] = round(vllm_k, 2)
+                row[f"ratio_{k}"] = round(ours_k / vllm_k, 3)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     return rows
