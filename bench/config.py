@@ -153,6 +153,19 @@ class LoadPoint(StrictModel):
     ramp_start_rate: float | None = Field(None, ge=0, description="rate mode: req/s at the start of the ramp")
     cooldown: bool = Field(True, description="keep the load on (unmeasured) until the last measured request ends")
 
+    @property
+    def effective_warmup(self) -> int:
+        """Warm-up requests actually sent: in closed loop at least one full wave (the concurrency).
+
+        The stream is continuous, so with fewer warm-up requests than workers the first measured
+        requests start in the same wave as the warm-up, on a server that has not yet seen a batch
+        that large (on vLLM's CPU build the first such batch can stall the whole wave for ~1 s).
+        `warmup_requests: 0` still means no warm-up at all.
+        """
+        if self.warmup_requests and self.concurrency:
+            return max(self.warmup_requests, self.concurrency)
+        return self.warmup_requests
+
     @model_validator(mode="after")
     def _one_mode(self) -> LoadPoint:
         if (self.concurrency is None) == (self.request_rate is None):

@@ -4,7 +4,8 @@ The load generator decides *when* each request is sent and which requests are me
 never computes latency metrics (bench/metrics.py does).
 
 One point is one continuous stream of requests in three phases:
-1. warm-up: the first `warmup_requests` requests, and every request sent during the ramp-up
+1. warm-up: the first `warmup_requests` requests (in closed loop at least one full wave, i.e.
+   `concurrency` of them, see LoadPoint.effective_warmup), and every request sent during the ramp-up
    (`ramp_s`). Marked `warmup=True`; bench/metrics.py leaves them out.
 2. measured: the next `num_requests` requests, or, when `duration_s` is set, every request
    sent in the `duration_s` seconds after the first measured send (num_requests is then unused).
@@ -167,7 +168,7 @@ class _Phases:
         lp = self.lp
         if ph == WARMUP:
             in_ramp = self.ramp_end_ns is not None and t_ns < self.ramp_end_ns
-            return self.sent[WARMUP] < lp.warmup_requests or in_ramp
+            return self.sent[WARMUP] < lp.effective_warmup or in_ramp
         if ph == MEASURED:
             if lp.duration_s is not None:
                 return self.measure_deadline_ns is None or t_ns < self.measure_deadline_ns
@@ -379,10 +380,10 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
     if lp.duration_s is None:
         measured = list(islice(measured, lp.num_requests))  # generate before the clock starts
     if not lp.ramp_s:
-        warmup = list(islice(warmup, lp.warmup_requests))
+        warmup = list(islice(warmup, lp.effective_warmup))
     else:
         warm_iter = iter(warmup)
-        warmup = chain(list(islice(warm_iter, lp.warmup_requests)), warm_iter)
+        warmup = chain(list(islice(warm_iter, lp.effective_warmup)), warm_iter)
     if cooldown is not None and lp.cooldown:
         cool_iter = iter(cooldown)
         cooldown = chain(list(islice(cool_iter, COOLDOWN_PREFETCH)), cool_iter)

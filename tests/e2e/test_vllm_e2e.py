@@ -82,6 +82,10 @@ def test_per_request_rows_and_warmup_excluded(e2e_run):
     assert isinstance(req, pd.DataFrame)
     measured = req[~req["warmup"] & ~req["cooldown"]]
     assert len(measured) == N and int(req["warmup"].sum()) == 2
+    # closed loop: warm-up is at least one full wave (2 asked for, concurrency 4 -> 4)
+    for _, row in df.iterrows():
+        w = load_requests(summary.run_dir, row["point_id"])["warmup"].sum()
+        assert int(w) == max(2, int(row["concurrency"])) == row["warmup_sent"]
     assert (measured["ttft_ms"] < measured["e2el_ms"]).all()
     assert (measured["num_chunks"] == OUTPUT_LEN).all()  # vLLM streams one token per chunk here
 

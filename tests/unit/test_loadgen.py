@@ -253,3 +253,15 @@ def test_seeded_open_loop_is_reproducible():
 
     a, b = sched(5), sched(5)
     assert a == b and a != sched(6)
+
+
+def test_closed_loop_warmup_is_at_least_one_full_wave():
+    # 2 warm-up requests asked for at concurrency 5: the first wave (5 requests) is all warm-up, so no
+    # measured request starts alongside a cold first batch; warmup_requests=0 still means none
+    srv = FakeServer()
+    res = _run(LoadPoint(concurrency=5, num_requests=10, warmup_requests=2), srv)
+    assert res.warmup_sent == 5 and sum(r.warmup for r in res.records) == 5
+    starts = [e for e in srv.events if e[0] == "start"]
+    assert all(e[2] for e in starts[:5]) and not any(e[2] for e in starts[5:15])
+    none = _run(LoadPoint(concurrency=5, num_requests=10, warmup_requests=0), FakeServer())
+    assert none.warmup_sent == 0
