@@ -466,7 +466,6 @@ def margin(
         output_tokens if output_tokens is not None else 500.0,
         cached_share,
     )
-    m = mg.api_margin(mix, entry, tok_s_per_gpu, rate, utilization, usd_per_cny=fx)
     inputs = {
         "price": price,
         "currency": entry.currency,
@@ -478,67 +477,29 @@ def margin(
         "cached_share": mix.cached_share,
         "output_tokens": mix.output_tokens,
     }
-    be_price = mg.break_even_price(
-        mix, entry, tok_s_per_gpu, rate, utilization, target_margin, usd_per_cny=fx
-    )
-    break_even = {
-        "target_margin": target_margin,
-        "utilization": mg.break_even_utilization(
-            mix, entry, tok_s_per_gpu, rate, target_margin, usd_per_cny=fx
-        ),
-        "price_scale": be_price.scale,
-        "output_usd_per_m": be_price.output_usd_per_m,
-        "input_usd_per_m": be_price.input_usd_per_m,
-        "blended_usd_per_m_tokens": be_price.blended_usd_per_m_tokens,
-        "output_tok_s_per_gpu": mg.break_even_tok_s_per_gpu(
-            mix, entry, rate, utilization, target_margin, usd_per_cny=fx
-        ),
-    }
-    scenarios = {
-        f"{d:g}": mg.price_decline_scenarios(
-            mix,
-            entry,
-            tok_s_per_gpu,
-            rate,
-            utilization,
-            years=years,
-            price_decline_per_year=d,
-            hw_cost_decline_per_year=hw_decline,
-            usd_per_cny=fx,
-        )
-        for d in price_decline
-    }
-    out: dict[str, Any] = {
-        "inputs": inputs,
-        "margin": m.to_dict(),
-        "break_even": break_even,
-        "price_decline": scenarios,
-    }
-    if sensitivity:
-        out["sensitivity"] = mg.margin_sensitivity(
-            mix, entry, tok_s_per_gpu, rate, utilization, prefill_fraction=prefill_fraction, usd_per_cny=fx
-        )
-    if curve:
-        out["curve"] = mg.margin_vs_utilization(mix, entry, tok_s_per_gpu, rate, usd_per_cny=fx)
+    subscription = None
     if subscription_fee is not None or requests_per_month is not None:
         if subscription_fee is None or requests_per_month is None:
             raise UserInputError("a subscription needs both --subscription-fee and --requests-per-month")
         if fee_currency not in ("USD", "CNY"):
             raise UserInputError(f"--fee-currency must be one of USD, CNY (got {fee_currency!r})")
         fee_usd = convert_to_usd(subscription_fee, fee_currency, fx, what="--subscription-fee")
-        one = mg.subscriber_margin(fee_usd, requests_per_month, mix, tok_s_per_gpu, rate, utilization)
-        out["subscription"] = {"one_subscriber": one}
-        if requests_sigma > 0:
-            samples = mg.lognormal_samples(requests_per_month, requests_sigma, 10000, seed=0)
-            out["subscription"]["population"] = mg.subscription_plan(
-                fee_usd, samples, mix, tok_s_per_gpu, rate, utilization
-            ).to_dict()
+        subscription = mg.SubscriptionQuery(fee_usd, requests_per_month, requests_sigma)
+    out: dict[str, Any] = {
+        "inputs": inputs,
+        **mg.what_if(
+            mix, entry, tok_s_per_gpu, rate, utilization, target_margin=target_margin, years=years,
+            price_declines=price_decline, hw_decline=hw_decline, sensitivity=sensitivity,
+            prefill_fraction=prefill_fraction, curve=curve, subscription=subscription, usd_per_cny=fx,
+        ),
+    }
+    break_even, scenarios = out["break_even"], out["price_decline"]
     if json_out:
         print_json(out)
         return
     print_table(
         f"Margin at {price}",
-        [{**inputs, **m.to_dict()}],
+        [{**inputs, **out["margin"]}],
         [
             "price",
             "rate",

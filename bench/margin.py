@@ -748,3 +748,75 @@ def best_point(
     """The point with the highest gross margin among those meeting the SLO (None if none does)."""
     ok = [r for r in rows if meets_slo(r, ttft_ms, tpot_ms, percentile)]
     return max(ok, key=lambda r: r["gross_margin"]) if ok else None
+
+
+# --- what-if bundle (one call answers the `maas-bench margin` what-if form) ----------------------
+
+
+@dataclass(frozen=True)
+class SubscriptionQuery:
+    """A subscription plan to evaluate: monthly fee (USD), requests a month, lognormal spread (0 = none)."""
+
+    fee_usd: float
+    requests_per_month: float
+    requests_sigma: float = 0.0
+
+
+def what_if(
+    mix: TrafficMix,
+    price: PriceLike,
+    output_tok_s_per_gpu: float,
+    usd_per_gpu_hour: float,
+    utilization: float = 1.0,
+    *,
+    target_margin: float = 0.0,
+    years: int = 1,
+    price_declines: Sequence[float] = (0.5, 0.8),
+    hw_decline: float = 0.0,
+    sensitivity: bool = False,
+    prefill_fraction: float = 0.0,
+    curve: bool = False,
+    subscription: SubscriptionQuery | None = None,
+    usd_per_cny: float | None = None,
+) -> dict[str, Any]:
+    """Margin, break-even (utilization, price, throughput), price-decline scenarios and, on request,
+    sensitivity rows, the margin-vs-utilization curve and a subscription plan, for one throughput."""
+    m = api_margin(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization, usd_per_cny=usd_per_cny)
+    be_price = break_even_price(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization, target_margin,
+                                usd_per_cny=usd_per_cny)
+    out: dict[str, Any] = {
+        "margin": m.to_dict(),
+        "break_even": {
+            "target_margin": target_margin,
+            "utilization": break_even_utilization(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, target_margin,
+                                                  usd_per_cny=usd_per_cny),
+            "price_scale": be_price.scale,
+            "output_usd_per_m": be_price.output_usd_per_m,
+            "input_usd_per_m": be_price.input_usd_per_m,
+            "blended_usd_per_m_tokens": be_price.blended_usd_per_m_tokens,
+            "output_tok_s_per_gpu": break_even_tok_s_per_gpu(mix, price, usd_per_gpu_hour, utilization,
+                                                             target_margin, usd_per_cny=usd_per_cny),
+        },
+        "price_decline": {
+            f"{d:g}": price_decline_scenarios(
+                mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization, years=years,
+                price_decline_per_year=d, hw_cost_decline_per_year=hw_decline, usd_per_cny=usd_per_cny,
+            )
+            for d in price_declines
+        },
+    }
+    if sensitivity:
+        out["sensitivity"] = margin_sensitivity(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization,
+                                                prefill_fraction=prefill_fraction, usd_per_cny=usd_per_cny)
+    if curve:
+        out["curve"] = margin_vs_utilization(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour,
+                                             usd_per_cny=usd_per_cny)
+    if subscription is not None:
+        sub = subscription
+        out["subscription"] = {"one_subscriber": subscriber_margin(
+            sub.fee_usd, sub.requests_per_month, mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)}
+        if sub.requests_sigma > 0:
+            samples = lognormal_samples(sub.requests_per_month, sub.requests_sigma, 10000, seed=0)
+            out["subscription"]["population"] = subscription_plan(
+                sub.fee_usd, samples, mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization).to_dict()
+    return out

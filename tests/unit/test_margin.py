@@ -353,3 +353,19 @@ def test_property_break_even_utilization_and_throughput(mix, tok, q, m):
     assert mg.api_margin(mix, AIR_ZAI, tok, rate, min(u_star, 1.0)).gross_margin == pytest.approx(m, abs=1e-9)
     t_star = mg.break_even_tok_s_per_gpu(mix, AIR_ZAI, rate, 1.0, m)
     assert mg.api_margin(mix, AIR_ZAI, t_star, rate, 1.0).gross_margin == pytest.approx(m, abs=1e-9)
+
+
+def test_what_if_bundle_is_consistent_with_its_parts():
+    out = mg.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, target_margin=0.3, price_declines=(0.5,), years=1)
+    assert set(out) == {"margin", "break_even", "price_decline"}  # optional parts only on request
+    assert out["margin"]["gross_margin"] == pytest.approx(mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 0.6).gross_margin)
+    # at the break-even utilization for a 30% target the margin is 30%
+    u = out["break_even"]["utilization"]
+    assert mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, u).gross_margin == pytest.approx(0.3, abs=1e-9)
+    # year 1 of a 50% price decline halves revenue: margin = 1 - cost / (revenue / 2)
+    base = mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 0.6)
+    y1 = out["price_decline"]["0.5"][1]
+    assert y1["gross_margin"] == pytest.approx(1 - base.cost_usd_per_request / (base.revenue_usd_per_request / 2))
+    full = mg.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, sensitivity=True, curve=True,
+                      subscription=mg.SubscriptionQuery(10.0, 100, 0.0))
+    assert {"sensitivity", "curve", "subscription"} <= set(full)
