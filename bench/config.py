@@ -47,7 +47,9 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 class EngineSpec(StrictModel):
     """Which engine serves the points: a vLLM server we start, or an endpoint that already runs."""
 
-    kind: Literal["vllm", "openai"] = "vllm"
+    kind: Literal["vllm", "openai", "vllm-offline"] = Field(
+        "vllm", description="vllm: start a server; openai: an endpoint at base_url; vllm-offline: LLM.generate batch"
+    )
     startup_timeout_s: float = Field(600.0, gt=0)
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
@@ -273,6 +275,13 @@ class Sweep(StrictModel):
     @classmethod
     def _wl(cls, v: Any) -> Any:
         return [v] if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _offline_load(self) -> Sweep:
+        if self.engine.kind == "vllm-offline" and (self.load.request_rate or len(self.load.concurrency) != 1):
+            raise ValueError("engine.kind vllm-offline submits one batch per point: give load.concurrency as one "
+                             "value (a label; max_num_seqs caps what runs at once) and no request_rate")
+        return self
 
     def server_specs(self) -> list[ServerSpec]:
         """Expand server axes: cartesian product, except `zip` groups vary together."""

@@ -29,6 +29,8 @@ Times are `time.perf_counter_ns()` stamps taken in the client process.
   of the measured window. A request with undefined TPOT meets a TPOT SLO vacuously.
 - Percentiles: mean, p50, p90, p95, p99, linear interpolation between order statistics (numpy's
   default, the same as vLLM's benchmark client).
+- Offline (max-throughput) points: the window is the measured `LLM.generate` call; token rates are
+  its prompt / generated tokens over that window; there are no per-request latencies (`offline_summary`).
 """
 
 from __future__ import annotations
@@ -228,3 +230,26 @@ def token_discrepancy(done: Sequence[RequestRecord]) -> dict[str, Any]:
         "token_discrepancy_pct": (100.0 * (client - server) / server) if server else None,
         "usage_missing": sum(1 for r in done if r.usage_completion_tokens is None),
     }
+
+
+def offline_summary(elapsed_s: float, num_prompts: int, completed: int, input_tokens: int, output_tokens: int,
+                    gpu_count: int = 1) -> dict[str, Any]:
+    """Row metrics of an offline batch: the same throughput columns, latency columns left empty."""
+    if gpu_count <= 0:
+        raise ValueError("gpu_count must be > 0")
+    row: dict[str, Any] = {
+        "num_requests": num_prompts, "completed": completed, "failed": num_prompts - completed,
+        "duration_s": elapsed_s, "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "window_input_tokens": float(input_tokens), "window_output_tokens": float(output_tokens),
+    }
+    rate = (lambda x: x / elapsed_s) if elapsed_s > 0 else (lambda x: None)
+    row["request_throughput"] = rate(completed)
+    row["input_tok_s"] = rate(input_tokens)
+    row["output_tok_s"] = rate(output_tokens)
+    row["total_tok_s"] = rate(input_tokens + output_tokens)
+    for k in ("input_tok_s", "output_tok_s", "total_tok_s"):
+        row[f"{k}_per_gpu"] = row[k] / gpu_count if row[k] is not None else None
+    for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
+        row.update(percentile_stats(name, []))
+    row.update({"interactivity_tok_s_user": None, "good_requests": None, "goodput_req_s": None})
+    return row

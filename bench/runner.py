@@ -14,6 +14,7 @@ written, which is what `--resume` relies on.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -330,7 +331,8 @@ class GroupSession:
             self.emit({"type": "point_done", "row": row, "skipped_requests": point.load.num_requests})
             return row
         assert self.engine is not None
-        row = _measure_point(self.sweep, point, idx, self.engine, self.sink, self.rate, self.on_gpu, self.emit)
+        measure = _measure_offline_point if self.sweep.engine.kind == "vllm-offline" else _measure_point
+        row = measure(self.sweep, point, idx, self.engine, self.sink, self.rate, self.on_gpu, self.emit)
         self.stats.measured_s += row.get("duration_s") or 0.0
         if row["status"] != "ok":
             self.stats.points_failed += 1
@@ -413,6 +415,42 @@ def _measure_point(sweep: Sweep, point: Point, idx: int, engine: _Engine, store:
         row["status"] = "failed" if row["completed"] == 0 or died else "partial"
         row["error"] = f"{len(errors)} of {row['num_requests']} requests failed; first: {reason}"
     store.write_point(row, requests_frame(result.records, point.point_id))
+    return row
+
+
+def _measure_offline_point(sweep: Sweep, point: Point, idx: int, engine: _Engine, store: RunStore, rate: float,
+                           on_gpu: bool, emit: ProgressFn) -> dict[str, Any]:
+    """One offline batch: LLM.generate on num_requests prompts (after the warm-up batch) in a child process."""
+    from bench.engines.vllm_offline import run_offline
+    from bench.metrics import offline_summary
+
+    row = _base_row(sweep, point, idx, store.run_id, rate, on_gpu)
+    row["started_at"] = datetime.now(timezone.utc).isoformat()
+    lp, factory = point.load, engine.prompt_factory()
+    emit({"type": "point_start", "index": idx, "point": point, "requests": lp.num_requests})
+    reqs = list(itertools.islice(iter_requests(point.workload, factory, seed_offset=idx), lp.num_requests))
+    warm = list(itertools.islice(iter_requests(point.workload, factory, seed_offset=10_000 + idx),
+                                 lp.warmup_requests))
+    try:
+        res = run_offline(point.server, engine.model_path, sweep.engine, [r.prompt or "" for r in reqs],
+                          [r.prompt or "" for r in warm], point.workload.output_len,
+                          store.log_path(point.server_hash), not on_gpu, lp.timeout_s)
+    except EngineStartError as e:
+        row.update({"status": "failed", "error": with_root_cause(str(e), store.log_path(point.server_hash))})
+        store.write_point(row)
+        return row
+    row.update(offline_summary(res.elapsed_s, res.num_prompts, res.completed, res.input_tokens, res.output_tokens,
+                               gpu_count=point.gpu_count))
+    row.update({"load_mode": "offline", "client_kept_up": None,
+                "telemetry_available": False, "telemetry_reason": "not measured: offline mode"})
+    row["finished_at"] = datetime.now(timezone.utc).isoformat()
+    row.update(cost_columns(row))
+    row["status"] = "ok" if res.completed == res.num_prompts else "partial"
+    if row["status"] != "ok":
+        row["error"] = f"{res.num_prompts - res.completed} of {res.num_prompts} prompts did not finish"
+    for _ in range(lp.num_requests):
+        emit({"type": "request_done", "ok": True})
+    store.write_point(row)
     return row
 
 
