@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import ssl
 import time
@@ -104,14 +105,44 @@ class RequestSpec:
 
 @dataclass
 class ClientConfig:
-    base_url: str  # e.g. http://127.0.0.1:8000 (no /v1)
+    """Where and how to send requests.
+
+    base_url is either a server root (``http://127.0.0.1:8000``, ``http://gateway/vllm-a``), to which
+    ``/v1/completions`` or ``/v1/chat/completions`` is appended, or an API root as the OpenAI SDK
+    takes it, whose last path segment is a version (``.../v1``, ``.../api/paas/v4``, ``.../v1beta/openai``),
+    to which only ``/completions`` or ``/chat/completions`` is appended. See `api_path`.
+    """
+
+    base_url: str
     model: str
     endpoint: str = "completions"  # or "chat"
-    api_key: str | None = None  # read from an env var by the caller; never stored in results
+    # Read from an env var by the caller; sent only in the Authorization header, kept out of repr()
+    # and redacted from error messages, never stored in results.
+    api_key: str | None = field(default=None, repr=False)
     ignore_eos: bool = True  # vLLM extension that pins output length; providers may reject it
     temperature: float = 0.0
-    timeout_s: float = 300.0
+    timeout_s: float = 300.0  # whole request: connect, wait and stream
     extra_body: dict[str, Any] = field(default_factory=dict)
+    ca_file: str | None = None  # https: trust this PEM CA bundle instead of the system store
+    verify_tls: bool = True  # https: False skips certificate checks (self-signed test servers only)
+
+
+_VERSION_SEGMENT = re.compile(r"v\d+[a-z0-9]*|openai")
+
+
+def api_path(base_path: str, endpoint: str) -> str:
+    """The request path for a base_url's path.
+
+    Provider docs give base URLs in the OpenAI SDK form, ending in the API version (``/v1``, Zhipu's
+    ``/api/paas/v4``, Gemini's ``/v1beta/openai``); appending another ``/v1`` would 404. A server root
+    or a proxy prefix (no version segment at the end) gets vLLM's and SGLang's ``/v1``.
+    """
+    leaf = "/chat/completions" if endpoint == "chat" else "/completions"
+    base = base_path.rstrip("/")
+    last = base.rsplit("/", 1)[-1].lower()
+    if base and _VERSION_SEGMENT.fullmatch(last):
+        return base + leaf
+    return base + "/v1" + leaf
 
 
 class _Conn(asyncio.Protocol):
@@ -136,7 +167,12 @@ class _Conn(asyncio.Protocol):
         now = time.perf_counter_ns()
         r = self.response
         if r is not None:
-            r.feed(now, data)
+            try:  # free on Python >= 3.11 unless it raises
+                r.feed(now, data)
+            except Exception as e:  # a response the parser did not expect: fail the request, not the loop
+                r._fail(ConnectionError(f"unreadable response: {type(e).__name__}: {e}"))
+                if self.transport is not None:
+                    self.transport.close()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -157,7 +193,7 @@ class _Response:
     event of one network read gets that read's arrival time."""
 
     __slots__ = ("fut", "on_events", "state", "buf", "status", "chunked", "remaining", "need", "keep_alive",
-                 "sse", "error_body", "got_bytes", "complete")
+                 "sse", "error_body", "got_bytes", "complete", "content_type", "location", "is_sse")
 
     def __init__(self, fut: asyncio.Future[None], on_events: Callable[[int, list[bytes]], None]) -> None:
         self.fut = fut
@@ -170,24 +206,34 @@ class _Response:
         self.need = -1  # chunked: bytes left in this chunk; -1 size line, -2 CRLF after data, -3 trailers
         self.keep_alive = True
         self.sse = SSEParser()
-        self.error_body = b""
+        self.error_body = b""  # body of a non-200 or non-SSE response, for the error message
         self.got_bytes = False
         self.complete = False
+        self.content_type = b""
+        self.location = b""
+        self.is_sse = True  # a 200 whose body goes through SSE parsing
 
     def feed(self, now: int, data: bytes) -> None:
         self.got_bytes = True
         if self.state == _HEAD:
             buf = self.buf + data
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    self.buf = buf
+                    return
+                self._headers(buf[:end])
+                buf = buf[end + 4:]
+                if not 100 <= self.status < 200:
+                    break
+                self._reset_head()  # an interim 1xx response (100 Continue, 103 Early Hints): the real one follows
             self.buf = b""
-            self._headers(buf[:end])
-            data = buf[end + 4:]
+            data = buf
             self.state = _BODY
+            if self.fut.done():  # _headers failed the response
+                return
             if self.remaining == 0:
-                self._finish()
+                self._finish(now)
                 return
             if not data:
                 return
@@ -199,7 +245,14 @@ class _Response:
                 self.remaining -= len(data)
             self._body(now, data)
             if self.remaining == 0:
-                self._finish()
+                self._finish(now)
+
+    def _reset_head(self) -> None:
+        self.status = 0
+        self.chunked = False
+        self.remaining = None
+        self.keep_alive = True
+        self.content_type = self.location = b""
 
     def _headers(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -209,19 +262,36 @@ class _Response:
         except (IndexError, ValueError):
             self._fail(ConnectionError(f"bad HTTP status line {lines[0][:80]!r}"))
             return
+        http10 = parts[0] == b"HTTP/1.0"
+        self.keep_alive = not http10  # HTTP/1.0 closes after the response unless it says keep-alive
         for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name, value = name.strip().lower(), value.strip().lower()
+            name, _, raw = line.partition(b":")
+            name, value = name.strip().lower(), raw.strip().lower()
             if name == b"transfer-encoding" and b"chunked" in value:
                 self.chunked = True
             elif name == b"content-length":
-                self.remaining = int(value)
-            elif name == b"connection" and value == b"close":
-                self.keep_alive = False
+                try:
+                    self.remaining = int(value)
+                except ValueError:
+                    self._fail(ConnectionError(f"bad Content-Length {raw.strip()[:40]!r}"))
+                    return
+            elif name == b"connection":
+                tokens = {t.strip() for t in value.split(b",")}
+                if b"close" in tokens:
+                    self.keep_alive = False
+                elif http10 and b"keep-alive" in tokens:
+                    self.keep_alive = True
+            elif name == b"content-type":
+                self.content_type = value
+            elif name == b"location":
+                self.location = raw.strip()
         if self.chunked:
             self.remaining = None
         elif self.remaining is None:
             self.keep_alive = False  # body ends when the server closes
+        # A JSON or HTML 200 (stream=true ignored, a proxy's page) is not SSE: keep it for the error message.
+        ctype = self.content_type
+        self.is_sse = self.status == 200 and not (b"json" in ctype or b"html" in ctype)
 
     def _chunked(self, now: int, data: bytes) -> None:
         if self.need == -1 and not self.buf:  # fast path: the read is exactly one whole chunk (the usual case)
@@ -271,21 +341,22 @@ class _Response:
         if parts:
             self._body(now, parts[0] if len(parts) == 1 else b"".join(parts))
         if done:
-            self._finish()
+            self._finish(now)
 
     def _body(self, now: int, data: bytes) -> None:
-        if self.status != 200:
-            self.error_body += data
+        if not self.is_sse:
+            if len(self.error_body) < 65536:
+                self.error_body += data
             return
         events = self.sse.feed_bytes(data)
         if events:
             self.on_events(now, events)
 
-    def _finish(self) -> None:
-        if self.status == 200:
+    def _finish(self, now: int | None = None) -> None:
+        if self.is_sse:
             rest = self.sse.flush_bytes()
             if rest:
-                self.on_events(time.perf_counter_ns(), rest)
+                self.on_events(now if now is not None else time.perf_counter_ns(), rest)
         self.complete = True
         if not self.fut.done():
             self.fut.set_result(None)
@@ -312,17 +383,19 @@ class StreamingClient:
         self.cfg = cfg
         self.count_tokens = count_tokens
         self.cancelled: list[RequestRecord] = []  # records of requests cancelled mid-stream
-        path = "/v1/chat/completions" if cfg.endpoint == "chat" else "/v1/completions"
-        u = urlsplit(cfg.base_url.rstrip("/"))
+        u = urlsplit(cfg.base_url.strip())
         if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"base_url must be http(s)://host[:port] (got {cfg.base_url!r})")
-        self.url = cfg.base_url.rstrip("/") + path
+            raise ValueError(f"base_url must be http(s)://host[:port][/path] (got {cfg.base_url!r})")
+        path = api_path(u.path, cfg.endpoint)
+        host_header = u.netloc.rsplit("@", 1)[-1]  # keeps a non-default port (and IPv6 brackets)
+        self.url = f"{u.scheme}://{host_header}{path}"
         self._host = u.hostname
         self._port = u.port or (443 if u.scheme == "https" else 80)
-        self._ssl = ssl.create_default_context() if u.scheme == "https" else None
-        self._path = (u.path.rstrip("/") + path).encode()
-        host_header = u.netloc.rsplit("@", 1)[-1]
-        headers = [f"Host: {host_header}", "Content-Type: application/json", "Accept: text/event-stream"]
+        self._ssl = _ssl_context(cfg) if u.scheme == "https" else None
+        self._path = path.encode()
+        # identity: without Accept-Encoding a server may compress, and this client does not decompress
+        headers = [f"Host: {host_header}", "Content-Type: application/json", "Accept: text/event-stream",
+                   "Accept-Encoding: identity", "User-Agent: maas-bench"]
         if cfg.api_key:
             headers.append(f"Authorization: Bearer {cfg.api_key}")
         self._header_lines = ("\r\n".join(headers) + "\r\n").encode()
@@ -411,12 +484,16 @@ class StreamingClient:
                 except ValueError:
                     rec.error = f"unparseable event: {ev[:100]!r}"
                     continue
-                on_event(obj, now, rec, texts, chat)
+                try:
+                    on_event(obj, now, rec, texts, chat)
+                except (AttributeError, TypeError):  # e.g. "choices": ["x"]; free unless it raises
+                    rec.error = f"unexpected event: {ev[:100].decode('utf-8', errors='replace')}"
             if len(chunk_ns) - n_before > 1:
                 state["coalesced"] += len(chunk_ns) - n_before - 1
 
         loop = asyncio.get_running_loop()
         rec.send_ns = time.perf_counter_ns()
+        deadline = loop.time() + self.cfg.timeout_s  # one budget for connect, retry and stream
         conn: _Conn | None = None
         resp: _Response | None = None
         try:
@@ -424,14 +501,14 @@ class StreamingClient:
                 conn = self._take_idle()
                 reused = conn is not None
                 if conn is None:
-                    conn = await asyncio.wait_for(self._connect(), self.cfg.timeout_s)
+                    conn = await asyncio.wait_for(self._connect(), max(deadline - loop.time(), 0.0))
                 fut: asyncio.Future[None] = loop.create_future()
                 resp = _Response(fut, on_events)
                 conn.response = resp
                 assert conn.transport is not None
                 conn.transport.write(data)
                 try:
-                    await asyncio.wait_for(fut, self.cfg.timeout_s)
+                    await asyncio.wait_for(fut, max(deadline - loop.time(), 0.0))
                     break
                 except ConnectionResetError:
                     # a reused keep-alive connection the server had already closed: retry once on a new one
@@ -443,9 +520,17 @@ class StreamingClient:
             assert resp is not None and conn is not None
             rec.http_status = resp.status
             rec.done_ns = time.perf_counter_ns()
-            if resp.status != 200:
+            if not resp.is_sse:
                 detail = resp.error_body[:300].decode("utf-8", errors="replace").replace("\n", " ")
-                rec.error = f"HTTP {resp.status}: {detail}"
+                if resp.status == 200:
+                    ctype = resp.content_type.decode("latin-1")
+                    rec.error = f"HTTP 200 but not an event stream (Content-Type: {ctype}; stream ignored?): {detail}"
+                elif 300 <= resp.status < 400:
+                    where = resp.location.decode("latin-1") or "?"
+                    rec.error = (f"HTTP {resp.status} redirect to {where} (redirects are not followed; "
+                                 f"set base_url to the final URL): {detail}")
+                else:
+                    rec.error = f"HTTP {resp.status}: {detail}"
             elif rec.error is None:
                 if not state["done"]:
                     rec.error = "stream ended without [DONE]"
@@ -478,6 +563,9 @@ class StreamingClient:
                 self._drop(conn)
         if rec.done_ns is None:
             rec.done_ns = time.perf_counter_ns()
+        key = self.cfg.api_key
+        if key and rec.error and key in rec.error:  # a gateway that echoes the key back in its error body
+            rec.error = rec.error.replace(key, "***")
         rec.coalesced_chunks = state["coalesced"]
         rec.output_text = "".join(texts)
         if self.count_tokens is not None and rec.ok:
@@ -506,6 +594,16 @@ class StreamingClient:
                 if text:
                     rec.chunk_ns.append(now)
                     texts.append(text)
+
+
+def _ssl_context(cfg: ClientConfig) -> ssl.SSLContext:
+    """Verifying by default (system store, or cfg.ca_file); ALPN offers only http/1.1 (this client has no h2)."""
+    ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    if not cfg.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -56,7 +56,12 @@ class EngineSpec(StrictModel):
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE, applied only on CPU")
     cpu_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="applied only on CPU")
     # kind == "openai": an already-running server or a provider API.
-    base_url: str | None = None
+    base_url: str | None = Field(None, description=(
+        "a server root (http://host:8000, or a proxy prefix; /v1/... is appended) or an OpenAI-SDK-style API root "
+        "whose last segment is a version (https://api.example.com/v1, .../api/paas/v4; only /completions or "
+        "/chat/completions is appended). Redirects are not followed."))
+    ca_file: str | None = Field(None, description="https: PEM CA bundle to trust instead of the system store")
+    verify_tls: bool = Field(True, description="https: False skips certificate checks (self-signed test servers)")
     api_key_env: str | None = Field(None, description="name of the env var holding the API key")
     served_model_name: str | None = None
     ignore_eos: bool | None = Field(

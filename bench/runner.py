@@ -215,7 +215,7 @@ class _Engine:
             raise UserInputError(f"engine.api_key_env: environment variable {eng.api_key_env} is not set")
         return ClientConfig(base_url=eng.base_url or "", model=eng.served_model_name or self.spec.model,
                             endpoint=point.workload.endpoint, api_key=key, timeout_s=point.load.timeout_s,
-                            ignore_eos=eng.pin_output_length)
+                            ignore_eos=eng.pin_output_length, ca_file=eng.ca_file, verify_tls=eng.verify_tls)
 
     def count_tokens(self) -> Callable[[str], int] | None:
         tok = self.tokenizer
