@@ -227,15 +227,8 @@ def _econ_fx(catalog: Any, usd_per_cny: float | None) -> float | None:
 
 def _load_points(results: Path) -> Any:
     """Points table of a run dir (bench.store.load_results), or of a parquet file."""
-    try:
-        from bench.store import load_results
-    except ImportError:  # store not available: read the parquet directly
-        import pandas as pd
+    from bench.store import load_results
 
-        f = results / "points.parquet" if results.is_dir() else results
-        if not f.is_file():
-            raise UserInputError(f"--results: {results}: no points.parquet") from None
-        return pd.read_parquet(f)
     try:
         return load_results(results)
     except FileNotFoundError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -66,6 +67,6 @@ def collect() -> dict[str, Any]:
         "gpu_name": gpus[0] if gpus else None,
         "gpu_count": len(gpus),
         "cpu_model": cpu_model(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "git_sha": git_sha(),
     }

@@ -439,8 +439,7 @@ def _client_health(res: LoadResult) -> None:
         if res.send_lag_p99_ms > LAG_P99_LIMIT_MS:
             reasons.append(f"send lag p99 {res.send_lag_p99_ms:.1f} ms > {LAG_P99_LIMIT_MS:g} ms")
     chunks = sum(len(r.chunk_ns) for r in recs)
-    coalesced = [getattr(r, "coalesced_chunks", None) for r in recs]
-    if chunks and all(c is not None for c in coalesced):
-        res.coalesced_chunk_frac = sum(coalesced) / chunks  # type: ignore[arg-type]
+    if chunks:
+        res.coalesced_chunk_frac = sum(r.coalesced_chunks for r in recs) / chunks
     res.client_kept_up = not reasons
     res.client_lag_reason = "; ".join(reasons) or None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,6 +173,7 @@ class _Engine:
         self.server: VllmServer | None = None
         self.model_path, self.materialized = resolve_model_path(spec.model, spec.quantization)
         self.tokenizer = load_tokenizer(self.model_path)
+        self._factory: PromptFactory | None = None
 
     def start(self) -> None:
         if self.sweep.engine.kind != "vllm":
@@ -201,7 +201,7 @@ class _Engine:
             return "endpoint unavailable"
         proc = self.server.proc
         code = proc.poll() if proc is not None else None
-        reason = engine_root_cause(self.server.log_path) or self.server.failure_reason()
+        reason = self.server.failure_reason()
         return f"exit code {code}; last log line: {reason}" if code is not None else reason
 
     def client_config(self, point: Point) -> ClientConfig:
@@ -224,42 +224,17 @@ class _Engine:
         return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
 
     def prompt_factory(self) -> PromptFactory:
-        from bench.catalog import load_models
+        """Exact-length prompts from the served model's own tokenizer (built once per engine).
 
-        if self.spec.model in load_models():
-            return PromptFactory.for_vocab_size(load_models()[self.spec.model].hp.vocab_size)
-        return PromptFactory.for_vocab_size(2048)
+        A model dir without a local tokenizer.json (e.g. a hub id) falls back to the catalog
+        twin's word vocabulary; its prompt lengths are then only as exact as the server's usage.
+        """
+        if self._factory is None:
+            from bench.catalog import load_models
 
-
-# vLLM wraps the real error in generic ones ("Engine core initialization failed. See root cause above");
-# the first exception line of the latest start in the log is the root cause a user needs to see.
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit): \S")
-_LOG_PREFIX = re.compile(r"^\([^)]*\)\s+(?:ERROR|WARNING|INFO|DEBUG|CRITICAL)\s+\S+\s+\S+\s+\[[^\]]*\]\s*")
-_GENERIC_ERRORS = ("See root cause above", "See stack trace", "in a background process",
-                   "EngineCore encountered an issue", "Engine core initialization failed")
-
-
-def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
-    """The first non-generic exception line after the last launch line (`$ cmd`) of a server log."""
-    try:
-        lines = Path(log_path).read_text(errors="replace").splitlines()[-max_lines:]
-    except OSError:
-        return None
-    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
-    for line in lines[starts[-1] if starts else 0:]:
-        s = _LOG_PREFIX.sub("", line.strip())
-        if _EXCEPTION_LINE.match(s) and not any(g in s for g in _GENERIC_ERRORS):
-            return s[:500]
-    return None
-
-
-def with_root_cause(message: str, log_path: Path) -> str:
-    """Replace the generic reason in an EngineStartError message by the root cause from the log."""
-    root = engine_root_cause(log_path)
-    if root is None or root in message:
-        return message
-    head, sep, _ = message.partition(": ")
-    return f"{head}{sep}{root}" if sep else f"{message}: {root}"
+            vocab = load_models()[self.spec.model].hp.vocab_size if self.spec.model in load_models() else 2048
+            self._factory = PromptFactory.for_model_dir(self.model_path) or PromptFactory.for_vocab_size(vocab)
+        return self._factory
 
 
 class GroupSession:
@@ -297,8 +272,7 @@ class GroupSession:
             self.engine.start()
         except EngineStartError as e:
             self.stats.server_starts += 1
-            reason = with_root_cause(str(e), self.sink.log_path(self.spec.server_hash))
-            self.start_error = f"engine failed to {'restart' if restart else 'start'}: {reason}"
+            self.start_error = f"engine failed to {'restart' if restart else 'start'}: {e}"
             self.emit({"type": "server_failed", "server_hash": self.spec.server_hash, "error": self.start_error})
             return
         if self.sweep.engine.kind == "vllm":
@@ -374,7 +348,7 @@ def _measure_point(sweep: Sweep, point: Point, idx: int, engine: _Engine, store:
                    on_gpu: bool, emit: ProgressFn) -> dict[str, Any]:
     row = _base_row(sweep, point, idx, store.run_id, rate, on_gpu)
     row["started_at"] = datetime.now(timezone.utc).isoformat()
-    factory = PromptFactory.for_model_dir(engine.model_path) or engine.prompt_factory()
+    factory = engine.prompt_factory()
     lp = point.load
     # Endless request streams; the load generator takes warm-up, measured (count or duration) and cool-down.
     measured = iter_requests(point.workload, factory, seed_offset=idx)
@@ -436,7 +410,7 @@ def _measure_offline_point(sweep: Sweep, point: Point, idx: int, engine: _Engine
                           [r.prompt or "" for r in warm], point.workload.output_len,
                           store.log_path(point.server_hash), not on_gpu, lp.timeout_s)
     except EngineStartError as e:
-        row.update({"status": "failed", "error": with_root_cause(str(e), store.log_path(point.server_hash))})
+        row.update({"status": "failed", "error": str(e)})
         store.write_point(row)
         return row
     row.update(offline_summary(res.elapsed_s, res.num_prompts, res.completed, res.input_tokens, res.output_tokens,

@@ -10,6 +10,7 @@ tail of the server log: the sweep records that reason against the group's points
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -174,7 +175,7 @@ class VllmServer:
             except subprocess.TimeoutExpired:
                 continue
             # the leader exited; make sure no member of the group survives it
-            if not _group_alive(pgid):
+            if not group_members(pgid):
                 break
         try:
             os.killpg(pgid, signal.SIGKILL)
@@ -191,10 +192,6 @@ class VllmServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _group_alive(pgid: int) -> bool:
-    return bool(group_members(pgid))
 
 
 def group_members(pgid: int) -> list[int]:
@@ -216,10 +213,33 @@ def group_members(pgid: int) -> list[int]:
 
 _REASON_MARKERS = ("Error", "error:", "ERROR", "Exception", "not supported", "NotImplementedError",
                    "RuntimeError", "ValueError", "AssertionError")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit): \S")
+_LOG_PREFIX = re.compile(r"^\([^)]*\)\s+(?:ERROR|WARNING|INFO|DEBUG|CRITICAL)\s+\S+\s+\S+\s+\[[^\]]*\]\s*")
+# vLLM wraps a worker's real error in these; they never say what went wrong.
+_GENERIC_ERRORS = ("See root cause above", "See stack trace", "in a background process",
+                   "EngineCore encountered an issue", "Engine core initialization failed")
+
+
+def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
+    """The first non-generic exception line after the last launch line (`$ cmd`) of a server log."""
+    try:
+        lines = Path(log_path).read_text(errors="replace").splitlines()[-max_lines:]
+    except OSError:
+        return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    for line in lines[starts[-1] if starts else 0:]:
+        s = _LOG_PREFIX.sub("", line.strip())
+        if _EXCEPTION_LINE.match(s) and not any(g in s for g in _GENERIC_ERRORS):
+            return s[:500]
+    return None
 
 
 def failure_reason_from_log(path: Path, lines: int = 400) -> str:
-    """The most telling line of a failed start: the last exception line, else the log's tail."""
+    """Why an engine failed: the root-cause exception of its last launch, else the last error-ish line,
+    else the log's tail."""
+    root = engine_root_cause(path)
+    if root is not None:
+        return root
     try:
         text = Path(path).read_text(errors="replace").splitlines()[-lines:]
     except OSError:

@@ -1,9 +1,10 @@
-"""Runner helpers that need no server: the root cause of an engine failure, read from its log."""
+"""Runner helpers that need no server; the engine-failure reason read from a server log."""
 
 from __future__ import annotations
 
 from bench.config import Sweep
-from bench.runner import engine_root_cause, group_points, with_root_cause
+from bench.engines.vllm_server import engine_root_cause, failure_reason_from_log
+from bench.runner import group_points
 
 # Shaped like a vLLM CPU log of a failed fp8 start: a first launch that was fine, then a relaunch whose
 # worker raised the real error, wrapped twice by generic errors, the last of which ends the log.
@@ -24,8 +25,8 @@ def test_root_cause_is_the_first_specific_exception_of_the_last_launch(tmp_path)
     log = tmp_path / "server.log"
     log.write_text(LOG)
     assert engine_root_cause(log) == "RuntimeError: _C::fp8_quant() expected 0 args"
-    msg = "vLLM exited with code 1 during start: RuntimeError: Engine core initialization failed. See root cause above."
-    assert with_root_cause(msg, log) == (
+    # the reason a failed start reports is that root cause, not vLLM's generic wrapper
+    assert f"vLLM exited with code 1 during start: {failure_reason_from_log(log)}" == (
         "vLLM exited with code 1 during start: RuntimeError: _C::fp8_quant() expected 0 args")
 
 
@@ -34,7 +35,8 @@ def test_no_specific_exception_keeps_the_message(tmp_path):
     log.write_text("$ cmd\nINFO: shutting down\n"
                    "RuntimeError: Engine core initialization failed. See root cause above.\n")
     assert engine_root_cause(log) is None
-    assert with_root_cause("vLLM not ready after 600 s: x", log) == "vLLM not ready after 600 s: x"
+    # no specific exception: the reason falls back to the last error line of the log
+    assert failure_reason_from_log(log) == "RuntimeError: Engine core initialization failed. See root cause above."
     assert engine_root_cause(tmp_path / "missing.log") is None
 
 
