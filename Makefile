@@ -38,7 +38,7 @@ smoke: install  ## install, run the default benchmark on the tiny GLM twin, writ
 	exit $$status
 
 report: install  ## rebuild the cost report of the latest run (or RUN=results/<id>) into reports/<run_id>/
-	@run="$(RUN)"; test -n "$$run" || run=$$($(PY) -c 'from bench.store import latest_run; print(latest_run("$(RESULTS)") or "")'); \
+	@run="$(RUN)"; test -n "$$run" || run=$$($(PY) -c 'from bench.sweep.store import latest_run; print(latest_run("$(RESULTS)") or "")'); \
 	test -n "$$run" || { echo "no run under $(RESULTS)/: run make smoke or make bench first" >&2; exit 2; }; \
 	$(BENCH) report "$$run" $(REPORT_ARGS)
 

@@ -20,11 +20,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.config import EngineSpec, Sweep
+from bench.config.sweep import EngineSpec, Sweep
 from bench.engines.vllm_server import SERVED_MODEL_NAME, VllmServer, has_nvidia_gpu
-from bench.modeldir import materialize
-from bench.runner import run_sweep
-from bench.store import load_results
+from bench.engines.modeldir import materialize
+from bench.sweep.run import run_sweep
+from bench.sweep.store import load_results
 
 
 def ours(base_url: str, model: str, c: int, n: int, isl: int, osl: int, out: Path) -> dict:
@@ -70,7 +70,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", type=Path, default=Path("/tmp/maas-bench-compare"))
     a = ap.parse_args(argv)
     model_dir = materialize(a.model)
-    from bench.config import ServerSpec
+    from bench.config.sweep import ServerSpec
 
     spec = ServerSpec(model=a.model, dtype="bfloat16", max_model_len=2048, max_num_seqs=32)
     server = VllmServer(spec, str(model_dir), EngineSpec(), a.out / "server.log", on_cpu=not has_nvidia_gpu())

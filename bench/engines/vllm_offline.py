@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import EngineSpec, ServerSpec
+from bench.config.sweep import EngineSpec, ServerSpec
 from bench.engines.vllm_server import EngineStartError, failure_reason_from_log, server_env
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.config import EngineSpec, ServerSpec
+from bench.config.sweep import EngineSpec, ServerSpec
 
 SERVED_MODEL_NAME = "maas-bench-model"
 

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from bench.config import EngineSpec, ServerSpec
+from bench.config.sweep import EngineSpec, ServerSpec
+from bench.engines.modeldir import materialize
 from bench.engines.vllm_server import VllmServer, has_nvidia_gpu
-from bench.modeldir import materialize
 
 TINY = "glm-4.5-tiny"
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.config import Sweep
+from bench.config.sweep import Sweep
 from bench.engines.vllm_server import SERVED_MODEL_NAME
-from bench.runner import run_sweep
-from bench.store import load_requests, load_results
+from bench.sweep.run import run_sweep
+from bench.sweep.store import load_requests, load_results
 
 pytestmark = pytest.mark.e2e
 

@@ -15,10 +15,10 @@ import subprocess
 
 import pytest
 
-from bench.config import Sweep
+from bench.config.sweep import Sweep
 from bench.engines.vllm_server import has_nvidia_gpu
-from bench.runner import run_sweep
-from bench.store import load_results
+from bench.sweep.run import run_sweep
+from bench.sweep.store import load_results
 
 pytestmark = pytest.mark.e2e
 

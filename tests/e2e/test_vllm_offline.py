@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.config import Sweep
-from bench.runner import run_sweep
-from bench.store import load_results
+from bench.config.sweep import Sweep
+from bench.sweep.run import run_sweep
+from bench.sweep.store import load_results
 
 pytestmark = pytest.mark.e2e
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.client import ClientConfig, StreamingClient, run_async
-from bench.config import LoadPoint, WorkloadSpec
+from bench.config.sweep import LoadPoint, WorkloadSpec
 from bench.engines.vllm_server import SERVED_MODEL_NAME
-from bench.loadgen import run_load
-from bench.workloads import PromptFactory, generate
+from bench.measure.client import ClientConfig, StreamingClient, run_async
+from bench.measure.loadgen import run_load
+from bench.measure.workloads import PromptFactory, generate
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Golden accuracy: what bench.client + bench.loadgen + bench.metrics measure against what the simulated
+"""Golden accuracy: what bench.measure.client + bench.measure.loadgen + bench.measure.metrics measure against what the simulated
 server was told to produce. The sim runs in its own process (no shared GIL with the client).
 
 Told values, by hand (sim chunk i is due at slot + TTFT + i * ITL; k tokens per chunk, the last chunk
@@ -23,15 +23,15 @@ from itertools import chain, repeat
 
 import pytest
 
-from bench.client import ClientConfig, StreamingClient, run_async
-from bench.config import LoadPoint, Sweep, WorkloadSpec
-from bench.loadgen import run_load
-from bench.metrics import summarize
-from bench.runner import run_sweep, telemetry_columns
+from bench.config.sweep import LoadPoint, Sweep, WorkloadSpec
+from bench.measure.client import ClientConfig, StreamingClient, run_async
+from bench.measure.loadgen import run_load
+from bench.measure.metrics import summarize
+from bench.measure.telemetry import GpuSampler, TelemetryResult
+from bench.measure.workloads import PromptFactory, generate
 from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
-from bench.store import load_results
-from bench.telemetry import GpuSampler, TelemetryResult
-from bench.workloads import PromptFactory, generate
+from bench.sweep.run import run_sweep, telemetry_columns
+from bench.sweep.store import load_results
 
 TTFT_MS, ITL_MS = 100.0, 10.0
 FACTORY = PromptFactory.for_vocab_size(2048)

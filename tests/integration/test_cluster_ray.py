@@ -9,11 +9,11 @@ from datetime import datetime
 
 import pytest
 
-from bench.cluster import check_fits, group_resources
-from bench.config import Sweep
+from bench.config.sweep import Sweep
 from bench.errors import UserInputError
 from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
-from bench.store import load_requests, load_results
+from bench.sweep.ray import check_fits, group_resources
+from bench.sweep.store import load_requests, load_results
 
 
 def _sweep(**kw) -> Sweep:
@@ -55,7 +55,7 @@ def _ts(s: str) -> float:
 
 
 def test_two_groups_run_in_parallel_into_one_run_dir(tmp_path, local_ray):
-    from bench.runner import run_sweep
+    from bench.sweep.run import run_sweep
 
     # sim: 20 ms TTFT + 24 x 20 ms = 0.5 s per request; c=1 x 4 requests = ~2 s per point
     proc, url = start_sim_subprocess(SimConfig(ttft_ms=20, itl_ms=20))

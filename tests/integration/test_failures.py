@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from bench.config import Sweep
+from bench.config.sweep import Sweep
 from bench.engines.vllm_server import EngineStartError
-from bench.runner import run_sweep
 from bench.sim import SimConfig, run_sim_in_thread, start_sim_subprocess, stop_sim_subprocess
-from bench.store import load_results
+from bench.sweep.run import run_sweep
+from bench.sweep.store import load_results
 
 
 def test_timeouts_fail_the_point_and_the_sweep_goes_on(tmp_path):
@@ -78,10 +78,10 @@ class SimProcessServer:
 
 @pytest.fixture
 def sim_servers(monkeypatch):
-    import bench.runner
+    import bench.sweep.run
 
     SimProcessServer.instances = []
-    monkeypatch.setattr(bench.runner, "VllmServer", SimProcessServer)
+    monkeypatch.setattr(bench.sweep.run, "VllmServer", SimProcessServer)
     yield SimProcessServer.instances
     for s in SimProcessServer.instances:
         s.stop()

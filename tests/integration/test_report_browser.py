@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.report import build_report
-from bench.store import RunStore
+from bench.report.build import build_report
+from bench.sweep.store import RunStore
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--remote-debugging-port=0",

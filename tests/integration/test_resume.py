@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.config import load_sweep
+from bench.config.sweep import load_sweep
 from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
-from bench.store import load_results
+from bench.sweep.store import load_results
 
 N_POINTS = 6  # 2 workloads x concurrency 1, 2, 4
 

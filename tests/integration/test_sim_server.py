@@ -1,6 +1,6 @@
 """The simulated server over real sockets: chunk format, grouping, usage, faults, queueing, timing.
 
-Requests are raw aiohttp streams read line by line (not bench.client), so these tests check the
+Requests are raw aiohttp streams read line by line (not bench.measure.client), so these tests check the
 server independently of the harness it is meant to check.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.measure.telemetry import fetch_metrics, scrape_prometheus, vllm_metric_deltas
 from bench.sim import SimConfig, run_sim_in_thread, start_sim_subprocess, stop_sim_subprocess
-from bench.telemetry import fetch_metrics, scrape_prometheus, vllm_metric_deltas
 
 PROMPT = "one two three four five"  # 5 prompt tokens by the sim's whitespace rule
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench.cli import app
+from bench.cli.app import app
 from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
 
 

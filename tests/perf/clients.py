@@ -3,7 +3,7 @@
 `python tests/perf/clients.py ours|vllm URL CONCURRENCY NUM_PROMPTS OUTPUT_LEN MODEL_DIR` prints one
 JSON line: {"duration_s", "completed", "chunks", "itl_ms": [...], "ttft_ms": [...]}.
 
-- ours: bench.loadgen.run_load + bench.client.StreamingClient, closed loop at CONCURRENCY, no warm-up,
+- ours: bench.measure.loadgen.run_load + bench.measure.client.StreamingClient, closed loop at CONCURRENCY, no warm-up,
   no cool-down (so both clients do the same work).
 - vllm: vLLM's own benchmark client, `vllm.benchmarks.serve.main_async`, with an argparse Namespace
   from its own parser: random dataset, --max-concurrency CONCURRENCY, --request-rate inf,
@@ -22,11 +22,11 @@ import time
 
 
 def run_ours(url: str, conc: int, n: int, out_len: int, input_len: int = 32) -> dict:
-    from bench.client import ClientConfig, StreamingClient, run_async
-    from bench.config import LoadPoint, WorkloadSpec
-    from bench.loadgen import run_load
-    from bench.metrics import summarize
-    from bench.workloads import PromptFactory, generate
+    from bench.config.sweep import LoadPoint, WorkloadSpec
+    from bench.measure.client import ClientConfig, StreamingClient, run_async
+    from bench.measure.loadgen import run_load
+    from bench.measure.metrics import summarize
+    from bench.measure.workloads import PromptFactory, generate
 
     f = PromptFactory.for_vocab_size(2048)
     reqs = generate(WorkloadSpec(input_len=input_len, output_len=out_len), n, f)
@@ -99,7 +99,7 @@ def compare(concurrency: int = 200, repeats: int = 3, out_len: int = 100, itl_ms
     import statistics
     import subprocess
 
-    from bench.modeldir import materialize
+    from bench.engines.modeldir import materialize
     from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
 
     model_dir = str(materialize("glm-4.5-tiny"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.client import SSEParser, StreamingClient, _Response
-from bench.metrics import RequestRecord, summarize
+from bench.measure.client import SSEParser, StreamingClient, _Response
+from bench.measure.metrics import RequestRecord, summarize
 
 # A vLLM /v1/completions stream chunk, as the server sends it (one SSE event in one HTTP chunk).
 EVENT = (b'data: {"id":"cmpl-8f1e2d","object":"text_completion","created":1733000000,"model":"glm",'

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.catalog import check_model_ref, get_model, load_models
+from bench.config.catalog import check_model_ref, get_model, load_models
 from bench.errors import UserInputError
 
 REAL = ["glm-4.5", "glm-4.6", "glm-4.5-air", "glm-4-9b-0414", "minimax-m2"]

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bench import config as cfgmod
-from bench.cli import app
+from bench.cli.app import app
+from bench.config import base as cfgmod
 
 runner = CliRunner()
 

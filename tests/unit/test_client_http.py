@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bench.client import ClientConfig, RequestSpec, StreamingClient, _Response, run_async
+from bench.measure.client import ClientConfig, RequestSpec, StreamingClient, _Response, run_async
 
 REQ = RequestSpec(prompt="a b", input_len=2, output_len=2)
 SSE = (

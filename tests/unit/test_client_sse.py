@@ -2,7 +2,7 @@
 
 import json
 
-from bench.client import SSEParser
+from bench.measure.client import SSEParser
 
 STREAM = (
     b": keep-alive\n\n"

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from bench.config import Sweep, load_sweep
+from bench.config.sweep import Sweep, load_sweep
 from bench.errors import UserInputError
 
 BASE = """

@@ -1,4 +1,4 @@
-"""bench.cost: golden cases worked by hand (arithmetic in the comments) and property tests."""
+"""bench.econ.cost: golden cases worked by hand (arithmetic in the comments) and property tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.cost import (
+from bench.econ.cost import (
     energy_usd_per_m_tokens,
     gpu_seconds_per_request,
     joules_per_token,

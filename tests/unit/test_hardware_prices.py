@@ -6,12 +6,8 @@ import textwrap
 
 import pytest
 
-from bench.config import (
-    HardwareCatalog,
-    load_hardware,
-    load_price_book,
-    resolve_usd_per_gpu_hour,
-)
+from bench.config.hardware import HardwareCatalog, load_hardware, resolve_usd_per_gpu_hour
+from bench.config.prices import load_price_book
 from bench.errors import UserInputError
 
 GPU_IDS = {"a100", "h100", "h200", "h20", "b200", "mi300x", "ascend-910b", "cpu-2core"}
@@ -131,7 +127,7 @@ def test_price_book_matches_reference():
 
 
 def test_price_book_models_are_catalog_models():
-    from bench.catalog import load_models
+    from bench.config.catalog import load_models
 
     known = set(load_models()) | {"deepseek-v3.2"}  # DeepSeek entries are price comparators only
     assert set(load_price_book().models()) <= known

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from bench.client import RequestRecord, RequestSpec
-from bench.config import LoadMatrix, LoadPoint
-from bench.loadgen import LAG_P99_LIMIT_MS, inter_arrivals, ramp_time_s, run_load
+from bench.config.sweep import LoadMatrix, LoadPoint
+from bench.measure.client import RequestRecord, RequestSpec
+from bench.measure.loadgen import LAG_P99_LIMIT_MS, inter_arrivals, ramp_time_s, run_load
 
 REQ = RequestSpec(prompt="a b", input_len=2, output_len=3)
 

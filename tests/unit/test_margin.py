@@ -1,4 +1,4 @@
-"""bench.margin: golden cases worked by hand (arithmetic in the comments) and property tests."""
+"""bench.econ.margin: golden cases worked by hand (arithmetic in the comments) and property tests."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bench import margin as mg
-from bench.config import PriceEntry
+from bench.config.prices import PriceEntry
+from bench.econ import margin as mg
 from bench.errors import UserInputError
 
 # GLM-4.5-Air at Z.ai: $0.20 in, $0.03 cached, $1.10 out per M tokens (shared/reference/prices.md)

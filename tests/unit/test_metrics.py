@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bench.metrics import RequestRecord, SloThresholds, percentile_stats, summarize
+from bench.measure.metrics import RequestRecord, SloThresholds, percentile_stats, summarize
 
 MS = 1_000_000
 

@@ -2,8 +2,8 @@
 
 import json
 
-from bench.modeldir import hf_config, load_tokenizer, materialize, vocabulary
-from bench.workloads import PromptFactory
+from bench.engines.modeldir import hf_config, load_tokenizer, materialize, vocabulary
+from bench.measure.workloads import PromptFactory
 
 
 def test_materialize_is_cached_by_content(tmp_path):
@@ -33,7 +33,7 @@ def test_vocabulary_has_exact_size_and_unique_words():
 
 
 def test_minimax_twin_uses_softmax_routing():
-    from bench.catalog import get_model
+    from bench.config.catalog import get_model
 
     cfg = hf_config(get_model("minimax-m2-tiny"), None)
     assert cfg["scoring_func"] == "softmax" and cfg["use_routing_bias"] is False

@@ -1,4 +1,4 @@
-"""bench.report and bench.pareto: the report builds from a fixture run, its numbers are hand-checked,
+"""bench.report.build and bench.report.pareto: the report builds from a fixture run, its numbers are hand-checked,
 and the Pareto frontier is exactly the set of non-dominated points.
 
 Fixture economics (every golden number below comes from this hand calculation):
@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bench.errors import UserInputError
-from bench.pareto import pareto_front
-from bench.report import (
+from bench.report.build import (
     DEFAULT_SLOS,
     FIGURES,
     SloTarget,
@@ -36,7 +35,8 @@ from bench.report import (
     default_price_key,
     parse_slo,
 )
-from bench.store import RunStore
+from bench.report.pareto import pareto_front
+from bench.sweep.store import RunStore
 
 REVENUE_PER_REQ = (128 * 0.60 + 64 * 2.20) / 1e6
 
@@ -300,7 +300,7 @@ def test_default_ladder_is_ordered_tight_to_loose():
 
 
 def test_cli_report_json_and_files(tmp_path):
-    from bench.cli import app
+    from bench.cli.app import app
 
     run = make_run(tmp_path)
     out = tmp_path / "cli-report"
@@ -317,7 +317,7 @@ def test_cli_report_json_and_files(tmp_path):
     (["--slo-percentile", "p42"], "p50"),
 ])
 def test_cli_report_bad_input_exits_2(tmp_path, args, needle):
-    from bench.cli import app
+    from bench.cli.app import app
 
     run = make_run(tmp_path)
     r = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "o"), *args])

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.catalog import Hyperparameters, get_model
+from bench.config.catalog import Hyperparameters, get_model
 from bench.errors import UserInputError
-from bench.roofline import (
+from bench.planner.roofline import (
     ROOFLINE_CONFIG,
     Deployment,
     Efficiency,
@@ -275,7 +275,7 @@ TRUE = Efficiency(bandwidth_efficiency=0.62, compute_efficiency=0.38, step_overh
 
 
 def synthetic_rows(model="glm-4.5-air", eff=TRUE):
-    """Rows as bench.store would write them, with TPOT/TTFT generated from known factors."""
+    """Rows as bench.sweep.store would write them, with TPOT/TTFT generated from known factors."""
     rows = []
     for tp in (1, 2):
         for isl, osl in ((256, 128), (4096, 512)):
@@ -357,7 +357,7 @@ def _cli(args):
 
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.app import app
 
     res = CliRunner().invoke(app, args)
     return res.exit_code, (json.loads(res.stdout) if res.exit_code == 0 and "--json" in args else res.output)

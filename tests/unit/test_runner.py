@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench.config import Sweep
+from bench.config.sweep import Sweep
 from bench.engines.vllm_server import engine_root_cause, failure_reason_from_log
-from bench.runner import group_points
+from bench.sweep.run import group_points
 
 # Shaped like a vLLM CPU log of a failed fp8 start: a first launch that was fine, then a relaunch whose
 # worker raised the real error, wrapped twice by generic errors, the last of which ends the log.

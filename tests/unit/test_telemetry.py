@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import bench.telemetry as telemetry
-from bench.telemetry import GpuSampler, derive_energy_metrics, trapezoid_energy_j
+from bench.measure import telemetry
+from bench.measure.telemetry import GpuSampler, derive_energy_metrics, trapezoid_energy_j
 
 
 class NVMLError(Exception):

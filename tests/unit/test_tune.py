@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from bench.config import Point, Sweep
+from bench.config.sweep import Point, Sweep
 from bench.errors import UserInputError
-from bench.tune import Constraint, best_row, bisect_ladder, ladders, parse_slo, tune
+from bench.sweep.tune import Constraint, best_row, bisect_ladder, ladders, parse_slo, tune
 
 CONCURRENCIES = [1, 2, 4, 8, 16, 32, 64, 128]
 

@@ -10,10 +10,10 @@ import statistics
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from bench.config import WorkloadSpec
+from bench.config.sweep import WorkloadSpec
+from bench.engines.modeldir import build_tokenizer_json, materialize
 from bench.errors import UserInputError
-from bench.modeldir import build_tokenizer_json, materialize
-from bench.workloads import PromptFactory, generate, iter_requests, lognormal_len, ranged_len, read_trace
+from bench.measure.workloads import PromptFactory, generate, iter_requests, lognormal_len, ranged_len, read_trace
 
 
 @pytest.fixture(scope="module")

@@ -43,14 +43,14 @@ def gpu_inventory() -> list[str]:
 def git_sha(repo: Path | None = None) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=repo or Path(__file__).resolve().parent.parent)
+                             cwd=repo or Path(__file__).resolve().parents[2])
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
         return None
     sha = out.stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, timeout=5, cwd=repo or Path(__file__).resolve().parent.parent)
+                           text=True, timeout=5, cwd=repo or Path(__file__).resolve().parents[2])
     return sha + ("-dirty" if dirty.stdout.strip() else "")
 
 

@@ -26,18 +26,18 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from bench import envinfo
-from bench.client import ClientConfig, StreamingClient, run_async
-from bench.config import Point, ServerSpec, Sweep
-from bench.cost import usd_per_m_tokens
+from bench.config.sweep import Point, ServerSpec, Sweep
+from bench.econ.cost import usd_per_m_tokens
+from bench.engines.modeldir import load_tokenizer, resolve_model_path
 from bench.engines.vllm_server import SERVED_MODEL_NAME, EngineStartError, VllmServer, has_nvidia_gpu
 from bench.errors import UserInputError
-from bench.loadgen import LoadResult, run_load
-from bench.metrics import RequestRecord, SloThresholds, summarize
-from bench.modeldir import load_tokenizer, resolve_model_path
-from bench.store import RunStore
-from bench.telemetry import GpuSampler, TelemetryResult, derive_energy_metrics, unavailable
-from bench.workloads import PromptFactory, iter_requests
+from bench.measure.client import ClientConfig, StreamingClient, run_async
+from bench.measure.loadgen import LoadResult, run_load
+from bench.measure.metrics import RequestRecord, SloThresholds, summarize
+from bench.measure.telemetry import GpuSampler, TelemetryResult, derive_energy_metrics, unavailable
+from bench.measure.workloads import PromptFactory, iter_requests
+from bench.sweep import envinfo
+from bench.sweep.store import RunStore
 
 Event = dict[str, Any]
 ProgressFn = Callable[[Event], None]
@@ -97,7 +97,7 @@ def hardware_rate(sweep: Sweep) -> float:
     """$/GPU-hour for the sweep's hardware: explicit override, else the named tier."""
     if sweep.hardware.usd_per_gpu_hour is not None:
         return sweep.hardware.usd_per_gpu_hour
-    from bench.config import resolve_usd_per_gpu_hour
+    from bench.config.hardware import resolve_usd_per_gpu_hour
 
     return resolve_usd_per_gpu_hour(sweep.hardware.gpu, sweep.hardware.tier)
 
@@ -151,7 +151,7 @@ def run_sweep(sweep: Sweep, out_root: Path = Path("results"), resume: Path | Non
           "groups": len(groups), "executor": executor,
           "requests": sum(p.load.num_requests for g in groups for _, p in g)})
     if executor == "ray" and groups:
-        from bench.cluster import run_groups_on_ray
+        from bench.sweep.ray import run_groups_on_ray
 
         for stats in run_groups_on_ray(sweep, groups, store, rate, emit, address=ray_address):
             stats.add_to(summary)
@@ -230,7 +230,7 @@ class _Engine:
         twin's word vocabulary; its prompt lengths are then only as exact as the server's usage.
         """
         if self._factory is None:
-            from bench.catalog import load_models
+            from bench.config.catalog import load_models
 
             vocab = load_models()[self.spec.model].hp.vocab_size if self.spec.model in load_models() else 2048
             self._factory = PromptFactory.for_model_dir(self.model_path) or PromptFactory.for_vocab_size(vocab)
@@ -396,7 +396,7 @@ def _measure_offline_point(sweep: Sweep, point: Point, idx: int, engine: _Engine
                            on_gpu: bool, emit: ProgressFn) -> dict[str, Any]:
     """One offline batch: LLM.generate on num_requests prompts (after the warm-up batch) in a child process."""
     from bench.engines.vllm_offline import run_offline
-    from bench.metrics import offline_summary
+    from bench.measure.metrics import offline_summary
 
     row = _base_row(sweep, point, idx, store.run_id, rate, on_gpu)
     row["started_at"] = datetime.now(timezone.utc).isoformat()
@@ -454,7 +454,7 @@ class _ServerProbe:
     on a busy CPU box), which would hold back the stream chunks being measured. The end scrape runs
     once the last measured request is done, while the cool-down load is still on, so gauges such as
     KV-cache usage describe the loaded server, not an idle one. Counters are differenced
-    (bench.telemetry), so they also count the warm-up's requests.
+    (bench.measure.telemetry), so they also count the warm-up's requests.
     """
 
     def __init__(self) -> None:
@@ -466,7 +466,7 @@ class _ServerProbe:
             return
         import aiohttp
 
-        from bench.telemetry import fetch_metrics
+        from bench.measure.telemetry import fetch_metrics
 
         async with aiohttp.ClientSession() as session:
             self.texts[name] = await fetch_metrics(self.base_url, session)
@@ -476,7 +476,7 @@ class _ServerProbe:
             await self.scrape("after")
 
     def columns(self) -> dict[str, Any]:
-        from bench.telemetry import scrape_prometheus, vllm_metric_deltas
+        from bench.measure.telemetry import scrape_prometheus, vllm_metric_deltas
 
         before, after = self.texts.get("before"), self.texts.get("after")
         if before is None or after is None:

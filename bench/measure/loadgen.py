@@ -29,7 +29,7 @@ Arrivals:
   0) to request_rate over ramp_s seconds, then holds. Arrivals are a gamma process in
   "operational time" mapped through the inverse of the cumulative rate
   Lambda(t) = r0 t + (r1 - r0) t^2 / (2 R) (t <= R), so burstiness keeps its meaning.
-- trace replay: requests carrying `arrival_s` (bench.workloads trace) are sent at their trace
+- trace replay: requests carrying `arrival_s` (bench.measure.workloads trace) are sent at their trace
   times, scaled so the measured rows arrive at `request_rate` on average (`trace_rate` reports
   the trace's own mean rate: set request_rate to it for a literal replay). Each phase starts one
   mean gap after the previous phase's last arrival. Under `concurrency` the times are ignored.
@@ -59,9 +59,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.client import RequestSpec
-from bench.config import LoadPoint
-from bench.metrics import RequestRecord
+from bench.config.sweep import LoadPoint
+from bench.measure.client import RequestSpec
+from bench.measure.metrics import RequestRecord
 
 SendFn = Callable[[int, RequestSpec, bool, int | None], Awaitable[RequestRecord]]
 ProgressFn = Callable[[RequestRecord], None]

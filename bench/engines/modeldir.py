@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.catalog import ModelSpec, get_model, load_models
-from bench.config import stable_hash
+from bench.config.base import stable_hash
+from bench.config.catalog import ModelSpec, get_model, load_models
 
 SPECIAL_TOKENS = ("<unk>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>")
 CHAT_TEMPLATE = (

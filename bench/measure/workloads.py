@@ -6,7 +6,7 @@ to a token count *with the model's tokenizer*, and the e2e test checks the reque
 against the server's `usage.prompt_tokens`.
 
 Two ways to size a prompt (`PromptFactory`):
-- word-level tokenizers (the ones `bench.modeldir` materializes: one whitespace-separated word
+- word-level tokenizers (the ones `bench.engines.modeldir` materializes: one whitespace-separated word
   is one token): join N vocabulary words. Exact by construction, no encoding needed.
 - any other tokenizer (BPE, unigram, ...): draw N random non-special token ids, decode, re-encode
   the text (decoding and re-encoding is not the identity: "calls"+"here" may come back as
@@ -35,7 +35,7 @@ Length semantics (input_len / output_len are L below):
 - trace: JSONL rows {"timestamp": s, "input_len": n, "output_len": m, "prefix_id": optional},
   replayed in timestamp order. input_len is the whole prompt; with a prefix_id its first
   min(prefix_len, input_len - 1) tokens are a prefix shared by every row with that id.
-  `arrival_s` carries the timestamp (relative to the first row) to bench.loadgen.
+  `arrival_s` carries the timestamp (relative to the first row) to bench.measure.loadgen.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from bench.client import RequestSpec
-from bench.config import WorkloadSpec
+from bench.config.sweep import WorkloadSpec
+from bench.engines.modeldir import SPECIAL_TOKENS, vocabulary
 from bench.errors import UserInputError
-from bench.modeldir import SPECIAL_TOKENS, vocabulary
+from bench.measure.client import RequestSpec
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class PromptFactory:
 
     @classmethod
     def for_vocab_size(cls, vocab_size: int, chat_overhead_tokens: int = 0) -> PromptFactory:
-        """Word prompts for the word-level vocabulary bench.modeldir builds for `vocab_size`."""
+        """Word prompts for the word-level vocabulary bench.engines.modeldir builds for `vocab_size`."""
         return cls([w for w in vocabulary(vocab_size) if w not in SPECIAL_TOKENS],
                    chat_overhead_tokens=chat_overhead_tokens)
 

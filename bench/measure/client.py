@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from bench.metrics import RequestRecord
+from bench.measure.metrics import RequestRecord
 
 T = TypeVar("T")
 _JSON = json.JSONDecoder()  # its .decode(str) skips json.loads' per-call type and encoding checks

@@ -4,9 +4,9 @@ Who reads it: the MaaS team forwards it to finance, so it answers "what does a m
 at each latency target, and what margin does that give at today's prices" and says plainly when a
 number must not be read as a GPU number (a CPU run, failed points, unverified token counts).
 
-What it does and does not do: it reads the results a run wrote (bench.store) and never recomputes a
+What it does and does not do: it reads the results a run wrote (bench.sweep.store) and never recomputes a
 metric; money comes from the columns the runner wrote (usd_per_m_output, usd_per_m_total) and from
-bench.margin (margin per point, break-even utilization, margin vs utilization). Figures:
+bench.econ.margin (margin per point, break-even utilization, margin vs utilization). Figures:
   (a) output tok/s per GPU vs interactivity (tok/s/user), Pareto frontier per series (quantization);
   (b) $/M output tokens vs interactivity;
   (c) TTFT and TPOT percentiles vs concurrency (or request rate);
@@ -34,9 +34,9 @@ import pandas as pd
 import yaml
 
 from bench.errors import UserInputError
-from bench.loadgen import COALESCED_WARN_FRAC
-from bench.pareto import pareto_front
-from bench.store import load_results
+from bench.measure.loadgen import COALESCED_WARN_FRAC
+from bench.report.pareto import pareto_front
+from bench.sweep.store import load_results
 
 DEFAULT_PROVIDER_ORDER = ("zai", "minimax", "deepseek", "bigmodel", "aliyun")
 SLO_PERCENTILES = ("p50", "p90", "p99")
@@ -249,8 +249,8 @@ def default_price_key(model: str, book: Any | None = None) -> tuple[str | None, 
 
     Returns (key or None, a sentence for the report saying what was chosen and why).
     """
-    from bench.catalog import load_models
-    from bench.config import load_price_book
+    from bench.config.catalog import load_models
+    from bench.config.prices import load_price_book
 
     book = book if book is not None else load_price_book()
     models = load_models()
@@ -276,7 +276,7 @@ def default_price_key(model: str, book: Any | None = None) -> tuple[str | None, 
 
 def resolve_prices(models: Sequence[str], price: str | None = None, book: Any | None = None) -> dict[str, PriceChoice]:
     """One PriceChoice per model: the `--price` entry for all of them, else each model's default."""
-    from bench.config import load_price_book
+    from bench.config.prices import load_price_book
 
     book = book if book is not None else load_price_book()
     out: dict[str, PriceChoice] = {}
@@ -292,11 +292,11 @@ def resolve_prices(models: Sequence[str], price: str | None = None, book: Any | 
 def margin_columns(
     points: pd.DataFrame, prices: dict[str, PriceChoice], utilization: float, usd_per_cny: float | None
 ) -> pd.DataFrame:
-    """gross_margin and break_even_utilization per (run_id, point_id), from bench.margin.
+    """gross_margin and break_even_utilization per (run_id, point_id), from bench.econ.margin.
 
-    Each point is priced at its own measured mix (bench.margin.margin_per_point) and GPU rate.
+    Each point is priced at its own measured mix (bench.econ.margin.margin_per_point) and GPU rate.
     """
-    from bench import margin as mg
+    from bench.econ import margin as mg
 
     cols = ["run_id", "point_id", "gross_margin", "break_even_utilization", "price_key"]
     rows: list[dict[str, Any]] = []
@@ -316,8 +316,8 @@ def margin_columns(
 def margin_curve(
     row: dict[str, Any], choice: PriceChoice, usd_per_cny: float | None
 ) -> tuple[list[dict[str, float]], float]:
-    """Margin-vs-utilization rows and the break-even utilization of one point (bench.margin)."""
-    from bench import margin as mg
+    """Margin-vs-utilization rows and the break-even utilization of one point (bench.econ.margin)."""
+    from bench.econ import margin as mg
 
     done = row["completed"]
     mix = mg.TrafficMix(row["input_tokens"] / done, row["output_tokens"] / done)
@@ -339,7 +339,7 @@ def headline(points: pd.DataFrame, slos: Sequence[SloTarget], percentile: str = 
     `points` must carry the margin columns (see margin_columns); a target nobody meets gets a row
     with `point_id` None and the best latency seen, so the report can say how far off it was.
     """
-    from bench.margin import meets_slo
+    from bench.econ.margin import meets_slo
 
     if percentile not in SLO_PERCENTILES:
         raise UserInputError(f"slo percentile must be one of {', '.join(SLO_PERCENTILES)} (got {percentile!r})")
@@ -698,7 +698,7 @@ def fig_margin(curves: list[dict[str, Any]], path: Path, note: str) -> Path:
 
 def fig_runs(points: pd.DataFrame, path: Path, slo: SloTarget | None, percentile: str) -> Path:
     """(e) per run and series: peak output tok/s per GPU and lowest $/M output (all points; under `slo`)."""
-    from bench.margin import meets_slo
+    from bench.econ.margin import meets_slo
 
     fig, axes = _new_figure(2, width=10.0)
     d = _ok_numeric(points, ["output_tok_s_per_gpu", "usd_per_m_output"])
@@ -781,8 +781,9 @@ def build_report(
     twin's) entry. `utilization` is the fleet utilization the headline margins are quoted at (1.0 =
     the fully loaded server the benchmark measured; the margin figure shows the rest).
     """
-    from bench.config import load_hardware, load_price_book
-    from bench.cost import require_utilization
+    from bench.config.hardware import load_hardware
+    from bench.config.prices import load_price_book
+    from bench.econ.cost import require_utilization
 
     if not run_dirs:
         raise UserInputError("report: give at least one results/<run_id> directory")
@@ -865,7 +866,7 @@ def _headline_caveats(points: pd.DataFrame, runs: Sequence[RunInfo]) -> list[str
     if cpu:
         out.append(f"CPU run ({', '.join(cpu)}): these are CPU numbers, not GPU numbers - they check the pipeline "
                    "and show trends; do not quote them as the cost of serving on GPUs.")
-    from bench.catalog import load_models
+    from bench.config.catalog import load_models
 
     models = load_models()
     twins = sorted({m for m in points["model"].dropna().astype(str) if m in models and models[m].twin_of})
@@ -942,7 +943,7 @@ def _method_lines(utilization: float, percentile: str) -> list[str]:
         "$/M tokens = $/GPU-hour / (tok/s per GPU x 3600 / 1e6), measured on a fully loaded server (U = 1); "
         "at fleet utilization U the cost scales by 1/U.",
         f"Gross margin = 1 - cost / revenue of the same requests, each point at its own measured input/output "
-        f"tokens per request, at U = {utilization:g} (bench.margin). Break-even utilization = cost at U=1 / revenue.",
+        f"tokens per request, at U = {utilization:g} (bench.econ.margin). Break-even utilization = cost at U=1 / revenue.",
         f"An SLO is met when the point's TTFT and TPOT at {percentile} are within the limits; 'cheapest' = lowest "
         "$/M output tokens among the successful points that meet it.",
         "Interactivity (tok/s/user) = 1000 / median TPOT; the frontier in (a) and (b) holds the points no other "
@@ -974,6 +975,6 @@ def _md_cell(v: Any) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from bench.store import atomic_write_text
+    from bench.sweep.store import atomic_write_text
 
     atomic_write_text(path, text)

@@ -1,7 +1,7 @@
 """MaaS unit economics: what a token sells for against what it costs to make.
 
 Everything here compares the revenue and the cost of the *same requests*, so no input/output cost
-split is needed (see bench.cost.split_cost for why reports still show one).
+split is needed (see bench.econ.cost.split_cost for why reports still show one).
 
 Model (stated once, here):
 - A traffic mix is a request of `input_tokens` prompt tokens (a `cached_share` of them are prefix
@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import PriceEntry, convert_to_usd
-from bench.cost import (
+from bench.config.hardware import convert_to_usd
+from bench.config.prices import PriceEntry
+from bench.econ.cost import (
     HOURS_PER_MONTH,
     HOURS_PER_YEAR,
     SECONDS_PER_HOUR,
@@ -680,7 +681,7 @@ def margin_per_point(
     usd_per_gpu_hour: float | None = None,
     usd_per_cny: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Margin of every successful point of a results table (a DataFrame from bench.store.load_results).
+    """Margin of every successful point of a results table (a DataFrame from bench.sweep.store.load_results).
 
     Each point is priced at its own measured mix (input_tokens / completed, output_tokens / completed:
     those columns are totals over the point) unless `mix` is given; the GPU rate is the point's

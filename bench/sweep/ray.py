@@ -24,10 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import ServerSpec, Sweep
+from bench.config.sweep import ServerSpec, Sweep
 from bench.errors import UserInputError
-from bench.runner import Group, GroupStats, ProgressFn, _base_row, run_group
-from bench.store import LOGS_DIR, RunStore
+from bench.sweep.run import Group, GroupStats, ProgressFn, _base_row, run_group
+from bench.sweep.store import LOGS_DIR, RunStore
 
 log = logging.getLogger(__name__)
 

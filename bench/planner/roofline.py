@@ -1,7 +1,7 @@
 """Analytical roofline estimate for model x GPU x quantization x parallelism not measured here.
 
 Why: the MaaS team must price GLM-4.6 on 8xH200 or MiniMax-M2 on 4xH100 before renting them. This
-module turns the catalog's real hyperparameters (bench.catalog) and the GPU peaks
+module turns the catalog's real hyperparameters (bench.config.catalog) and the GPU peaks
 (configs/hardware.yaml) into memory fit, TTFT, TPOT and tokens/s/GPU, and corrects itself with
 efficiency factors fitted from measured runs (configs/roofline.yaml). Every result carries
 `source: "estimate"`, so a report never confuses it with a measurement.
@@ -49,8 +49,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.catalog import Hyperparameters, ModelSpec, get_model
-from bench.config import CONFIG_DIR, read_yaml
+from bench.config.base import CONFIG_DIR, read_yaml
+from bench.config.catalog import Hyperparameters, ModelSpec, get_model
 from bench.errors import UserInputError
 
 ROOFLINE_CONFIG = CONFIG_DIR / "roofline.yaml"
@@ -192,17 +192,10 @@ class GpuPeaks(_Strict):
 
 
 def _hardware_gpus() -> dict[str, Any]:
-    """GPU entries of configs/hardware.yaml, through bench.config.load_hardware when it exists."""
-    from bench import config as cfgmod
+    """GPU entries of configs/hardware.yaml as plain dicts."""
+    from bench.config.hardware import load_hardware
 
-    loader = getattr(cfgmod, "load_hardware", None)
-    if loader is not None:
-        hw = loader()
-        gpus = hw.get("gpus") if isinstance(hw, dict) else getattr(hw, "gpus", None)
-        if gpus is not None:
-            return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v)) for k, v in gpus.items()}
-    data = read_yaml(CONFIG_DIR / "hardware.yaml") or {}
-    return dict(data.get("gpus") or {})
+    return {k: v.model_dump() for k, v in load_hardware().gpus.items()}
 
 
 def get_gpu(gpu_id: str) -> GpuPeaks:
@@ -619,12 +612,12 @@ def _quant_of_row(row: dict[str, Any]) -> str:
 
 
 def points_from_results(df: Any) -> list[MeasuredPoint]:
-    """Rows of bench.store.load_results usable for calibration: ok, closed-loop, and a model the
+    """Rows of bench.sweep.store.load_results usable for calibration: ok, closed-loop, and a model the
     catalog knows (by name or hub id; other rows are skipped, their architecture is unknown).
 
     Mean ISL/OSL per request = input_tokens / completed and output_tokens / completed.
     """
-    from bench.catalog import load_models
+    from bench.config.catalog import load_models
 
     models = load_models()
     by_hub = {m.hf_id: name for name, m in models.items() if m.hf_id}
@@ -806,14 +799,14 @@ def save_calibration(fits: list[FitResult], source: str = "", path: Path | None 
     m = re.search(r"^calibrated:.*$", text, flags=re.MULTILINE | re.DOTALL)
     head = text[: m.start()] if m else text.rstrip("\n") + "\n\n"
     body = yaml.safe_dump({"calibrated": entries}, sort_keys=True, default_flow_style=False)
-    from bench.store import atomic_write_text
+    from bench.sweep.store import atomic_write_text
 
     atomic_write_text(path, head + body)
     load_roofline_config(path)  # the file must still validate
     return path
 
 
-# --- economics of an estimate (money via bench.cost / bench.margin; no formula repeated here) -------
+# --- economics of an estimate (money via bench.econ.cost / bench.econ.margin; no formula repeated here) -------
 
 
 def _rate_for(
@@ -830,8 +823,8 @@ def _rate_for(
 
 def _money(tok_out: float, tok_total: float, rate: float | None, price: Any, mix: Any,
            usd_per_cny: float | None) -> dict[str, float | None]:
-    from bench.cost import usd_per_m_tokens
-    from bench.margin import api_margin, break_even_utilization
+    from bench.econ.cost import usd_per_m_tokens
+    from bench.econ.margin import api_margin, break_even_utilization
 
     if rate is None or tok_out <= 0:
         return {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None}
@@ -861,8 +854,8 @@ def plan_estimate(
     under the SLO, $/M tokens at every price tier of the GPU, the gross margin at `price` (a
     PriceEntry) at full utilization, and optionally a GPU x quantization comparison.
     Every row carries source="estimate"."""
-    from bench.config import load_hardware
-    from bench.margin import TrafficMix
+    from bench.config.hardware import load_hardware
+    from bench.econ.margin import TrafficMix
 
     catalog = catalog or load_hardware()
     catalog.gpu(gpu)

@@ -71,7 +71,7 @@ def _fmt(v: Any) -> str:
 @app.command()
 def models(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List catalog models: total/active parameters and KV-cache bytes per token."""
-    from bench.catalog import load_models
+    from bench.config.catalog import load_models
 
     rows = [m.summary() for m in load_models().values()]
     if json_out:
@@ -98,8 +98,8 @@ def run(
     """Measure: run a sweep on its engine and write results/<run_id>/ (exit 1 if any point failed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench.config import load_sweep
-    from bench.runner import run_sweep
+    from bench.config.sweep import load_sweep
+    from bench.sweep.run import run_sweep
 
     if address is not None and executor != "ray":
         raise UserInputError("--address is only used with --executor ray")
@@ -208,7 +208,7 @@ def _econ_rate(
     catalog: Any, gpu: str | None, tier: str, usd_per_gpu_hour: float | None, usd_per_cny: float | None
 ) -> tuple[float, str]:
     """$/GPU-hour from --usd-per-gpu-hour, else from --gpu at --tier (a rental tier or 'tco')."""
-    from bench.cost import require_positive
+    from bench.econ.cost import require_positive
 
     if usd_per_gpu_hour is not None:
         return require_positive("usd_per_gpu_hour", usd_per_gpu_hour), "given"
@@ -218,7 +218,7 @@ def _econ_rate(
 
 
 def _econ_fx(catalog: Any, usd_per_cny: float | None) -> float | None:
-    from bench.cost import require_positive
+    from bench.econ.cost import require_positive
 
     if usd_per_cny is not None:
         return require_positive("usd_per_cny", usd_per_cny)
@@ -226,8 +226,8 @@ def _econ_fx(catalog: Any, usd_per_cny: float | None) -> float | None:
 
 
 def _load_points(results: Path) -> Any:
-    """Points table of a run dir (bench.store.load_results), or of a parquet file."""
-    from bench.store import load_results
+    """Points table of a run dir (bench.sweep.store.load_results), or of a parquet file."""
+    from bench.sweep.store import load_results
 
     try:
         return load_results(results)
@@ -253,8 +253,8 @@ def _throughput_source(
     for model/gpu/count/quant belongs here; until it is wired in, that is a user error.
     Returns (tok_s, source label, the measured point row or None).
     """
-    from bench.cost import require_positive
-    from bench.margin import meets_slo
+    from bench.econ.cost import require_positive
+    from bench.econ.margin import meets_slo
 
     if tok_s_per_gpu is not None and results is not None:
         raise UserInputError("give either --tok-s-per-gpu or --results, not both")
@@ -305,8 +305,8 @@ def cost(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """$/M tokens for a GPU at a rental tier or owned TCO, at a given throughput and utilization."""
-    from bench.config import load_hardware
-    from bench.cost import energy_usd_per_m_tokens, usd_per_m_tokens
+    from bench.config.hardware import load_hardware
+    from bench.econ.cost import energy_usd_per_m_tokens, usd_per_m_tokens
 
     catalog = load_hardware()
     fx = _econ_fx(catalog, usd_per_cny)
@@ -394,8 +394,9 @@ def margin(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Gross margin at a price-book entry: of measured points (--results) or a given throughput."""
-    from bench import margin as mg
-    from bench.config import convert_to_usd, load_hardware, load_price_book
+    from bench.config.hardware import convert_to_usd, load_hardware
+    from bench.config.prices import load_price_book
+    from bench.econ import margin as mg
 
     catalog = load_hardware()
     fx = _econ_fx(catalog, usd_per_cny)
@@ -573,14 +574,15 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Fleet sizing: GPUs, monthly cost and margin to serve --tokens-per-day at an SLO-feasible throughput."""
-    from bench import margin as mg
-    from bench.config import load_hardware, load_price_book
+    from bench.config.hardware import load_hardware
+    from bench.config.prices import load_price_book
+    from bench.econ import margin as mg
 
     catalog = load_hardware()
     fx = _econ_fx(catalog, usd_per_cny)
     if gpu is not None:
         catalog.gpu(gpu)
-    from bench.roofline import parse_slo
+    from bench.planner.roofline import parse_slo
 
     slo_map = parse_slo(slo)
     slo_ttft_ms = slo_map.get("ttft_ms", slo_ttft_ms)
@@ -684,9 +686,9 @@ def _plan_estimate(
     compare: bool, tier: str, price: str | None, cached_share: float, usd_per_gpu_hour: float | None,
     catalog: Any, fx: float | None,
 ) -> dict[str, Any]:
-    """`plan` without --tok-s-per-gpu / --results: the analytical estimate (bench.roofline.plan_estimate)."""
-    from bench import roofline
-    from bench.config import load_price_book
+    """`plan` without --tok-s-per-gpu / --results: the analytical estimate (bench.planner.roofline.plan_estimate)."""
+    from bench.config.prices import load_price_book
+    from bench.planner import roofline
 
     if model is None or gpu is None or quant is None:
         raise UserInputError(
@@ -753,7 +755,7 @@ def calibrate(
     """Fit roofline efficiency factors per GPU/quantization from measured runs (configs/roofline.yaml)."""
     import pandas as pd
 
-    from bench import roofline
+    from bench.planner import roofline
 
     df = pd.concat([_load_points(r) for r in results], ignore_index=True)
     fits = roofline.calibrate(df)
@@ -786,7 +788,7 @@ def report(
     json_out: bool = typer.Option(False, "--json", help="Print the headline and paths as JSON."),
 ) -> None:
     """The cost report: report.md, a self-contained report.html and PNG figures."""
-    from bench.report import build_report, parse_slo
+    from bench.report.build import build_report, parse_slo
 
     res = build_report(runs, out, price=price, utilization=utilization, slos=[parse_slo(s) for s in slo] or None,
                        slo_percentile=slo_percentile, usd_per_cny=usd_per_cny)
@@ -819,8 +821,8 @@ def tune(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Measure adaptively: the best config meeting an SLO, bisecting each load ladder toward its SLO knee."""
-    from bench.config import load_sweep
-    from bench.tune import check_objective, feasible, parse_slo, run_tune
+    from bench.config.sweep import load_sweep
+    from bench.sweep.tune import check_objective, feasible, parse_slo, run_tune
 
     constraints = parse_slo(slo)
     check_objective(objective)

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.config import CONFIG_DIR, read_yaml
+from bench.config.base import CONFIG_DIR, read_yaml
 from bench.errors import UserInputError
 
 MODELS_DIR = CONFIG_DIR / "models"

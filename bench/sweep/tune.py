@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import Point, Sweep
+from bench.config.sweep import Point, Sweep
 from bench.errors import UserInputError
 
 Row = dict[str, Any]
@@ -250,7 +250,7 @@ def run_tune(sweep: Sweep, slo: str | tuple[Constraint, ...], objective: str = "
     With `resume`, points that already have a row in that run dir are reused instead of measured.
     """
     from bench.engines.vllm_server import has_nvidia_gpu
-    from bench.runner import GroupSession, hardware_rate, open_run
+    from bench.sweep.run import GroupSession, hardware_rate, open_run
 
     constraints = parse_slo(slo) if isinstance(slo, str) else slo
     check_objective(objective)

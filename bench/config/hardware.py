@@ -1,0 +1,185 @@
+"""The GPU catalog and cost rates (configs/hardware.yaml).
+
+Cost and margin numbers are only as good as their inputs, so every $/GPU-hour carries a source and a
+date, money is tagged with its currency, and CNY becomes USD only through the exchange rate written in
+configs/hardware.yaml (never a live lookup).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from bench.config import base
+from bench.config.base import StrictModel, format_validation_error, read_yaml
+from bench.errors import UserInputError
+
+CURRENCIES = ("USD", "CNY")
+RENTAL_TIERS = ("hyperscaler", "neocloud", "reserved", "on-demand")  # the usual names; others allowed
+TCO_TIER = "tco"  # the pseudo-tier meaning "owned hardware, priced by the TCO model"
+DATE_PATTERN = r"^\d{4}(-\d{2}(-\d{2})?)?$"  # YYYY-MM-DD, or coarser when the source is
+
+
+class ExchangeRates(StrictModel):
+    """The one CNY->USD rate used everywhere; None means converting CNY is an error."""
+
+    usd_per_cny: float | None = Field(None, gt=0)
+    as_of: str | None = Field(None, pattern=DATE_PATTERN)
+    source: str = ""
+
+
+def convert_to_usd(amount: float, currency: str, usd_per_cny: float | None, what: str = "amount") -> float:
+    """Convert `amount` in `currency` to USD; CNY without an explicit rate is a UserInputError."""
+    if currency == "USD":
+        return float(amount)
+    if currency == "CNY":
+        if usd_per_cny is None:
+            raise UserInputError(
+                f"{what} is in CNY but no exchange rate is set; set exchange_rates.usd_per_cny in "
+                "configs/hardware.yaml (or pass --usd-per-cny); mixing USD and CNY needs an explicit rate"
+            )
+        if usd_per_cny <= 0:
+            raise UserInputError(f"usd_per_cny must be > 0 (got {usd_per_cny})")
+        return float(amount) * usd_per_cny
+    raise UserInputError(f"currency must be one of {', '.join(CURRENCIES)} (got {currency!r})")
+
+
+class RentalTier(StrictModel):
+    """A rented GPU-hour at a named tier, with where the number came from."""
+
+    usd_per_gpu_hour: float = Field(..., gt=0)
+    source: str
+    as_of: str = Field(..., pattern=DATE_PATTERN)
+    note: str = ""
+
+
+class TcoSpec(StrictModel):
+    """Owned hardware: capex amortized over years (less residual), energy and hosting, per GPU-hour.
+
+    Each money field names its currency (`capex_usd` or `capex_cny`, ...), give one of each pair.
+    `kw_all_in` is the power drawn per GPU including its share of host and network; `pue` is applied
+    on top (set 1.0 when `kw_all_in` is already a facility-level figure).
+    """
+
+    capex_usd: float | None = Field(None, gt=0)
+    capex_cny: float | None = Field(None, gt=0)
+    amortization_years: float = Field(..., gt=0)
+    residual_fraction: float = Field(0.0, ge=0, lt=1)
+    cost_of_capital_rate: float = Field(0.0, ge=0, lt=1, description="annual; 0 = straight-line")
+    kw_all_in: float = Field(..., gt=0)
+    pue: float = Field(1.0, ge=1)
+    usd_per_kwh: float | None = Field(None, ge=0)
+    cny_per_kwh: float | None = Field(None, ge=0)
+    hosting_usd_per_gpu_hour: float | None = Field(None, ge=0)
+    hosting_cny_per_gpu_hour: float | None = Field(None, ge=0)
+    source: str = ""
+    as_of: str | None = Field(None, pattern=DATE_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> TcoSpec:
+        for usd, cny in (("capex_usd", "capex_cny"), ("usd_per_kwh", "cny_per_kwh"),
+                         ("hosting_usd_per_gpu_hour", "hosting_cny_per_gpu_hour")):
+            if (getattr(self, usd) is None) == (getattr(self, cny) is None):
+                raise ValueError(f"give exactly one of {usd} or {cny}")
+        return self
+
+    def _usd(self, field_usd: str, field_cny: str, usd_per_cny: float | None) -> float:
+        v = getattr(self, field_usd)
+        if v is not None:
+            return float(v)
+        return convert_to_usd(getattr(self, field_cny), "CNY", usd_per_cny, what=f"tco.{field_cny}")
+
+    def breakdown(self, usd_per_cny: float | None = None) -> dict[str, float]:
+        """$/GPU-hour split into capital, energy and hosting (see bench.cost.tco_usd_per_gpu_hour)."""
+        from bench.econ.cost import tco_usd_per_gpu_hour
+
+        return tco_usd_per_gpu_hour(
+            capex_usd=self._usd("capex_usd", "capex_cny", usd_per_cny),
+            amortization_years=self.amortization_years,
+            residual_fraction=self.residual_fraction,
+            kw_all_in=self.kw_all_in,
+            pue=self.pue,
+            usd_per_kwh=self._usd("usd_per_kwh", "cny_per_kwh", usd_per_cny),
+            hosting_usd_per_gpu_hour=self._usd(
+                "hosting_usd_per_gpu_hour", "hosting_cny_per_gpu_hour", usd_per_cny
+            ),
+            cost_of_capital_rate=self.cost_of_capital_rate,
+        ).to_dict()
+
+    def usd_per_gpu_hour(self, usd_per_cny: float | None = None) -> float:
+        return self.breakdown(usd_per_cny)["usd_per_gpu_hour"]
+
+
+class GpuSpec(StrictModel):
+    """One accelerator: peak specs (vendor datasheets) and what an hour of it costs."""
+
+    name: str
+    memory_gb: float = Field(..., gt=0)
+    hbm_gb_s: float = Field(..., gt=0, description="memory bandwidth, GB/s (DDR for the CPU stand-in)")
+    tflops_bf16: float | None = Field(None, gt=0)
+    tflops_fp8: float | None = Field(None, gt=0)
+    tflops_int8: float | None = Field(None, gt=0)
+    tflops_fp4: float | None = Field(None, gt=0)
+    tdp_w: float | None = Field(None, gt=0)
+    interconnect_gb_s: float | None = Field(None, gt=0, description="per GPU, one direction")
+    interconnect_source: str = ""
+    is_cpu_standin: bool = False
+    notes: str = ""
+    tiers: dict[str, RentalTier] = Field(default_factory=dict)
+    tco: TcoSpec | None = None
+
+    @field_validator("tiers")
+    @classmethod
+    def _tier_names(cls, v: dict[str, RentalTier]) -> dict[str, RentalTier]:
+        if TCO_TIER in v:
+            raise ValueError(f"'{TCO_TIER}' is reserved for owned hardware; put it under `tco:`")
+        return v
+
+    def cost_tiers(self) -> list[str]:
+        """Every tier this GPU can be priced at: its rental tiers, then 'tco' when it has a TCO model."""
+        return list(self.tiers) + ([TCO_TIER] if self.tco is not None else [])
+
+
+class HardwareCatalog(StrictModel):
+    """configs/hardware.yaml: the exchange rate and the GPU catalog."""
+
+    exchange_rates: ExchangeRates = ExchangeRates()
+    gpus: dict[str, GpuSpec]
+
+    def gpu(self, gpu_id: str) -> GpuSpec:
+        if gpu_id not in self.gpus:
+            raise UserInputError(f"gpu: unknown GPU {gpu_id!r}; allowed: {', '.join(self.gpus)}")
+        return self.gpus[gpu_id]
+
+    def usd_per_gpu_hour(self, gpu_id: str, tier: str, usd_per_cny: float | None = None) -> float:
+        """$/GPU-hour at a rental tier, or from the TCO model when tier == 'tco'."""
+        spec = self.gpu(gpu_id)
+        rate = usd_per_cny if usd_per_cny is not None else self.exchange_rates.usd_per_cny
+        if tier == TCO_TIER and spec.tco is not None:
+            return spec.tco.usd_per_gpu_hour(rate)
+        if tier in spec.tiers:
+            return spec.tiers[tier].usd_per_gpu_hour
+        allowed = spec.cost_tiers()
+        hint = ", ".join(allowed) if allowed else "none known; give --usd-per-gpu-hour"
+        raise UserInputError(f"tier: unknown tier {tier!r} for gpu {gpu_id!r}; allowed: {hint}")
+
+
+
+def load_hardware(path: str | Path | None = None) -> HardwareCatalog:
+    """Load configs/hardware.yaml (or `path`); problems become a one-line UserInputError."""
+    path = Path(path) if path is not None else base.CONFIG_DIR / "hardware.yaml"
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: a hardware file must be a YAML mapping with keys exchange_rates, gpus")
+    try:
+        return HardwareCatalog(**data)
+    except ValidationError as e:
+        raise UserInputError(format_validation_error(path, e, HardwareCatalog)) from None
+
+
+
+def resolve_usd_per_gpu_hour(gpu: str, tier: str, catalog: HardwareCatalog | None = None) -> float:
+    """$/GPU-hour for `gpu` at a named rental tier, or 'tco' for owned hardware (TCO model)."""
+    catalog = catalog if catalog is not None else load_hardware()
+    return catalog.usd_per_gpu_hour(gpu, tier)
