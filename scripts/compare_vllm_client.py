@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from bench.config.sweep import EngineSpec, Sweep
-from bench.engines.vllm_server import SERVED_MODEL_NAME, VllmServer, has_nvidia_gpu
 from bench.engines.modeldir import materialize
+from bench.engines.vllm_server import SERVED_MODEL_NAME, VllmServer, has_nvidia_gpu
 from bench.sweep.run import run_sweep
 from bench.sweep.store import load_results
 

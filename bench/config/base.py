@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.errors import UserInputError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # bench/
+REPO_ROOT = PACKAGE_DIR.parent
+PACKAGED_CONFIG_DIR = PACKAGE_DIR / "_configs"  # filled from configs/ when a wheel is built (setup.py)
+
+
+def _shipped_config_dir() -> Path:
+    """The configs that ship with the code: bench/_configs in an installed wheel, else the repo's
+    configs/ (a source checkout or an editable install, where users edit configs/ directly)."""
+    return PACKAGED_CONFIG_DIR if PACKAGED_CONFIG_DIR.is_dir() else REPO_ROOT / "configs"
+
+
+CONFIG_DIR = _shipped_config_dir()
+CONFIG_DIR_ENV = "MAAS_BENCH_CONFIG_DIR"
+_user_config_dir: Path | None = None
 
 
 class StrictModel(BaseModel):
@@ -71,3 +84,84 @@ def format_validation_error(path: Path, err: ValidationError, root: type[BaseMod
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{path}: {loc}: {msg}{more}"
 
+
+# --- the user's config directory, layered over the shipped one ---------------------------------
+
+
+def set_user_config_dir(path: str | Path | None) -> None:
+    """Use `path` (the CLI's global `--config-dir`) as the user's config directory; None clears it
+    (then $MAAS_BENCH_CONFIG_DIR applies). Its hardware.yaml, prices.yaml, roofline.yaml and
+    models/*.yaml override the shipped entries by id; everything else stays as shipped."""
+    global _user_config_dir
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise UserInputError(f"--config-dir: {path} is not a directory")
+    _user_config_dir = path
+
+
+def user_config_dir() -> Path | None:
+    """The directory set by `set_user_config_dir`, else $MAAS_BENCH_CONFIG_DIR, else None."""
+    if _user_config_dir is not None:
+        return _user_config_dir
+    env = os.environ.get(CONFIG_DIR_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise UserInputError(f"{CONFIG_DIR_ENV}: {path} is not a directory")
+        return path
+    return None
+
+
+def user_config_file(name: str) -> Path | None:
+    """`name` in the user's config directory, when there is one and it holds that file."""
+    d = user_config_dir()
+    return d / name if d is not None and (d / name).is_file() else None
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def _mapping(path: Path, data: Any, shape: str) -> dict[str, Any]:
+    if data is None:  # an empty file (or only comments): no entries
+        return {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: {shape}")
+    return data
+
+
+def load_config(name: str, root: type[M], keyed: tuple[str, ...], shape: str, path: str | Path | None = None) -> M:
+    """Load one config file into `root`: the shipped `name`, with the user's `name` layered over it.
+
+    Why one loader: hardware, prices and the roofline factors are all "a mapping of sections, some
+    of them keyed by id"; the user's file replaces whole entries of a `keyed` section by id (a GPU,
+    a price key) and whole values of other top-level keys. An explicit `path` loads that file alone.
+    Problems become one line naming the file the bad entry came from.
+    """
+    if path is not None:
+        path = Path(path)
+        data, layers = _mapping(path, read_yaml(path), shape), [(path, None)]
+    else:
+        path = CONFIG_DIR / name
+        data = dict(_mapping(path, read_yaml(path), shape))
+        layers = [(path, None)]
+        user = user_config_file(name)
+        if user is not None:
+            over = _mapping(user, read_yaml(user), shape)
+            for k, v in over.items():
+                if k in keyed and isinstance(v, dict) and isinstance(data.get(k), dict):
+                    data[k] = {**data[k], **v}
+                else:
+                    data[k] = v
+            layers.append((user, over))
+    try:
+        return root(**data)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        where = layers[0][0]
+        for file, over in layers[1:]:
+            if over and loc and loc[0] in over and (
+                loc[0] not in keyed or len(loc) < 2 or loc[1] in (over[loc[0]] or {})
+            ):
+                where = file
+        raise UserInputError(format_validation_error(where, e, root)) from None

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.config import base
 from bench.config.base import CONFIG_DIR, read_yaml
 from bench.errors import UserInputError
 
@@ -161,32 +162,45 @@ class _ModelFile(BaseModel):
     tiny: dict[str, Any] = Field(default_factory=dict)
 
 
-@lru_cache(maxsize=4)
-def _load_models_cached(models_dir: str) -> dict[str, ModelSpec]:
+@lru_cache(maxsize=8)
+def _load_models_cached(models_dirs: tuple[str, ...]) -> dict[str, ModelSpec]:
+    """Models of every dir in order; a later dir (the user's) replaces a model of the same name."""
     out: dict[str, ModelSpec] = {}
-    for path in sorted(Path(models_dir).glob("*.yaml")):
-        data = read_yaml(path)
-        try:
-            f = _ModelFile(**data)
-            out[f.name] = ModelSpec(
-                name=f.name, hf_id=f.hf_id, architecture=f.architecture, model_type=f.model_type,
-                hyperparameters=Hyperparameters(**f.hyperparameters), published=f.published,
+    for models_dir in models_dirs:
+        for path in sorted(Path(models_dir).glob("*.yaml")):
+            out.update(_read_model_file(path))
+    return out
+
+
+def _read_model_file(path: Path) -> dict[str, ModelSpec]:
+    out: dict[str, ModelSpec] = {}
+    data = read_yaml(path)
+    try:
+        f = _ModelFile(**data)
+        out[f.name] = ModelSpec(
+            name=f.name, hf_id=f.hf_id, architecture=f.architecture, model_type=f.model_type,
+            hyperparameters=Hyperparameters(**f.hyperparameters), published=f.published,
+        )
+        if f.tiny:
+            tname = f.tiny.get("name", f"{f.name}-tiny")
+            out[tname] = ModelSpec(
+                name=tname, architecture=f.architecture, model_type=f.model_type,
+                hyperparameters=Hyperparameters(**f.tiny["hyperparameters"]), twin_of=f.name,
+                deviations=f.tiny.get("deviations"),
             )
-            if f.tiny:
-                tname = f.tiny.get("name", f"{f.name}-tiny")
-                out[tname] = ModelSpec(
-                    name=tname, architecture=f.architecture, model_type=f.model_type,
-                    hyperparameters=Hyperparameters(**f.tiny["hyperparameters"]), twin_of=f.name,
-                    deviations=f.tiny.get("deviations"),
-                )
-        except Exception as e:  # pydantic error -> one line naming the file
-            raise UserInputError(f"{path}: invalid model file: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # pydantic error -> one line naming the file
+        raise UserInputError(f"{path}: invalid model file: {str(e).splitlines()[0]}") from None
     return out
 
 
 def load_models(models_dir: Path | None = None) -> dict[str, ModelSpec]:
-    """All catalog models and their tiny twins, by name."""
-    return _load_models_cached(str(models_dir or MODELS_DIR))
+    """All catalog models and their tiny twins, by name: the shipped configs/models plus the user's
+    <config-dir>/models (same name = the user's wins); or only `models_dir` when given."""
+    if models_dir is not None:
+        return _load_models_cached((str(models_dir),))
+    user = base.user_config_dir()
+    dirs = (str(MODELS_DIR),) + ((str(user / "models"),) if user is not None and (user / "models").is_dir() else ())
+    return _load_models_cached(dirs)
 
 
 def get_model(name: str) -> ModelSpec:

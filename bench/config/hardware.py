@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from bench.config import base
-from bench.config.base import StrictModel, format_validation_error, read_yaml
+from bench.config.base import StrictModel, load_config
 from bench.errors import UserInputError
 
 CURRENCIES = ("USD", "CNY")
@@ -90,25 +89,20 @@ class TcoSpec(StrictModel):
             return float(v)
         return convert_to_usd(getattr(self, field_cny), "CNY", usd_per_cny, what=f"tco.{field_cny}")
 
-    def breakdown(self, usd_per_cny: float | None = None) -> dict[str, float]:
-        """$/GPU-hour split into capital, energy and hosting (see bench.cost.tco_usd_per_gpu_hour)."""
-        from bench.econ.cost import tco_usd_per_gpu_hour
-
-        return tco_usd_per_gpu_hour(
-            capex_usd=self._usd("capex_usd", "capex_cny", usd_per_cny),
-            amortization_years=self.amortization_years,
-            residual_fraction=self.residual_fraction,
-            kw_all_in=self.kw_all_in,
-            pue=self.pue,
-            usd_per_kwh=self._usd("usd_per_kwh", "cny_per_kwh", usd_per_cny),
-            hosting_usd_per_gpu_hour=self._usd(
-                "hosting_usd_per_gpu_hour", "hosting_cny_per_gpu_hour", usd_per_cny
-            ),
-            cost_of_capital_rate=self.cost_of_capital_rate,
-        ).to_dict()
-
-    def usd_per_gpu_hour(self, usd_per_cny: float | None = None) -> float:
-        return self.breakdown(usd_per_cny)["usd_per_gpu_hour"]
+    def usd_inputs(self, usd_per_cny: float | None = None) -> dict[str, float]:
+        """The TCO inputs in USD (CNY fields converted at the explicit rate), named as the arguments
+        of bench.econ.cost.tco_usd_per_gpu_hour, which holds the formula (config holds data only)."""
+        return {
+            "capex_usd": self._usd("capex_usd", "capex_cny", usd_per_cny),
+            "amortization_years": self.amortization_years,
+            "residual_fraction": self.residual_fraction,
+            "kw_all_in": self.kw_all_in,
+            "pue": self.pue,
+            "usd_per_kwh": self._usd("usd_per_kwh", "cny_per_kwh", usd_per_cny),
+            "hosting_usd_per_gpu_hour": self._usd("hosting_usd_per_gpu_hour", "hosting_cny_per_gpu_hour",
+                                                  usd_per_cny),
+            "cost_of_capital_rate": self.cost_of_capital_rate,
+        }
 
 
 class GpuSpec(StrictModel):
@@ -152,34 +146,18 @@ class HardwareCatalog(StrictModel):
             raise UserInputError(f"gpu: unknown GPU {gpu_id!r}; allowed: {', '.join(self.gpus)}")
         return self.gpus[gpu_id]
 
-    def usd_per_gpu_hour(self, gpu_id: str, tier: str, usd_per_cny: float | None = None) -> float:
-        """$/GPU-hour at a rental tier, or from the TCO model when tier == 'tco'."""
+    def check_tier(self, gpu_id: str, tier: str) -> None:
+        """`tier` must be one of the GPU's cost tiers ('tco' needs a TCO model); the price itself is
+        computed in bench.econ.cost.resolve_usd_per_gpu_hour."""
         spec = self.gpu(gpu_id)
-        rate = usd_per_cny if usd_per_cny is not None else self.exchange_rates.usd_per_cny
-        if tier == TCO_TIER and spec.tco is not None:
-            return spec.tco.usd_per_gpu_hour(rate)
-        if tier in spec.tiers:
-            return spec.tiers[tier].usd_per_gpu_hour
         allowed = spec.cost_tiers()
-        hint = ", ".join(allowed) if allowed else "none known; give --usd-per-gpu-hour"
-        raise UserInputError(f"tier: unknown tier {tier!r} for gpu {gpu_id!r}; allowed: {hint}")
-
+        if tier not in allowed:
+            hint = ", ".join(allowed) if allowed else "none known; give --usd-per-gpu-hour"
+            raise UserInputError(f"tier: unknown tier {tier!r} for gpu {gpu_id!r}; allowed: {hint}")
 
 
 def load_hardware(path: str | Path | None = None) -> HardwareCatalog:
-    """Load configs/hardware.yaml (or `path`); problems become a one-line UserInputError."""
-    path = Path(path) if path is not None else base.CONFIG_DIR / "hardware.yaml"
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: a hardware file must be a YAML mapping with keys exchange_rates, gpus")
-    try:
-        return HardwareCatalog(**data)
-    except ValidationError as e:
-        raise UserInputError(format_validation_error(path, e, HardwareCatalog)) from None
-
-
-
-def resolve_usd_per_gpu_hour(gpu: str, tier: str, catalog: HardwareCatalog | None = None) -> float:
-    """$/GPU-hour for `gpu` at a named rental tier, or 'tco' for owned hardware (TCO model)."""
-    catalog = catalog if catalog is not None else load_hardware()
-    return catalog.usd_per_gpu_hour(gpu, tier)
+    """configs/hardware.yaml with the user's hardware.yaml (--config-dir) layered over it, GPUs by id;
+    or the one file `path`. Problems become a one-line UserInputError."""
+    return load_config("hardware.yaml", HardwareCatalog, keyed=("gpus",), path=path,
+                       shape="a hardware file must be a YAML mapping with keys exchange_rates, gpus")

@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from bench.config import base
-from bench.config.base import StrictModel, format_validation_error, read_yaml
+from bench.config.base import StrictModel, load_config
 from bench.config.hardware import DATE_PATTERN
 from bench.errors import UserInputError
 
@@ -115,14 +114,7 @@ class PriceBook(StrictModel):
 
 
 def load_price_book(path: str | Path | None = None) -> PriceBook:
-    """Load configs/prices.yaml (or `path`); problems become a one-line UserInputError."""
-    path = Path(path) if path is not None else base.CONFIG_DIR / "prices.yaml"
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: a price book must be a YAML mapping with the key prices")
-    try:
-        return PriceBook(**data)
-    except ValidationError as e:
-        raise UserInputError(format_validation_error(path, e, PriceBook)) from None
-
-
+    """configs/prices.yaml with the user's prices.yaml (--config-dir) layered over it, entries by key;
+    or the one file `path`. Problems become a one-line UserInputError."""
+    return load_config("prices.yaml", PriceBook, keyed=("prices",), path=path,
+                       shape="a price book must be a YAML mapping with the key prices")

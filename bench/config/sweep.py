@@ -13,28 +13,55 @@ resumed without re-measuring finished points.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from bench.config import quant as quant_registry
 from bench.config.base import StrictModel, format_validation_error, read_yaml, stable_hash
-from bench.config.hardware import resolve_usd_per_gpu_hour
+from bench.config.hardware import TCO_TIER, load_hardware
+from bench.config.slo import Slo
 from bench.errors import UserInputError
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-QUANTIZATIONS = (
-    None, "fp8", "int8-w8a8", "int8-w8a8-dense", "awq", "gptq", "awq_marlin", "gptq_marlin", "compressed-tensors",
+# Accepted names come from THE registry (bench.config.quant); None = unquantized.
+QUANTIZATIONS: tuple[str | None, ...] = tuple(
+    None if q == quant_registry.NONE else q for q in quant_registry.QUANTIZATIONS
 )
-KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+KV_CACHE_DTYPES = tuple(quant_registry.KV_CACHE_DTYPES)
 ENDPOINTS = ("completions", "chat")
 
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """What a sweep file must give, and what it defaults to, for one `engine.kind`.
+
+    Only the config-side facts live here (config must not import engines); the class that runs
+    each kind is in bench.engines.registry, which checks that it knows exactly these kinds.
+    """
+
+    pins_output_length: bool  # default of engine.ignore_eos: send ignore_eos/min_tokens
+    needs_base_url: bool  # serves through an endpoint that already runs
+    one_batch_per_point: bool  # a point is one offline batch: one concurrency label, no request rate
+
+
+ENGINE_KINDS: dict[str, EngineKind] = {
+    "vllm": EngineKind(pins_output_length=True, needs_base_url=False, one_batch_per_point=False),
+    "openai": EngineKind(pins_output_length=False, needs_base_url=True, one_batch_per_point=False),
+    "vllm-offline": EngineKind(pins_output_length=False, needs_base_url=False, one_batch_per_point=True),
+}
+EngineKindName = Literal["vllm", "openai", "vllm-offline"]
+if set(get_args(EngineKindName)) != set(ENGINE_KINDS):  # pragma: no cover - a bug in this file
+    raise RuntimeError("EngineKindName and ENGINE_KINDS name different engine kinds")
 
 
 class EngineSpec(StrictModel):
     """Which engine serves the points: a vLLM server we start, or an endpoint that already runs."""
 
-    kind: Literal["vllm", "openai", "vllm-offline"] = Field(
+    kind: EngineKindName = Field(
         "vllm", description="vllm: start a server; openai: an endpoint at base_url; vllm-offline: LLM.generate batch"
     )
     startup_timeout_s: float = Field(600.0, gt=0)
@@ -42,7 +69,7 @@ class EngineSpec(StrictModel):
     env: dict[str, str] = Field(default_factory=dict)
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE, applied only on CPU")
     cpu_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="applied only on CPU")
-    # kind == "openai": an already-running server or a provider API.
+    # kinds that need a base_url (openai): an already-running server or a provider API.
     base_url: str | None = Field(None, description=(
         "a server root (http://host:8000, or a proxy prefix; /v1/... is appended) or an OpenAI-SDK-style API root "
         "whose last segment is a version (https://api.example.com/v1, .../api/paas/v4; only /completions or "
@@ -57,12 +84,16 @@ class EngineSpec(StrictModel):
 
     @property
     def pin_output_length(self) -> bool:
-        return self.ignore_eos if self.ignore_eos is not None else self.kind == "vllm"
+        return self.ignore_eos if self.ignore_eos is not None else self.capabilities.pins_output_length
+
+    @property
+    def capabilities(self) -> EngineKind:
+        return ENGINE_KINDS[self.kind]
 
     @model_validator(mode="after")
-    def _check_openai(self) -> EngineSpec:
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError("engine.base_url is required when engine.kind is 'openai'")
+    def _check_base_url(self) -> EngineSpec:
+        if self.capabilities.needs_base_url and not self.base_url:
+            raise ValueError(f"engine.base_url is required when engine.kind is {self.kind!r}")
         return self
 
 
@@ -92,12 +123,11 @@ class ServerSpec(StrictModel):
     @field_validator("quantization")
     @classmethod
     def _quant(cls, v: str | None) -> str | None:
-        if v in ("none", "bf16", ""):
-            return None
-        if v not in QUANTIZATIONS:
-            allowed = ", ".join(str(q) for q in QUANTIZATIONS)
+        q = quant_registry.lookup(v)
+        if q is None:
+            allowed = ", ".join(quant_registry.QUANTIZATIONS)
             raise ValueError(f"quantization must be one of {allowed} (got {v!r})")
-        return v
+        return None if q.name == quant_registry.NONE else q.name
 
     @field_validator("kv_cache_dtype")
     @classmethod
@@ -227,14 +257,6 @@ class HardwareRef(StrictModel):
     usd_per_gpu_hour: float | None = Field(None, gt=0, description="overrides the tier price")
 
 
-class Slo(StrictModel):
-    """Per-request latency thresholds for goodput. None = not constrained."""
-
-    ttft_ms: float | None = Field(None, gt=0)
-    tpot_ms: float | None = Field(None, gt=0)
-    e2el_ms: float | None = Field(None, gt=0)
-
-
 SERVER_AXES = tuple(ServerSpec.model_fields)
 
 
@@ -270,9 +292,10 @@ class Sweep(StrictModel):
 
     @model_validator(mode="after")
     def _offline_load(self) -> Sweep:
-        if self.engine.kind == "vllm-offline" and (self.load.request_rate or len(self.load.concurrency) != 1):
-            raise ValueError("engine.kind vllm-offline submits one batch per point: give load.concurrency as one "
-                             "value (a label; max_num_seqs caps what runs at once) and no request_rate")
+        if self.engine.capabilities.one_batch_per_point and (self.load.request_rate
+                                                             or len(self.load.concurrency) != 1):
+            raise ValueError(f"engine.kind {self.engine.kind} submits one batch per point: give load.concurrency as "
+                             "one value (a label; max_num_seqs caps what runs at once) and no request_rate")
         return self
 
     def server_specs(self) -> list[ServerSpec]:
@@ -369,7 +392,11 @@ def load_sweep(path: str | Path) -> Sweep:
         check_model_ref(spec, where=f"{path}: server.model")
     if sweep.hardware.usd_per_gpu_hour is None:
         try:
-            resolve_usd_per_gpu_hour(sweep.hardware.gpu, sweep.hardware.tier)
+            catalog = load_hardware()
+            catalog.check_tier(sweep.hardware.gpu, sweep.hardware.tier)
+            tco = catalog.gpu(sweep.hardware.gpu).tco
+            if sweep.hardware.tier == TCO_TIER and tco is not None:
+                tco.usd_inputs(catalog.exchange_rates.usd_per_cny)  # CNY inputs need a rate
         except UserInputError as e:
             raise UserInputError(f"{path}: hardware.{e}") from None
     return sweep

@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from bench.config.hardware import TCO_TIER, HardwareCatalog, TcoSpec
 from bench.errors import UserInputError
 
 SECONDS_PER_HOUR = 3600.0
@@ -66,18 +67,6 @@ def usd_per_m_tokens(tok_s_per_gpu: float, usd_per_gpu_hour: float, utilization:
         raise UserInputError(f"utilization must be in (0, 1] (got {utilization})")
     m_tokens_per_gpu_hour = tok_s_per_gpu * utilization * SECONDS_PER_HOUR / TOKENS_PER_M
     return usd_per_gpu_hour / m_tokens_per_gpu_hour
-
-
-def gpu_seconds_per_request(tokens_per_request: float, tok_s_per_gpu: float) -> float:
-    """GPU-seconds one request occupies, from a throughput measured on the same traffic.
-
-    A point that sustains `tok_s_per_gpu` tokens of some kind (say output) per GPU-second while
-    serving requests of `tokens_per_request` such tokens each completes tok_s/tokens requests per
-    GPU-second, so each request uses tokens/tok_s GPU-seconds, prefill and decode included.
-    """
-    require_positive("tokens_per_request", tokens_per_request)
-    require_positive("tok_s_per_gpu", tok_s_per_gpu)
-    return tokens_per_request / tok_s_per_gpu
 
 
 def usd_per_request(gpu_seconds: float, usd_per_gpu_hour: float, utilization: float = 1.0) -> float:
@@ -141,6 +130,27 @@ def tco_usd_per_gpu_hour(
         energy_usd_per_gpu_hour=kw_all_in * pue * usd_per_kwh,
         hosting_usd_per_gpu_hour=hosting_usd_per_gpu_hour,
     )
+
+
+
+def tco_breakdown(tco: TcoSpec, usd_per_cny: float | None = None) -> TcoBreakdown:
+    """The TCO formula applied to a configs/hardware.yaml `tco:` entry (CNY inputs at `usd_per_cny`)."""
+    return tco_usd_per_gpu_hour(**tco.usd_inputs(usd_per_cny))
+
+
+def resolve_usd_per_gpu_hour(gpu: str, tier: str, catalog: HardwareCatalog,
+                             usd_per_cny: float | None = None) -> float:
+    """$/GPU-hour for `gpu` at a named rental tier, or at 'tco' for owned hardware (the TCO model).
+
+    `usd_per_cny` overrides the catalog's exchange rate. The caller passes the catalog (this layer
+    reads no files): `resolve_usd_per_gpu_hour(gpu, tier, load_hardware())`.
+    """
+    catalog.check_tier(gpu, tier)
+    spec = catalog.gpu(gpu)
+    rate = usd_per_cny if usd_per_cny is not None else catalog.exchange_rates.usd_per_cny
+    if tier == TCO_TIER and spec.tco is not None:
+        return tco_breakdown(spec.tco, rate).usd_per_gpu_hour
+    return spec.tiers[tier].usd_per_gpu_hour
 
 
 def joules_per_token(watts_per_gpu: float, tok_s_per_gpu: float) -> float:

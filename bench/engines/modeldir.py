@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.config import quant as quant_registry
 from bench.config.base import stable_hash
 from bench.config.catalog import ModelSpec, get_model, load_models
 
@@ -30,32 +31,13 @@ CHAT_TEMPLATE = (
 )
 TOKENIZER_VERSION = 1  # bump when the vocabulary construction changes
 
-INT8_W8A8 = {
-    "quant_method": "compressed-tensors",
-    "format": "int-quantized",
-    "config_groups": {
-        "group_0": {
-            "targets": ["Linear"],
-            "weights": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel", "dynamic": False},
-            "input_activations": {
-                "num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True,
-            },
-        }
-    },
-    "ignore": ["lm_head"],
-}
-# Quantizations expressed by a quantization_config in config.json (the checkpoint's own format).
-# fp8 is different: vLLM quantizes BF16 weights on the fly with `--quantization fp8`.
-# vLLM's CPU build has no INT8 MoE kernel ("No Int8 MoE backend supports the deployment
-# configuration"), so on a MoE model the all-linear INT8 config fails there. The `-dense` variant
-# quantizes attention, dense FFNs and shared experts and keeps the routed experts and router in
-# BF16: a partial INT8 deployment that the CPU build can serve.
-INT8_W8A8_DENSE = {**INT8_W8A8, "ignore": ["lm_head", "re:.*mlp\\.experts.*", "re:.*mlp\\.gate$"]}
+# The quantization_config written into config.json per quantization lives in THE registry
+# (bench.config.quant: checkpoint_config). fp8 has none: vLLM quantizes BF16 weights on the fly
+# with `--quantization fp8`. The names below stay as views for callers and tests.
+INT8_W8A8 = quant_registry.INT8_W8A8_CONFIG
+INT8_W8A8_DENSE = quant_registry.INT8_W8A8_DENSE_CONFIG
 CHECKPOINT_QUANT_CONFIGS: dict[str, dict[str, Any]] = {
-    "int8-w8a8": INT8_W8A8,
-    "int8-w8a8-dense": INT8_W8A8_DENSE,
-    "awq": {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True, "version": "gemm"},
-    "gptq": {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True},
+    q.name: q.checkpoint_config for q in quant_registry.QUANTIZATIONS.values() if q.checkpoint_config
 }
 
 
@@ -125,8 +107,8 @@ def hf_config(model: ModelSpec, quantization: str | None) -> dict[str, Any]:
         })
     else:
         cfg.update(hp)
-    if quantization in CHECKPOINT_QUANT_CONFIGS:
-        cfg["quantization_config"] = CHECKPOINT_QUANT_CONFIGS[quantization]
+    if (qc := quant_registry.checkpoint_config(quantization)) is not None:
+        cfg["quantization_config"] = qc
     return cfg
 
 

@@ -21,21 +21,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bench.config import quant as quant_registry
 from bench.config.sweep import EngineSpec, ServerSpec
-from bench.engines.vllm_server import EngineStartError, failure_reason_from_log, server_env
+from bench.engines.base import BatchResult, EngineStartError, tokenizer_counter
+from bench.engines.vllm_server import failure_reason_from_log, server_env
+
+if TYPE_CHECKING:
+    from bench.measure.client import ClientConfig
 
 
-@dataclass
-class OfflineResult:
-    elapsed_s: float  # wall time of the measured generate() call
-    num_prompts: int
-    completed: int
-    input_tokens: int  # prompt tokens as vLLM tokenized them
-    output_tokens: int  # generated token ids
+OfflineResult = BatchResult  # the child writes it as JSON, the parent reads it back
 
 
 def llm_kwargs(spec: ServerSpec, model_path: str, engine: EngineSpec, on_cpu: bool) -> dict[str, Any]:
@@ -51,8 +51,8 @@ def llm_kwargs(spec: ServerSpec, model_path: str, engine: EngineSpec, on_cpu: bo
         "enable_prefix_caching": spec.enable_prefix_caching,
         "enforce_eager": spec.enforce_eager,
     }
-    if spec.quantization in ("fp8", "awq", "gptq", "awq_marlin", "gptq_marlin", "compressed-tensors"):
-        kw["quantization"] = spec.quantization
+    if (flag := quant_registry.vllm_quantization(spec.quantization)) is not None:
+        kw["quantization"] = flag
     if spec.max_num_batched_tokens:
         kw["max_num_batched_tokens"] = spec.max_num_batched_tokens
     if spec.expert_parallel:
@@ -88,6 +88,57 @@ def run_offline(spec: ServerSpec, model_path: str, engine: EngineSpec, prompts: 
         if code != 0 or not out.is_file():
             raise EngineStartError(f"offline run exited with code {code}: {failure_reason_from_log(log_path)}")
         return OfflineResult(**json.loads(out.read_text()))
+
+
+class VllmOfflineEngine:
+    """Engine kind "vllm-offline": no server; each point is one `LLM.generate` batch in a child process.
+
+    There is nothing to start or keep alive between points (`starts_server` is False): the child
+    loads the model for each batch, which the measured window (generate only) leaves out.
+    """
+
+    kind = "vllm-offline"
+    starts_server = False
+    uses_local_gpus = True
+    batch = True
+
+    def __init__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> None:
+        from bench.engines.modeldir import load_tokenizer, resolve_model_path
+
+        self.spec, self.engine, self.log_path, self.on_gpu = spec, engine, log_path, on_gpu
+        self.model_path, self.materialized = resolve_model_path(spec.model, spec.quantization)
+        self.tokenizer: Any = load_tokenizer(self.model_path)
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def alive(self) -> bool:
+        return True
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
+    def startup_s(self) -> float:
+        return 0.0
+
+    def failure_reason(self) -> str:
+        return failure_reason_from_log(self.log_path)
+
+    def client_config(self, endpoint: str, timeout_s: float) -> ClientConfig:
+        raise TypeError("vllm-offline serves no HTTP endpoint; measure its points with run_batch")
+
+    def count_tokens(self) -> Callable[[str], int] | None:
+        return tokenizer_counter(self.tokenizer)
+
+    def run_batch(self, prompts: list[str], warmup: list[str], output_len: int, timeout_s: float) -> OfflineResult:
+        """Generate `prompts` after an unmeasured `warmup` batch; raises EngineStartError on failure."""
+        return run_offline(self.spec, self.model_path, self.engine, prompts, warmup, output_len, self.log_path,
+                           not self.on_gpu, timeout_s)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

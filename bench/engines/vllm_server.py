@@ -19,17 +19,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from bench.config import quant as quant_registry
 from bench.config.sweep import EngineSpec, ServerSpec
+from bench.engines.base import EngineStartError, tokenizer_counter
+
+if TYPE_CHECKING:
+    from bench.measure.client import ClientConfig
+
+__all__ = ["SERVED_MODEL_NAME", "EngineStartError", "VllmEngine", "VllmServer", "has_nvidia_gpu"]
 
 SERVED_MODEL_NAME = "maas-bench-model"
-
-
-class EngineStartError(RuntimeError):
-    """The server did not become ready; the message carries the reason from its log."""
 
 
 def has_nvidia_gpu() -> bool:
@@ -65,9 +69,9 @@ def render_args(spec: ServerSpec, model_path: str, port: int, engine: EngineSpec
         "--kv-cache-dtype", spec.kv_cache_dtype,
         "--disable-uvicorn-access-log",
     ]
-    if spec.quantization in ("fp8", "awq", "gptq", "awq_marlin", "gptq_marlin", "compressed-tensors"):
-        # int8-w8a8 is carried by the checkpoint's quantization_config; vLLM detects it.
-        args += ["--quantization", spec.quantization]
+    if (flag := quant_registry.vllm_quantization(spec.quantization)) is not None:
+        # int8-w8a8 is carried by the checkpoint's quantization_config; vLLM detects it (no flag).
+        args += ["--quantization", flag]
     if spec.max_num_batched_tokens:
         args += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
     args.append("--enable-prefix-caching" if spec.enable_prefix_caching else "--no-enable-prefix-caching")
@@ -257,3 +261,59 @@ def _strip_prefix(line: str) -> str:
     if "] " in line and line.startswith("("):
         return line.split("] ", 1)[1]
     return line
+
+
+class VllmEngine:
+    """Engine kind "vllm": a vLLM OpenAI-compatible server this process starts and owns."""
+
+    kind = "vllm"
+    starts_server = True
+    uses_local_gpus = True
+    batch = False
+
+    def __init__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> None:
+        from bench.engines.modeldir import load_tokenizer, resolve_model_path
+
+        self.spec, self.engine, self.log_path, self.on_gpu = spec, engine, log_path, on_gpu
+        self.model_path, self.materialized = resolve_model_path(spec.model, spec.quantization)
+        self.tokenizer: Any = load_tokenizer(self.model_path)
+        self.server: VllmServer | None = None
+
+    def start(self) -> None:
+        self.server = VllmServer(self.spec, self.model_path, self.engine, self.log_path, on_cpu=not self.on_gpu)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def alive(self) -> bool:
+        return self.server is None or self.server.alive()
+
+    @property
+    def pid(self) -> int | None:
+        proc = self.server.proc if self.server is not None else None
+        return proc.pid if proc is not None else None
+
+    @property
+    def startup_s(self) -> float:
+        return (self.server.startup_s or 0.0) if self.server is not None else 0.0
+
+    def failure_reason(self) -> str:
+        if self.server is None:
+            return "server not started"
+        proc = self.server.proc
+        code = proc.poll() if proc is not None else None
+        reason = self.server.failure_reason()
+        return f"exit code {code}; last log line: {reason}" if code is not None else reason
+
+    def client_config(self, endpoint: str, timeout_s: float) -> ClientConfig:
+        from bench.measure.client import ClientConfig
+
+        assert self.server is not None, "client_config before start()"
+        return ClientConfig(base_url=self.server.base_url, model=SERVED_MODEL_NAME, endpoint=endpoint,
+                            timeout_s=timeout_s)
+
+    def count_tokens(self) -> Callable[[str], int] | None:
+        return tokenizer_counter(self.tokenizer)

@@ -1,18 +1,18 @@
 """Arrival processes: closed-loop concurrency, open-loop Poisson / gamma rates, ramps, trace replay.
 
 The load generator decides *when* each request is sent and which requests are measured; it
-never computes latency metrics (bench/metrics.py does).
+never computes latency metrics (bench/measure/metrics.py does).
 
 One point is one continuous stream of requests in three phases:
 1. warm-up: the first `warmup_requests` requests (in closed loop at least one full wave, i.e.
    `concurrency` of them, see LoadPoint.effective_warmup), and every request sent during the ramp-up
-   (`ramp_s`). Marked `warmup=True`; bench/metrics.py leaves them out.
+   (`ramp_s`). Marked `warmup=True`; bench/measure/metrics.py leaves them out.
 2. measured: the next `num_requests` requests, or, when `duration_s` is set, every request
    sent in the `duration_s` seconds after the first measured send (num_requests is then unused).
 3. cool-down (`cooldown`, default on): the same arrivals continue, unmeasured, until the last
    measured request has finished; then they are cancelled. Their records are kept with
    `cooldown=True` (cancelled ones also `cancelled=True`, collected by the client), because the
-   tokens they streamed inside the measured window count toward its throughput (bench/metrics.py).
+   tokens they streamed inside the measured window count toward its throughput (bench/measure/metrics.py).
 Why a continuous stream: if the load stopped between phases, the first measured requests would
 meet an empty server and the last ones a draining server (a smaller batch, so a faster TPOT and
 a lower throughput than the load point really has). Warm-up and cool-down keep the measured
@@ -64,7 +64,7 @@ from bench.measure.client import RequestSpec
 from bench.measure.metrics import RequestRecord
 
 SendFn = Callable[[int, RequestSpec, bool, int | None], Awaitable[RequestRecord]]
-ProgressFn = Callable[[RequestRecord], None]
+DoneFn = Callable[[RequestRecord], None]  # called once per finished request
 PhaseFn = Callable[[str], Any]  # called with "measure_start" / "measure_end"; may return an awaitable
 
 LAG_P99_LIMIT_MS = 10.0
@@ -107,13 +107,6 @@ class LoadResult:
             "client_kept_up": self.client_kept_up, "client_lag_reason": self.client_lag_reason,
             "warmup_sent": self.warmup_sent, "cooldown_sent": self.cooldown_sent, "stop_reason": self.stop_reason,
         }
-
-
-def inter_arrivals(rate: float, burstiness: float, n: int, seed: int) -> list[float]:
-    """Gamma inter-arrival gaps (s) with mean 1/rate and shape `burstiness` (1.0 = Poisson)."""
-    rng = random.Random(seed)
-    theta = 1.0 / (rate * burstiness)
-    return [rng.gammavariate(burstiness, theta) for _ in range(n)]
 
 
 def ramp_time_s(u: float, rate: float, ramp_s: float | None = None, start_rate: float = 0.0) -> float:
@@ -257,7 +250,7 @@ async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
 
 
 async def _closed_loop(send: SendFn, plan: _Phases, lp: LoadPoint, out: list[RequestRecord],
-                       on_done: ProgressFn | None) -> None:
+                       on_done: DoneFn | None) -> None:
     conc = lp.concurrency or 1
     start = time.perf_counter_ns()
     if lp.ramp_s:
@@ -308,7 +301,7 @@ async def _until_measured_done(plan: _Phases, tasks: list[asyncio.Task[Any]] | s
 
 
 async def _open_loop(send: SendFn, plan: _Phases, lp: LoadPoint, seed: int, trace_scale: float,
-                     out: list[RequestRecord], on_done: ProgressFn | None) -> None:
+                     out: list[RequestRecord], on_done: DoneFn | None) -> None:
     assert lp.request_rate is not None
     rng = random.Random(seed)
     shape = lp.burstiness
@@ -367,7 +360,7 @@ async def _open_loop(send: SendFn, plan: _Phases, lp: LoadPoint, seed: int, trac
 
 
 async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterable[RequestSpec], lp: LoadPoint,
-                   seed: int = 0, on_done: ProgressFn | None = None, *,
+                   seed: int = 0, on_done: DoneFn | None = None, *,
                    cooldown: Iterable[RequestSpec] | None = None, on_phase: PhaseFn | None = None) -> LoadResult:
     """Run one point: warm-up, measured and cool-down phases as one continuous stream.
 

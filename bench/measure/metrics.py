@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.config.slo import Slo
+
 PERCENTILES = (50, 90, 95, 99)
 NS_PER_MS = 1e6
 NS_PER_S = 1e9
@@ -130,20 +132,12 @@ class RequestRecord:
         return self.chunk_ns[-1] if self.chunk_ns else self.send_ns
 
 
-@dataclass(frozen=True)
-class SloThresholds:
-    ttft_ms: float | None = None
-    tpot_ms: float | None = None
-    e2el_ms: float | None = None
-
-    def met_by(self, r: RequestRecord) -> bool:
-        if not r.ok:
-            return False
-        checks = ((self.ttft_ms, r.ttft_ms), (self.tpot_ms, r.tpot_ms), (self.e2el_ms, r.e2el_ms))
-        for limit, value in checks:
-            if limit is not None and value is not None and value > limit:
-                return False
-        return True
+def meets_request_slo(r: RequestRecord, limits: dict[str, float]) -> bool:
+    """Goodput test of one request against `Slo.request_limits()` (the percentile does not apply to
+    one request); an undefined value (TPOT of a 1-token output) meets its limit vacuously."""
+    if not r.ok:
+        return False
+    return all(v is None or v <= lim for m, lim in limits.items() for v in [getattr(r, m)])
 
 
 def percentile_stats(name: str, samples: Sequence[float]) -> dict[str, float | None]:
@@ -161,12 +155,12 @@ def percentile_stats(name: str, samples: Sequence[float]) -> dict[str, float | N
 def summarize(
     records: Sequence[RequestRecord],
     gpu_count: int = 1,
-    slo: SloThresholds | None = None,
+    slo: Slo | None = None,
 ) -> dict[str, Any]:
     """Aggregate the measured (non-warm-up) requests of one point into one flat row of metrics."""
     if gpu_count <= 0:
         raise ValueError("gpu_count must be > 0")
-    slo = slo or SloThresholds()
+    limits = slo.request_limits() if slo is not None else {}
     measured = [r for r in records if r.measured]
     done = [r for r in measured if r.ok]
     row: dict[str, Any] = {
@@ -208,7 +202,7 @@ def summarize(
         row.update(percentile_stats(name, samples))
     tpot_p50 = row["tpot_ms_p50"]
     row["interactivity_tok_s_user"] = 1000.0 / tpot_p50 if tpot_p50 else None
-    good = sum(1 for r in done if slo.met_by(r))
+    good = sum(1 for r in done if meets_request_slo(r, limits))
     row["good_requests"] = good
     row["goodput_req_s"] = rate(good)
     row.update(token_discrepancy(done))

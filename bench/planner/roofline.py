@@ -1,10 +1,14 @@
-"""Analytical roofline estimate for model x GPU x quantization x parallelism not measured here.
+"""Analytical roofline: the configuration, GPU peaks and formulas behind every planner estimate.
 
 Why: the MaaS team must price GLM-4.6 on 8xH200 or MiniMax-M2 on 4xH100 before renting them. This
 module turns the catalog's real hyperparameters (bench.config.catalog) and the GPU peaks
 (configs/hardware.yaml) into memory fit, TTFT, TPOT and tokens/s/GPU, and corrects itself with
 efficiency factors fitted from measured runs (configs/roofline.yaml). Every result carries
 `source: "estimate"`, so a report never confuses it with a measurement.
+
+Modules: this one holds the factors, the formulas and the memory fit; bench.planner.estimate turns
+them into a throughput-latency curve and a plan (with money); bench.planner.calibrate fits the
+factors from measured runs. Quantization presets (bits) come from THE registry, bench.config.quant.
 
 The model (stated once, here; units in every name):
 
@@ -38,41 +42,33 @@ The model (stated once, here; units in every name):
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import asdict, dataclass, field
-from datetime import date
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from bench.config.base import CONFIG_DIR, read_yaml
-from bench.config.catalog import Hyperparameters, ModelSpec, get_model
+from bench.config import base
+from bench.config import quant as quant_registry
+from bench.config.base import StrictModel, load_config
+from bench.config.catalog import Hyperparameters
+from bench.config.hardware import GpuSpec, load_hardware
 from bench.errors import UserInputError
 
-ROOFLINE_CONFIG = CONFIG_DIR / "roofline.yaml"
+ROOFLINE_CONFIG = base.CONFIG_DIR / "roofline.yaml"
 GIB = 2.0**30
 ACT_BYTES = 2.0  # activations and collectives travel in BF16 in every preset
-DEFAULT_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-COMPARE_GPUS = ("h100", "h200", "h20", "b200", "ascend-910b")
-COMPARE_QUANTS = ("bf16", "fp8", "int4")
 # Which tensor peak a GEMM uses, and what it falls back to on a GPU without that precision
 # (e.g. FP8 weights on A100 or Ascend 910B run as W8A16 on the BF16 units).
 _COMPUTE_FALLBACK = {"fp4": ("fp4", "fp8", "bf16"), "fp8": ("fp8", "bf16"), "int8": ("int8", "bf16"),
                      "bf16": ("bf16",)}
 
 
+
 # --- configuration ------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class QuantSpec(_Strict):
+class QuantSpec(StrictModel):
     """Bits per weight / activation / KV element and which tensor peak the GEMMs use."""
 
     name: str = "custom"
@@ -80,9 +76,15 @@ class QuantSpec(_Strict):
     activation_bits: int = Field(16, gt=0, le=32)
     kv_bits: float = Field(16, gt=0, le=32)
     compute: Literal["bf16", "fp8", "int8", "fp4"] = "bf16"
+    routed_expert_bits: float | None = Field(None, gt=0, le=32, description="None = weight_bits")
+
+    @property
+    def expert_bits(self) -> float:
+        """Bits per routed-expert weight (BF16 in partial INT8 deployments, else weight_bits)."""
+        return self.routed_expert_bits if self.routed_expert_bits is not None else self.weight_bits
 
 
-class Efficiency(_Strict):
+class Efficiency(StrictModel):
     """Achieved fractions of datasheet peaks and fixed costs; see configs/roofline.yaml."""
 
     bandwidth_efficiency: float = Field(0.8, gt=0, le=1)
@@ -99,7 +101,7 @@ class Efficiency(_Strict):
 FITTED_FIELDS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms")
 
 
-class CalibratedEntry(_Strict):
+class CalibratedEntry(StrictModel):
     """Factors fitted from measured points for one gpu/quant pair."""
 
     bandwidth_efficiency: float = Field(gt=0, le=1)
@@ -111,33 +113,51 @@ class CalibratedEntry(_Strict):
     fitted_on: str = ""
 
 
-class RooflineConfig(_Strict):
+class RooflineConfig(StrictModel):
+    """configs/roofline.yaml. Quantization presets come from THE registry (bench.config.quant);
+    a `quantizations:` section may override a preset's fields or add a preset."""
+
     defaults: Efficiency = Efficiency()
     per_gpu: dict[str, dict[str, float]] = Field(default_factory=dict)
     quantizations: dict[str, QuantSpec] = Field(default_factory=dict)
     calibrated: dict[str, CalibratedEntry] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _registry_presets(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        quants: dict[str, Any] = {k: p.as_dict() for k, p in quant_registry.PLANNER_PRESETS.items()}
+        for k, v in (data.get("quantizations") or {}).items():
+            v = v.model_dump() if isinstance(v, QuantSpec) else v
+            quants[k] = {**quants.get(k, {}), "name": k, **v} if isinstance(v, dict) else v
+        return {**data, "quantizations": quants, "calibrated": data.get("calibrated") or {}}
+
 
 def load_roofline_config(path: Path | None = None) -> RooflineConfig:
-    """Read configs/roofline.yaml; validation problems become one-line UserInputErrors."""
-    path = Path(path or ROOFLINE_CONFIG)
-    data = read_yaml(path) or {}
-    quants = {k: {"name": k, **v} for k, v in (data.get("quantizations") or {}).items()}
-    try:
-        return RooflineConfig(**{**data, "quantizations": quants, "calibrated": data.get("calibrated") or {}})
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise UserInputError(f"{path}: {loc}: {first['msg']}") from None
+    """configs/roofline.yaml with the user's roofline.yaml (--config-dir) layered over it (defaults by
+    field, per_gpu / quantizations / calibrated by key); or the one file `path`."""
+    return load_config("roofline.yaml", RooflineConfig, path=path,
+                       keyed=("defaults", "per_gpu", "quantizations", "calibrated"),
+                       shape="a roofline file must be a YAML mapping (defaults, per_gpu, quantizations, calibrated)")
+
+
+def writable_roofline_config() -> Path:
+    """Where calibration writes: the user's roofline.yaml when a config directory is set (an installed
+    package's own files are not the user's to edit), else the shipped configs/roofline.yaml."""
+    user = base.user_config_dir()
+    return user / "roofline.yaml" if user is not None else ROOFLINE_CONFIG
 
 
 def resolve_quant(name: str, kv_bits: float | None = None, cfg: RooflineConfig | None = None) -> QuantSpec:
-    """A preset by name (bf16, fp8, fp8-kv8, int8, int4, fp4), optionally with KV bits overridden."""
+    """A preset by name (bf16, fp8, fp8-kv8, int8, int8-dense, int4, fp4) or by any sweep quantization
+    or alias of bench.config.quant (int8-w8a8-dense -> int8-dense, awq -> int4, ...), optionally with
+    KV bits overridden. The preset's name is the calibration key's quant part."""
     cfg = cfg or load_roofline_config()
-    key = {"none": "bf16", "bfloat16": "bf16", "w8a8": "int8", "int8-w8a8": "int8", "awq": "int4",
-           "gptq": "int4", "awq_marlin": "int4", "gptq_marlin": "int4", "nvfp4": "fp4"}.get(name, name)
-    if key not in cfg.quantizations:
-        raise UserInputError(f"quant: unknown quantization {name!r}; allowed: {', '.join(cfg.quantizations)}")
+    key = name if name in cfg.quantizations else quant_registry.planner_preset_name(name)
+    if key is None or key not in cfg.quantizations:
+        allowed = list(cfg.quantizations) + [q for q in quant_registry.QUANTIZATIONS if q not in cfg.quantizations]
+        raise UserInputError(f"quant: unknown quantization {name!r}; allowed: {', '.join(allowed)}")
     q = cfg.quantizations[key]
     if kv_bits is not None:
         if kv_bits not in (4, 8, 16):
@@ -169,18 +189,13 @@ def calibration_key(gpu_id: str, quant: str) -> str:
 # --- GPU peaks ----------------------------------------------------------------------------------
 
 
-class GpuPeaks(_Strict):
-    """The datasheet numbers the roofline needs (a view of one configs/hardware.yaml entry)."""
+class GpuPeaks(GpuSpec):
+    """One configs/hardware.yaml GPU (bench.config.hardware.GpuSpec) with its id, as the roofline
+    needs it: a BF16 tensor peak is required, and `tflops` picks the peak for a GEMM precision."""
 
     id: str
     name: str = ""
-    memory_gb: float = Field(gt=0)
-    hbm_gb_s: float = Field(gt=0)
     tflops_bf16: float = Field(gt=0)
-    tflops_fp8: float | None = None
-    tflops_int8: float | None = None
-    tflops_fp4: float | None = None
-    interconnect_gb_s: float | None = Field(None, description="per-GPU scale-up bandwidth, one direction")
 
     def tflops(self, compute: str) -> tuple[float, str]:
         """Peak for a GEMM precision, falling back to the next wider one the GPU has."""
@@ -191,21 +206,11 @@ class GpuPeaks(_Strict):
         return self.tflops_bf16, "bf16"
 
 
-def _hardware_gpus() -> dict[str, Any]:
-    """GPU entries of configs/hardware.yaml as plain dicts."""
-    from bench.config.hardware import load_hardware
-
-    return {k: v.model_dump() for k, v in load_hardware().gpus.items()}
-
-
 def get_gpu(gpu_id: str) -> GpuPeaks:
-    gpus = _hardware_gpus()
-    if gpu_id not in gpus:
-        raise UserInputError(f"gpu: unknown GPU {gpu_id!r}; allowed: {', '.join(gpus)}")
-    raw = gpus[gpu_id]
-    fields = {k: raw.get(k) for k in GpuPeaks.model_fields if k != "id" and raw.get(k) is not None}
+    """The hardware catalog's GPU `gpu_id` as roofline peaks; unknown ids name the allowed ones."""
+    spec = load_hardware().gpu(gpu_id)
     try:
-        return GpuPeaks(id=gpu_id, **fields)
+        return GpuPeaks(id=gpu_id, **{k: v for k, v in spec.model_dump().items() if v is not None})
     except ValidationError as e:
         first = e.errors()[0]
         where = f"configs/hardware.yaml: gpus.{gpu_id}.{first['loc'][0]}"
@@ -244,7 +249,9 @@ class Deployment:
     def weight_bytes_total(self) -> float:
         """All replica weights: decoder stack at weight_bits, embeddings + LM head at 16 bits."""
         stack = self.hp.layer_stack_params(active_only=False)
-        return stack * self.quant.weight_bits / 8 + self.hp.embedding_params() * 2.0
+        routed = self.routed_expert_params()
+        return ((stack - routed) * self.quant.weight_bits + routed * self.quant.expert_bits) / 8 \
+            + self.hp.embedding_params() * 2.0
 
     def weight_gib_per_gpu(self) -> float:
         return self.weight_bytes_total() / self.tp / GIB
@@ -267,17 +274,20 @@ class Deployment:
         routed_active = hp.num_moe_layers * hp.num_experts_per_tok * hp.expert_params()
         always_params = hp.active_params() - routed_active
         touched = expected_experts_touched(hp.n_routed_experts, hp.num_experts_per_tok, tokens)
-        routed_bytes = hp.num_moe_layers * touched * hp.expert_params() * wb
+        routed_bytes = hp.num_moe_layers * touched * hp.expert_params() * q.expert_bits / 8
         lm_head_bytes = hp.vocab_size * hp.hidden_size * 2.0
         kv_bytes_per_gpu = n_dec * ctx * self.kv_bytes_per_token_per_gpu()
         bytes_per_gpu = (always_params * wb + routed_bytes + lm_head_bytes) / tp + kv_bytes_per_gpu
 
         logits_tokens = n_dec + (1 if n_pre > 0 else 0)
         gemm_flops = 2.0 * hp.active_params() * tokens + 2.0 * hp.hidden_size * hp.vocab_size * logits_tokens
+        # routed experts kept in BF16 (partial INT8) run their GEMMs on the BF16 units
+        bf16_gemm_flops = 2.0 * routed_active * tokens if q.routed_expert_bits is not None else 0.0
         attn_per_ctx = 4.0 * hp.num_attention_heads * hp.head_dim * hp.num_hidden_layers
         attn_flops = attn_per_ctx * (n_dec * ctx + n_pre * n_pre / 2.0)
         peak, _ = self.gpu.tflops(q.compute)
-        compute_s = (gemm_flops / (peak * 1e12) + attn_flops / (self.gpu.tflops_bf16 * 1e12)) / tp
+        compute_s = ((gemm_flops - bf16_gemm_flops) / (peak * 1e12)
+                     + (attn_flops + bf16_gemm_flops) / (self.gpu.tflops_bf16 * 1e12)) / tp
         memory_s = bytes_per_gpu / (self.gpu.hbm_gb_s * 1e9)
         return StepRaw(memory_s=memory_s, compute_s=compute_s, comm_s=self.comm_s(tokens))
 
@@ -394,524 +404,3 @@ def latencies_s(raw: PointRaw, bw_eff: float, compute_eff: float, overhead_s: fl
     served = ttft0 + (raw.osl - 1) * tpot
     wait = max(raw.concurrency_per_replica / b - 1.0, 0.0) * served
     return Latencies(tpot, ttft0 + wait, served + wait, served)
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    concurrency: int
-    batch_per_replica: float
-    tpot_ms: float
-    ttft_ms: float
-    e2el_ms: float
-    interactivity_tok_s_user: float
-    output_tok_s: float
-    output_tok_s_per_gpu: float
-    total_tok_s_per_gpu: float
-    decode_bound: str
-    queued: bool
-    source: str = "estimate"
-
-
-@dataclass(frozen=True)
-class Estimate:
-    model: str
-    gpu: str
-    count: int
-    tp: int
-    ep: bool
-    replicas: int
-    quant: str
-    weight_bits: float
-    kv_bits: float
-    compute_precision: str
-    isl: int
-    osl: int
-    efficiency: dict[str, float]
-    efficiency_source: str
-    memory: MemoryFit
-    curve: list[CurvePoint]
-    notes: list[str]
-    source: str = "estimate"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _resolve_model(model: str | ModelSpec | Hyperparameters) -> tuple[str, Hyperparameters]:
-    if isinstance(model, Hyperparameters):
-        return "custom", model
-    if isinstance(model, ModelSpec):
-        return model.name, model.hp
-    return model, get_model(model).hp
-
-
-def estimate(
-    model: str | ModelSpec | Hyperparameters,
-    gpu: str | GpuPeaks,
-    count: int,
-    quant: str | QuantSpec,
-    isl: int,
-    osl: int,
-    concurrencies: tuple[int, ...] | list[int] = DEFAULT_CONCURRENCIES,
-    tp: int | None = None,
-    ep: bool = False,
-    kv_bits: float | None = None,
-    efficiency: Efficiency | None = None,
-    cfg: RooflineConfig | None = None,
-) -> Estimate:
-    """Memory fit and the throughput-latency curve of `count` GPUs serving `model`.
-
-    `tp` defaults to `count` (one replica); with a smaller tp, count/tp replicas split the
-    concurrency evenly. `efficiency` overrides the config lookup (defaults / calibrated).
-    """
-    if count <= 0:
-        raise UserInputError(f"count must be a positive number of GPUs (got {count})")
-    if isl <= 0 or osl <= 1:
-        raise UserInputError(f"isl must be > 0 and osl > 1 tokens (got isl={isl}, osl={osl})")
-    tp = count if tp is None else tp
-    if tp <= 0 or count % tp:
-        raise UserInputError(f"tp must divide count (got tp={tp}, count={count})")
-    if not concurrencies or any(int(c) <= 0 for c in concurrencies):
-        raise UserInputError("concurrency values must be positive integers")
-    cfg = cfg or load_roofline_config()
-    name, hp = _resolve_model(model)
-    gpu_peaks = gpu if isinstance(gpu, GpuPeaks) else get_gpu(gpu)
-    q = quant if isinstance(quant, QuantSpec) else resolve_quant(quant, kv_bits, cfg)
-    if isinstance(quant, QuantSpec) and kv_bits is not None:
-        q = q.model_copy(update={"kv_bits": float(kv_bits)})
-    if efficiency is not None:
-        eff, eff_source = efficiency, "given"
-    else:
-        eff, eff_source = efficiency_for(gpu_peaks.id, q.name, cfg)
-    dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=tp, ep=ep, eff=eff)
-    replicas = count // tp
-    fit = memory_fit(dep, isl + osl)
-    notes = _notes(dep, fit)
-    curve: list[CurvePoint] = []
-    if fit.fits:
-        for c in sorted({int(c) for c in concurrencies}):
-            curve.append(_curve_point(dep, isl, osl, c, replicas, fit.max_concurrent_seqs))
-    _, precision = gpu_peaks.tflops(q.compute)
-    return Estimate(
-        model=name, gpu=gpu_peaks.id, count=count, tp=tp, ep=ep, replicas=replicas, quant=q.name,
-        weight_bits=q.weight_bits, kv_bits=q.kv_bits, compute_precision=precision, isl=isl, osl=osl,
-        efficiency=eff.model_dump(), efficiency_source=eff_source, memory=fit, curve=curve, notes=notes,
-    )
-
-
-def _curve_point(dep: Deployment, isl: int, osl: int, c: int, replicas: int, max_seqs: int) -> CurvePoint:
-    e = dep.eff
-    raw = point_raw(dep, isl, osl, c / replicas, max_seqs)
-    lat = latencies_s(raw, e.bandwidth_efficiency, e.compute_efficiency, e.step_overhead_ms / 1e3)
-    tpot, ttft, e2el = lat.tpot_s, lat.ttft_s, lat.e2el_s
-    out_total = raw.batch * osl / lat.served_e2el_s * replicas
-    gpus = replicas * dep.tp
-    return CurvePoint(
-        concurrency=c, batch_per_replica=raw.batch, tpot_ms=tpot * 1e3, ttft_ms=ttft * 1e3,
-        e2el_ms=e2el * 1e3, interactivity_tok_s_user=1.0 / tpot, output_tok_s=out_total,
-        output_tok_s_per_gpu=out_total / gpus, total_tok_s_per_gpu=out_total * (isl + osl) / osl / gpus,
-        decode_bound=raw.decode.bound(e.bandwidth_efficiency, e.compute_efficiency),
-        queued=raw.concurrency_per_replica > raw.batch,
-    )
-
-
-def _notes(dep: Deployment, fit: MemoryFit) -> list[str]:
-    notes: list[str] = []
-    if not fit.fits:
-        notes.append(
-            f"does not fit: weights {fit.weights_gib_per_gpu:.1f} GiB/GPU + reserve "
-            f"{dep.eff.reserve_gib} GiB "
-            f"leave {fit.kv_budget_gib_per_gpu:.1f} GiB of {fit.usable_gib_per_gpu:.1f} usable for KV "
-            f"(needs {fit.kv_kib_per_token_per_gpu * fit.context_tokens / 2**20:.2f} GiB per sequence)"
-        )
-    _, precision = dep.gpu.tflops(dep.quant.compute)
-    if precision != dep.quant.compute:
-        notes.append(f"{dep.gpu.id} has no {dep.quant.compute} tensor peak; GEMMs estimated at {precision}")
-    moe_i = dep.hp.moe_intermediate_size or 0
-    if dep.quant.compute == "fp8" and moe_i and not dep.ep and (moe_i // dep.tp) % 128:
-        notes.append(f"expert width {moe_i}/tp{dep.tp} = {moe_i // dep.tp} is not a multiple of 128: "
-                     "block-128 FP8 checkpoints (e.g. MiniMax-M2) refuse pure TP here; use --ep")
-    if dep.tp > dep.eff.gpus_per_node:
-        notes.append(f"tp {dep.tp} spans nodes: collectives at {dep.eff.inter_node_gb_s} GB/s scale-out")
-    if dep.gpu.interconnect_gb_s is None and dep.tp > 1:
-        notes.append(f"{dep.gpu.id} has no interconnect_gb_s; collectives at {dep.eff.inter_node_gb_s} GB/s")
-    return notes
-
-
-# --- SLO ------------------------------------------------------------------------------------------
-
-_SLO_RE = re.compile(r"^\s*(ttft_ms|tpot_ms|e2el_ms)\s*<=\s*([0-9]*\.?[0-9]+)\s*$")
-
-
-def parse_slo(text: str | None) -> dict[str, float]:
-    """'tpot_ms<=50,ttft_ms<=2000' -> {'tpot_ms': 50.0, 'ttft_ms': 2000.0}."""
-    if not text:
-        return {}
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        m = _SLO_RE.match(part)
-        if not m:
-            raise UserInputError(f"slo: cannot parse {part.strip()!r}; use e.g. 'tpot_ms<=50' "
-                                 "(keys ttft_ms, tpot_ms, e2el_ms; comma-separated)")
-        out[m.group(1)] = float(m.group(2))
-    return out
-
-
-def meets_slo(point: CurvePoint, slo: dict[str, float]) -> bool:
-    return all(getattr(point, k) <= v for k, v in slo.items())
-
-
-def best_point(est: Estimate, slo: dict[str, float] | None = None) -> CurvePoint | None:
-    """Highest output tok/s/GPU on the curve that meets every SLO threshold (None if none does)."""
-    ok = [p for p in est.curve if meets_slo(p, slo or {})]
-    return max(ok, key=lambda p: p.output_tok_s_per_gpu) if ok else None
-
-
-def compare(
-    model: str, count: int, isl: int, osl: int, gpus: tuple[str, ...] = COMPARE_GPUS,
-    quants: tuple[str, ...] = COMPARE_QUANTS, concurrencies: tuple[int, ...] = DEFAULT_CONCURRENCIES,
-    slo: dict[str, float] | None = None, tp: int | None = None, ep: bool = False,
-) -> list[tuple[Estimate, CurvePoint | None]]:
-    """Estimate every GPU x quantization; each with its best point under the SLO."""
-    cfg = load_roofline_config()
-    out = []
-    for g in gpus:
-        for qn in quants:
-            est = estimate(model, g, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg)
-            out.append((est, best_point(est, slo)))
-    return out
-
-
-# --- calibration ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MeasuredPoint:
-    """One measured row reduced to what the roofline predicts."""
-
-    model: str
-    gpu: str
-    quant: str
-    count: int
-    tp: int
-    concurrency: int
-    isl: int
-    osl: int
-    tpot_ms: float | None
-    ttft_ms: float | None
-    ep: bool = False
-    kv_bits: float | None = None
-
-
-def _quant_of_row(row: dict[str, Any]) -> str:
-    q = row.get("quantization")
-    if q is None or (isinstance(q, float) and math.isnan(q)) or q in ("", "none"):
-        return "bf16"
-    return {"int8-w8a8": "int8", "awq": "int4", "gptq": "int4", "awq_marlin": "int4",
-            "gptq_marlin": "int4", "compressed-tensors": "int8"}.get(str(q), str(q))
-
-
-def points_from_results(df: Any) -> list[MeasuredPoint]:
-    """Rows of bench.sweep.store.load_results usable for calibration: ok, closed-loop, and a model the
-    catalog knows (by name or hub id; other rows are skipped, their architecture is unknown).
-
-    Mean ISL/OSL per request = input_tokens / completed and output_tokens / completed.
-    """
-    from bench.config.catalog import load_models
-
-    models = load_models()
-    by_hub = {m.hf_id: name for name, m in models.items() if m.hf_id}
-    out: list[MeasuredPoint] = []
-    for row in df.to_dict("records"):
-        if row.get("status", "ok") not in ("ok", None):
-            continue
-        model = str(row.get("model"))
-        model = model if model in models else by_hub.get(model, "")
-        if not model:  # a local dir or hub id the catalog does not describe: no hyperparameters
-            continue
-        conc, done = row.get("concurrency"), row.get("completed") or 0
-        if conc is None or (isinstance(conc, float) and math.isnan(conc)) or done <= 0:
-            continue
-        tp = int(row.get("tensor_parallel_size") or 1)
-        count = int(row.get("gpu_count") or tp)
-        kv = row.get("kv_cache_dtype")
-        out.append(MeasuredPoint(
-            model=model, gpu=str(row.get("gpu_type") or row.get("gpu")), quant=_quant_of_row(row),
-            count=count, tp=tp, concurrency=int(conc),
-            isl=max(int(round(row["input_tokens"] / done)), 1),
-            osl=max(int(round(row["output_tokens"] / done)), 2),
-            tpot_ms=_pos(row.get("tpot_ms_p50")), ttft_ms=_pos(row.get("ttft_ms_p50")),
-            ep=bool(row.get("expert_parallel") or False),
-            kv_bits=8.0 if isinstance(kv, str) and kv.startswith("fp8") else None,
-        ))
-    return out
-
-
-def _pos(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if f > 0 and not math.isnan(f) else None
-
-
-@dataclass(frozen=True)
-class FitResult:
-    key: str
-    bandwidth_efficiency: float
-    compute_efficiency: float
-    step_overhead_ms: float
-    n_points: int
-    rms_log_error: float
-
-    def entry(self, source: str = "") -> CalibratedEntry:
-        return CalibratedEntry(
-            bandwidth_efficiency=round(self.bandwidth_efficiency, 4),
-            compute_efficiency=round(self.compute_efficiency, 4),
-            step_overhead_ms=round(self.step_overhead_ms, 4), n_points=self.n_points,
-            rms_log_error=round(self.rms_log_error, 5), source=source, fitted_on=date.today().isoformat(),
-        )
-
-
-_BOUNDS = {"bandwidth_efficiency": (0.02, 1.0), "compute_efficiency": (0.01, 1.0),
-           "step_overhead_ms": (0.0, 100.0)}
-_NO_POINTS = "calibration: no usable measured points (need ok rows with concurrency and TPOT/TTFT)"
-
-
-def fit_efficiency(points: list[MeasuredPoint], base: Efficiency | None = None,
-                   gpu: GpuPeaks | None = None, cfg: RooflineConfig | None = None) -> FitResult:
-    """Least squares on log(predicted / measured) TPOT and TTFT over (bandwidth, compute, overhead).
-
-    The residual is a max() of two terms, so it is not smooth; a zooming grid search over the
-    three bounded parameters (vectorized, deterministic) finds the global minimum reliably where a
-    gradient method can stall on the kink. Fixed factors (interconnect, memory) come from `base`.
-    """
-    if not points:
-        raise UserInputError(_NO_POINTS)
-    keys = {calibration_key(p.gpu, p.quant) for p in points}
-    if len(keys) != 1:
-        raise UserInputError(f"calibration: fit one gpu/quant pair at a time (got {sorted(keys)})")
-    key = keys.pop()
-    cfg = cfg or load_roofline_config()
-    gpu_peaks = gpu or get_gpu(points[0].gpu)
-    base = base or efficiency_for(gpu_peaks.id, points[0].quant, cfg)[0]
-    raws: list[PointRaw] = []
-    meas_tpot: list[float] = []
-    meas_ttft: list[float] = []
-    for p in points:
-        _, hp = _resolve_model(p.model)
-        q = resolve_quant(p.quant, p.kv_bits, cfg)
-        dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=p.tp, ep=p.ep, eff=base)
-        replicas = max(p.count // p.tp, 1)
-        fit = memory_fit(dep, p.isl + p.osl)
-        max_seqs = max(fit.max_concurrent_seqs, 1)
-        raws.append(point_raw(dep, p.isl, p.osl, p.concurrency / replicas, max_seqs))
-        meas_tpot.append(p.tpot_ms / 1e3 if p.tpot_ms else math.nan)
-        meas_ttft.append(p.ttft_ms / 1e3 if p.ttft_ms else math.nan)
-    arr = _RawArrays.build(raws)
-    m_tpot, m_ttft = np.array(meas_tpot), np.array(meas_ttft)
-    n_obs = int(np.sum(~np.isnan(m_tpot)) + np.sum(~np.isnan(m_ttft)))
-    if n_obs == 0:
-        raise UserInputError("calibration: the measured points carry neither TPOT nor TTFT")
-
-    lo = np.array([_BOUNDS[f][0] for f in FITTED_FIELDS])
-    hi = np.array([_BOUNDS[f][1] for f in FITTED_FIELDS])
-    center, half = (lo + hi) / 2, (hi - lo) / 2
-    best = center
-    n = 15
-    for _ in range(40):
-        axes = [np.clip(np.linspace(center[i] - half[i], center[i] + half[i], n), lo[i], hi[i])
-                for i in range(3)]
-        a, c, o = np.meshgrid(*axes, indexing="ij")
-        loss = _loss(arr, m_tpot, m_ttft, a[..., None], c[..., None], o[..., None] / 1e3)
-        idx = np.unravel_index(int(np.nanargmin(loss)), loss.shape)
-        best = np.array([axes[0][idx[0]], axes[1][idx[1]], axes[2][idx[2]]])
-        center, half = best, half * 0.6
-    final = float(_loss(arr, m_tpot, m_ttft, best[0], best[1], best[2] / 1e3))
-    return FitResult(key=key, bandwidth_efficiency=float(best[0]), compute_efficiency=float(best[1]),
-                     step_overhead_ms=float(best[2]), n_points=len(points),
-                     rms_log_error=math.sqrt(final / n_obs))
-
-
-@dataclass
-class _RawArrays:
-    """PointRaw fields as numpy columns, so the fit evaluates a whole grid at once."""
-
-    conc: np.ndarray
-    batch: np.ndarray
-    osl: np.ndarray
-    d_mem: np.ndarray
-    d_cmp: np.ndarray
-    d_comm: np.ndarray
-    m_mem: np.ndarray
-    m_cmp: np.ndarray
-    m_comm: np.ndarray
-    p_cmp: np.ndarray
-    p_comm: np.ndarray
-
-    @classmethod
-    def build(cls, raws: list[PointRaw]) -> _RawArrays:
-        def col(f: Any) -> np.ndarray:
-            return np.array([f(r) for r in raws], dtype=float)
-
-        return cls(
-            conc=col(lambda r: r.concurrency_per_replica), batch=col(lambda r: r.batch),
-            osl=col(lambda r: r.osl),
-            d_mem=col(lambda r: r.decode.memory_s), d_cmp=col(lambda r: r.decode.compute_s),
-            d_comm=col(lambda r: r.decode.comm_s), m_mem=col(lambda r: r.mixed.memory_s),
-            m_cmp=col(lambda r: r.mixed.compute_s), m_comm=col(lambda r: r.mixed.comm_s),
-            p_cmp=col(lambda r: r.prefill_marginal.compute_s),
-            p_comm=col(lambda r: r.prefill_marginal.comm_s),
-        )
-
-
-def _loss(r: _RawArrays, m_tpot: np.ndarray, m_ttft: np.ndarray, a: Any, c: Any, o: Any) -> np.ndarray:
-    """Sum of squared log errors; the same serving formulas as `latencies_s`, vectorized."""
-    marginal = r.p_cmp / c + r.p_comm
-    tpot = np.maximum(r.d_mem / a, r.d_cmp / c) + r.d_comm + o + np.maximum(r.batch - 1, 0) / r.osl * marginal
-    ttft0 = np.maximum(r.m_mem / a, r.m_cmp / c) + r.m_comm + o
-    e2el0 = ttft0 + (r.osl - 1) * tpot
-    ttft = ttft0 + np.maximum(r.conc / r.batch - 1, 0) * e2el0
-    e1 = np.where(np.isnan(m_tpot), 0.0, np.log(tpot / np.where(np.isnan(m_tpot), 1.0, m_tpot)))
-    e2 = np.where(np.isnan(m_ttft), 0.0, np.log(ttft / np.where(np.isnan(m_ttft), 1.0, m_ttft)))
-    return np.sum(e1**2, axis=-1) + np.sum(e2**2, axis=-1)
-
-
-def calibrate(df: Any, cfg: RooflineConfig | None = None) -> list[FitResult]:
-    """Fit one FitResult per gpu/quant pair found in a results DataFrame."""
-    cfg = cfg or load_roofline_config()
-    groups: dict[str, list[MeasuredPoint]] = {}
-    for p in points_from_results(df):
-        groups.setdefault(calibration_key(p.gpu, p.quant), []).append(p)
-    if not groups:
-        raise UserInputError(_NO_POINTS)
-    return [fit_efficiency(pts, cfg=cfg) for _, pts in sorted(groups.items())]
-
-
-def save_calibration(fits: list[FitResult], source: str = "", path: Path | None = None) -> Path:
-    """Merge fitted entries into the `calibrated:` section, keeping everything above it verbatim."""
-    path = Path(path or ROOFLINE_CONFIG)
-    cfg = load_roofline_config(path)
-    entries = {k: v.model_dump() for k, v in cfg.calibrated.items()}
-    for f in fits:
-        entries[f.key] = f.entry(source).model_dump()
-    text = path.read_text()
-    m = re.search(r"^calibrated:.*$", text, flags=re.MULTILINE | re.DOTALL)
-    head = text[: m.start()] if m else text.rstrip("\n") + "\n\n"
-    body = yaml.safe_dump({"calibrated": entries}, sort_keys=True, default_flow_style=False)
-    from bench.sweep.store import atomic_write_text
-
-    atomic_write_text(path, head + body)
-    load_roofline_config(path)  # the file must still validate
-    return path
-
-
-# --- economics of an estimate (money via bench.econ.cost / bench.econ.margin; no formula repeated here) -------
-
-
-def _rate_for(
-    catalog: Any, gpu_id: str, tier: str, usd_per_cny: float | None
-) -> tuple[float | None, str | None]:
-    """$/GPU-hour at `tier`, else the GPU's first priced tier, else (None, None) when none is known."""
-    spec = catalog.gpu(gpu_id)
-    tiers = spec.cost_tiers()
-    use = tier if tier in tiers else (tiers[0] if tiers else None)
-    if use is None:
-        return None, None
-    return catalog.usd_per_gpu_hour(gpu_id, use, usd_per_cny), use
-
-
-def _money(tok_out: float, tok_total: float, rate: float | None, price: Any, mix: Any,
-           usd_per_cny: float | None) -> dict[str, float | None]:
-    from bench.econ.cost import usd_per_m_tokens
-    from bench.econ.margin import api_margin, break_even_utilization
-
-    if rate is None or tok_out <= 0:
-        return {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None}
-    out: dict[str, float | None] = {
-        "usd_per_m_output_tokens": usd_per_m_tokens(tok_out, rate),
-        "usd_per_m_tokens": usd_per_m_tokens(tok_total, rate),
-    }
-    if price is not None:
-        m = api_margin(mix, price, tok_out, rate, 1.0, usd_per_cny=usd_per_cny)
-        out["gross_margin"] = m.gross_margin
-        out["break_even_utilization"] = break_even_utilization(
-            mix, price, tok_out, rate, usd_per_cny=usd_per_cny
-        )
-    return out
-
-
-def plan_estimate(
-    model: str, gpu: str, count: int, quant: str, isl: int, osl: int, *,
-    slo: dict[str, float] | None = None, tp: int | None = None, ep: bool = False,
-    kv_bits: float | None = None,
-    concurrencies: tuple[int, ...] | list[int] = DEFAULT_CONCURRENCIES, tier: str = "neocloud",
-    price: Any = None, cached_share: float = 0.0, usd_per_gpu_hour: float | None = None,
-    usd_per_cny: float | None = None, compare_gpus: tuple[str, ...] | None = None,
-    compare_quants: tuple[str, ...] = COMPARE_QUANTS, catalog: Any = None,
-) -> dict[str, Any]:
-    """What `maas-bench plan` prints without measured points: the estimated curve, the best point
-    under the SLO, $/M tokens at every price tier of the GPU, the gross margin at `price` (a
-    PriceEntry) at full utilization, and optionally a GPU x quantization comparison.
-    Every row carries source="estimate"."""
-    from bench.config.hardware import load_hardware
-    from bench.econ.margin import TrafficMix
-
-    catalog = catalog or load_hardware()
-    catalog.gpu(gpu)
-    slo = slo or {}
-    mix = TrafficMix(float(isl), float(osl), cached_share)
-    cfg = load_roofline_config()
-    est = estimate(model, gpu, count, quant, isl, osl, concurrencies, tp=tp, ep=ep, kv_bits=kv_bits, cfg=cfg)
-    best = best_point(est, slo)
-    if usd_per_gpu_hour is not None:
-        main_rate, main_tier = usd_per_gpu_hour, "given"
-    else:
-        main_rate, main_tier = _rate_for(catalog, gpu, tier, usd_per_cny)
-    curve = []
-    for p in est.curve:
-        row = asdict(p)
-        row["meets_slo"] = meets_slo(p, slo)
-        row.update(_money(p.output_tok_s_per_gpu, p.total_tok_s_per_gpu, main_rate, price, mix, usd_per_cny))
-        curve.append(row)
-    tiers: list[dict[str, Any]] = []
-    if best is not None:
-        rates = [("given", usd_per_gpu_hour)] if usd_per_gpu_hour is not None else [
-            (t, catalog.usd_per_gpu_hour(gpu, t, usd_per_cny)) for t in catalog.gpu(gpu).cost_tiers()]
-        for t, rate in rates:
-            tiers.append({"tier": t, "usd_per_gpu_hour": rate, "concurrency": best.concurrency,
-                          "output_tok_s_per_gpu": best.output_tok_s_per_gpu,
-                          **_money(best.output_tok_s_per_gpu, best.total_tok_s_per_gpu, rate, price, mix,
-                                   usd_per_cny), "source": "estimate"})
-    out: dict[str, Any] = {
-        "source": "estimate",
-        "model": est.model, "gpu": est.gpu, "count": est.count, "tp": est.tp, "ep": est.ep,
-        "replicas": est.replicas, "quant": est.quant, "weight_bits": est.weight_bits, "kv_bits": est.kv_bits,
-        "compute_precision": est.compute_precision, "isl": isl, "osl": osl, "slo": slo,
-        "tier": main_tier, "usd_per_gpu_hour": main_rate,
-        "efficiency_source": est.efficiency_source, "efficiency": est.efficiency,
-        "memory": asdict(est.memory), "notes": est.notes, "curve": curve,
-        "best_under_slo": asdict(best) if best is not None else None, "cost_by_tier": tiers,
-    }
-    if compare_gpus:
-        rows = []
-        for g in compare_gpus:
-            rate, used = _rate_for(catalog, g, tier, usd_per_cny)
-            for qn in compare_quants:
-                e = estimate(model, g, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg)
-                b = best_point(e, slo)
-                row = {"gpu": g, "quant": qn, "count": count, "fits": e.memory.fits,
-                       "weights_gib_per_gpu": e.memory.weights_gib_per_gpu,
-                       "max_concurrent_seqs": e.memory.max_concurrent_seqs,
-                       "compute_precision": e.compute_precision,
-                       "best_concurrency": b.concurrency if b else None,
-                       "tpot_ms": b.tpot_ms if b else None, "ttft_ms": b.ttft_ms if b else None,
-                       "output_tok_s_per_gpu": b.output_tok_s_per_gpu if b else None,
-                       "tier": used, "usd_per_gpu_hour": rate, "efficiency_source": e.efficiency_source}
-                no_money = {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None}
-                row.update(_money(b.output_tok_s_per_gpu, b.total_tok_s_per_gpu, rate, price, mix,
-                                  usd_per_cny) if b else no_money)
-                row["source"] = "estimate"
-                rows.append(row)
-        out["compare"] = rows
-    return out

@@ -25,8 +25,10 @@ from typing import Any
 import pandas as pd
 
 from bench.config.sweep import ServerSpec, Sweep
+from bench.engines.registry import engine_class
 from bench.errors import UserInputError
-from bench.sweep.run import Group, GroupStats, ProgressFn, _base_row, run_group
+from bench.sweep.events import ProgressEvent, ProgressFn
+from bench.sweep.session import Group, GroupStats, base_row, run_group
 from bench.sweep.store import LOGS_DIR, RunStore
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,13 @@ def group_resources(sweep: Sweep, spec: ServerSpec, cluster_gpus: float, cpus_pe
                     ) -> dict[str, float]:
     """Ray resources for one group's task: its server's GPUs (only where the cluster has GPUs).
 
-    A vLLM server needs `gpu_count` GPUs on one node (tensor parallel = spec.tensor_parallel_size
-    unless `hardware.count` overrides). An external endpoint (engine kind "openai") needs none. On a
-    CPU-only cluster (tests, laptops) GPUs are not requested, or Ray would never schedule the task.
+    An engine that runs on the node's GPUs (`uses_local_gpus`: vllm, vllm-offline) needs
+    `gpu_count` GPUs on one node (tensor parallel = spec.tensor_parallel_size unless `hardware.count`
+    overrides). An external endpoint (engine kind "openai") needs none. On a CPU-only cluster (tests,
+    laptops) GPUs are not requested, or Ray would never schedule the task.
     """
-    gpus = float(sweep.gpu_count(spec)) if sweep.engine.kind == "vllm" and cluster_gpus > 0 else 0.0
+    local = engine_class(sweep.engine.kind).uses_local_gpus
+    gpus = float(sweep.gpu_count(spec)) if local and cluster_gpus > 0 else 0.0
     return {"num_gpus": gpus, "num_cpus": cpus_per_group}
 
 
@@ -84,7 +88,7 @@ def _group_task(sweep: Sweep, group: Group, run_id: str, rate: float, queue: Any
     """Body of the Ray task: measure one group on this node; rows and events go through `queue`."""
     from bench.engines.vllm_server import has_nvidia_gpu
 
-    def emit(e: dict[str, Any]) -> None:
+    def emit(e: ProgressEvent) -> None:
         if e["type"] in FORWARDED_EVENTS:
             queue.put(("event", e))
 
@@ -175,7 +179,7 @@ def _collect(ref: Any, group: Group, sweep: Sweep, store: RunStore, rate: float,
         for idx, point in group:
             if point.point_id in written:
                 continue
-            row = _base_row(sweep, point, idx, store.run_id, rate, on_gpu=False)
+            row = base_row(sweep, point, idx, store.run_id, rate, on_gpu=False)
             row.update({"status": "failed", "error": reason, "device": None})
             store.write_point(row)
             stats.points_run += 1

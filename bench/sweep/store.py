@@ -16,8 +16,6 @@ finished once its `rows/<point_id>.json` exists; `--resume` skips those.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,44 +23,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from bench.atomic import atomic_write_parquet, atomic_write_text
+from bench.sweep.rows import COLUMNS, validate_row
+
 POINTS_FILE = "points.parquet"
 ROWS_DIR = "rows"
 REQUESTS_DIR = "requests"
 LOGS_DIR = "logs"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class RunStore:
@@ -89,7 +56,12 @@ class RunStore:
         return {p.stem for p in rows.glob("*.json")} if rows.is_dir() else set()
 
     def write_point(self, row: dict[str, Any], requests: pd.DataFrame | None = None) -> None:
-        """Requests first, then the row (the row marks the point finished), then the table."""
+        """Requests first, then the row (the row marks the point finished), then the table.
+
+        The row is checked against the declared schema (bench.sweep.rows) before anything is
+        written, and written with every declared column (null where the point has no value).
+        """
+        row = validate_row(row)
         pid = row["point_id"]
         if requests is not None:
             atomic_write_parquet(self.dir / REQUESTS_DIR / f"{pid}.parquet", requests)
@@ -116,7 +88,16 @@ def _json_default(o: Any) -> Any:
 
 
 def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows))
+    return with_all_columns(pd.DataFrame(list(rows)))
+
+
+def with_all_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Add every declared column a frame lacks, as null, so that a run written before a column was
+    declared (e.g. `expert_parallel`) reads like a new one; columns it has keep their order."""
+    missing = [c.name for c in COLUMNS if c.name not in df.columns]
+    if not missing:
+        return df
+    return pd.concat([df, pd.DataFrame({m: [None] * len(df) for m in missing}, index=df.index)], axis=1)
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
@@ -127,7 +108,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     """
     p = Path(path)
     if p.is_file():
-        return pd.read_parquet(p)
+        return with_all_columns(pd.read_parquet(p))
     if not p.is_dir():
         raise FileNotFoundError(f"{p}: no such results directory")
     store = RunStore(p)
@@ -135,7 +116,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     if table.is_file():
         df = pd.read_parquet(table)
         if len(df) == len(store.finished_point_ids()):
-            return df
+            return with_all_columns(df)
     if (p / ROWS_DIR).is_dir():
         return store.rebuild_table()
     raise FileNotFoundError(f"{p}: not a maas-bench run directory (no {POINTS_FILE})")

@@ -13,90 +13,42 @@ misses it too. A failed or partial point (errors, timeouts) counts as missing th
 also measures the rest of the grid and reports whether the search found the grid's best, which is
 how to check the assumption on a new engine or hardware.
 
-The SLO is on aggregate point metrics: `ttft_ms_p99<=2000,tpot_ms_p50<=50` means the point's p99
-TTFT is at most 2000 ms and its median TPOT at most 50 ms (see bench/metrics.py for definitions).
+The SLO is on aggregate point metrics, in the one syntax of bench.config.slo: `ttft_ms_p99<=2000,tpot_ms_p50<=50`
+means the point's p99 TTFT is at most 2000 ms and its median TPOT at most 50 ms (bench/measure/metrics.py
+defines them); a term without `_pNN` is read at p90.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config.slo import Slo, parse_slo
 from bench.config.sweep import Point, Sweep
 from bench.errors import UserInputError
+from bench.sweep.events import ProgressFn, ignore
 
 Row = dict[str, Any]
 MeasureFn = Callable[[int, Point], Row]
-ProgressFn = Callable[[dict[str, Any]], None]
 
-LATENCY_METRICS = tuple(
-    f"{m}_{s}" for m in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms") for s in ("p50", "p90", "p95", "p99", "mean")
-)
-RATE_METRICS = ("interactivity_tok_s_user", "output_tok_s", "output_tok_s_per_gpu", "total_tok_s",
-                "total_tok_s_per_gpu", "request_throughput", "goodput_req_s")
-SLO_METRICS = LATENCY_METRICS + RATE_METRICS
 # objective -> direction; the cost objectives are $ per million tokens at the point's measured throughput
 OBJECTIVES: dict[str, str] = {
     "usd_per_m_output": "min", "usd_per_m_total": "min",
     "output_tok_s_per_gpu": "max", "total_tok_s_per_gpu": "max", "output_tok_s": "max", "total_tok_s": "max",
     "goodput_req_s": "max", "request_throughput": "max",
 }
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": lambda v, lim: v <= lim, "<": lambda v, lim: v < lim,
-    ">=": lambda v, lim: v >= lim, ">": lambda v, lim: v > lim,
-}
-_TERM = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*$")
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """One SLO term, `metric op limit`, checked against a point's row."""
-
-    metric: str
-    op: str
-    limit: float
-
-    def met_by(self, row: Row) -> bool:
-        v = row.get(self.metric)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return False  # an unmeasured metric cannot prove the SLO is met
-        return _OPS[self.op](float(v), self.limit)
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.limit:g}"
-
-
-def parse_slo(text: str) -> tuple[Constraint, ...]:
-    """Parse 'ttft_ms_p99<=2000,tpot_ms_p50<=50' into constraints; bad input -> one-line UserInputError."""
-    terms = [t for t in (text or "").split(",") if t.strip()]
-    if not terms:
-        raise UserInputError("--slo: give at least one term like ttft_ms_p99<=2000")
-    out = []
-    for t in terms:
-        m = _TERM.match(t)
-        if not m:
-            raise UserInputError(f"--slo: cannot parse {t.strip()!r}; expected METRIC<=VALUE, e.g. ttft_ms_p99<=2000")
-        metric, op, value = m.group(1), m.group(2), float(m.group(3))
-        if metric not in SLO_METRICS:
-            hint = f" (say which percentile, e.g. {metric}_p99)" if f"{metric}_p99" in SLO_METRICS else ""
-            raise UserInputError(f"--slo: unknown metric {metric!r}{hint}; allowed: {', '.join(SLO_METRICS)}")
-        out.append(Constraint(metric, op, value))
-    return tuple(out)
-
-
 def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
         raise UserInputError(f"--objective must be one of {', '.join(OBJECTIVES)} (got {objective!r})")
     return objective
 
 
-def feasible(row: Row, constraints: tuple[Constraint, ...]) -> bool:
-    """A point meets the SLO when it finished cleanly and every constraint holds."""
-    return row.get("status") == "ok" and all(c.met_by(row) for c in constraints)
+def feasible(row: Row, constraints: Slo) -> bool:
+    """A point meets the SLO when it finished cleanly and every term holds (bench.config.slo)."""
+    return row.get("status") == "ok" and constraints.met_by(row)
 
 
 def objective_value(row: Row, objective: str) -> float | None:
@@ -106,7 +58,7 @@ def objective_value(row: Row, objective: str) -> float | None:
     return float(v)
 
 
-def best_row(rows: list[Row], constraints: tuple[Constraint, ...], objective: str) -> Row | None:
+def best_row(rows: list[Row], constraints: Slo, objective: str) -> Row | None:
     """The feasible row with the best objective (first one on ties); None when none is feasible."""
     sign = 1.0 if OBJECTIVES[objective] == "min" else -1.0
     best: Row | None = None
@@ -158,7 +110,7 @@ def ladders(sweep: Sweep) -> list[Ladder]:
     return list(by_key.values())
 
 
-def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: tuple[Constraint, ...]) -> list[Row]:
+def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo) -> list[Row]:
     """Find the ladder's knee by bisection; returns the rows it measured.
 
     Invariant: every index <= lo is feasible (lo = -1: none known), every index >= hi is not. The
@@ -181,7 +133,7 @@ def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: tuple[Constra
 
 @dataclass
 class TuneResult:
-    constraints: tuple[Constraint, ...]
+    constraints: Slo
     objective: str
     best: Row | None
     grid_size: int
@@ -195,7 +147,7 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "slo": [str(c) for c in self.constraints], "objective": self.objective,
+            "slo": [str(t) for t in self.constraints.terms], "objective": self.objective,
             "direction": OBJECTIVES[self.objective], "best": self.best, "grid_size": self.grid_size,
             "points_measured": self.points_measured, "verify_measured": self.verify_measured,
             "found_grid_best": self.found_grid_best, "grid_best": self.grid_best,
@@ -204,16 +156,16 @@ class TuneResult:
         }
 
 
-def tune(sweep: Sweep, constraints: tuple[Constraint, ...], objective: str, measure: MeasureFn,
+def tune(sweep: Sweep, constraints: Slo, objective: str, measure: MeasureFn,
          verify: bool = False, progress: ProgressFn | None = None) -> TuneResult:
     """Bisect every ladder toward its SLO knee and pick the best feasible point by `objective`.
 
-    `measure(point_index, point)` returns the point's row (the runner's, or a fake in tests). Ladders
+    `measure(point_index, point)` returns the point's row (the session's, or a fake in tests). Ladders
     of one server config are searched back to back, and with `verify` the rest of that config's grid
     is measured before moving on, so a real server is started once per config either way.
     """
     check_objective(objective)
-    emit = progress or (lambda e: None)
+    emit = progress or ignore
     lads = ladders(sweep)
     grid = sum(len(lad.points) for lad in lads)
     search_rows: list[Row] = []
@@ -242,19 +194,20 @@ def tune(sweep: Sweep, constraints: tuple[Constraint, ...], objective: str, meas
     return result
 
 
-def run_tune(sweep: Sweep, slo: str | tuple[Constraint, ...], objective: str = "usd_per_m_output",
+def run_tune(sweep: Sweep, slo: str | Slo, objective: str = "usd_per_m_output",
              out_root: Path = Path("results"), resume: Path | None = None, verify: bool = False,
              progress: ProgressFn | None = None) -> TuneResult:
-    """`tune` on the real engine: points are measured by the runner into a normal run dir.
+    """`tune` on the real engine: points are measured by a GroupSession (bench.sweep.session) into a normal run dir.
 
     With `resume`, points that already have a row in that run dir are reused instead of measured.
     """
     from bench.engines.vllm_server import has_nvidia_gpu
-    from bench.sweep.run import GroupSession, hardware_rate, open_run
+    from bench.sweep.run import hardware_rate, open_run
+    from bench.sweep.session import GroupSession
 
-    constraints = parse_slo(slo) if isinstance(slo, str) else slo
+    constraints = parse_slo(slo) if isinstance(slo, str) else slo  # bench.config.slo syntax
     check_objective(objective)
-    emit = progress or (lambda e: None)
+    emit = progress or ignore
     rate = hardware_rate(sweep)
     store, warning = open_run(sweep, out_root, resume)
     if warning:

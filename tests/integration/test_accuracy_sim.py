@@ -1,5 +1,5 @@
-"""Golden accuracy: what bench.measure.client + bench.measure.loadgen + bench.measure.metrics measure against what the simulated
-server was told to produce. The sim runs in its own process (no shared GIL with the client).
+"""Golden accuracy: what bench.measure.client + bench.measure.loadgen + bench.measure.metrics measure against
+what the simulated server was told to produce. The sim runs in its own process (no shared GIL with the client).
 
 Told values, by hand (sim chunk i is due at slot + TTFT + i * ITL; k tokens per chunk, the last chunk
 carries the remainder; n output tokens -> c = ceil(n / k) chunks):
@@ -27,10 +27,11 @@ from bench.config.sweep import LoadPoint, Sweep, WorkloadSpec
 from bench.measure.client import ClientConfig, StreamingClient, run_async
 from bench.measure.loadgen import run_load
 from bench.measure.metrics import summarize
-from bench.measure.telemetry import GpuSampler, TelemetryResult
+from bench.measure.nvml import GpuSampler, TelemetryResult
 from bench.measure.workloads import PromptFactory, generate
 from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
-from bench.sweep.run import run_sweep, telemetry_columns
+from bench.sweep.run import run_sweep
+from bench.sweep.session import telemetry_columns
 from bench.sweep.store import load_results
 
 TTFT_MS, ITL_MS = 100.0, 10.0

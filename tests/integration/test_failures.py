@@ -78,10 +78,10 @@ class SimProcessServer:
 
 @pytest.fixture
 def sim_servers(monkeypatch):
-    import bench.sweep.run
+    import bench.engines.vllm_server
 
     SimProcessServer.instances = []
-    monkeypatch.setattr(bench.sweep.run, "VllmServer", SimProcessServer)
+    monkeypatch.setattr(bench.engines.vllm_server, "VllmServer", SimProcessServer)
     yield SimProcessServer.instances
     for s in SimProcessServer.instances:
         s.stop()

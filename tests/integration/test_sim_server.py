@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.measure.telemetry import fetch_metrics, scrape_prometheus, vllm_metric_deltas
+from bench.measure.prometheus import fetch_metrics, scrape_prometheus, vllm_metric_deltas
 from bench.sim import SimConfig, run_sim_in_thread, start_sim_subprocess, stop_sim_subprocess
 
 PROMPT = "one two three four five"  # 5 prompt tokens by the sim's whitespace rule

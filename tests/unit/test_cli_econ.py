@@ -234,8 +234,8 @@ def test_margin_results_per_point_and_best_under_slo(points_file):
         "glm-4.5-air@zai",
         "--utilization",
         "1",
-        "--slo-tpot-ms",
-        "50",
+        "--slo",
+        "tpot_ms<=50",
     )
     by = {p["point_id"]: p for p in out["points"]}
     assert set(by) == {"p-low", "p-high"}
@@ -245,7 +245,7 @@ def test_margin_results_per_point_and_best_under_slo(points_file):
     # the SLO (TPOT p90 <= 50 ms) rules out p-high
     assert out["best_under_slo"]["point_id"] == "p-low"
     r = run("margin", "--results", str(points_file), "--price", "glm-4.5-air@zai")
-    assert r.exit_code == 0 and "best under SLO: p-high" in r.output
+    assert r.exit_code == 0 and "best under SLO (no SLO): p-high" in r.output
 
 
 def test_margin_results_missing_exit_2(tmp_path):
@@ -297,8 +297,8 @@ def test_plan_from_results_uses_best_point_under_slo(points_file):
         str(points_file),
         "--model",
         "glm-4.5-air",
-        "--slo-tpot-ms",
-        "50",
+        "--slo",
+        "tpot_ms<=50",
     )
     assert out["plan"]["output_tok_s_per_gpu"] == 500.0
     assert "p-low" in out["plan"]["throughput_source"]

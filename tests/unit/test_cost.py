@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from bench.econ.cost import (
     energy_usd_per_m_tokens,
-    gpu_seconds_per_request,
     joules_per_token,
     split_cost,
     tco_usd_per_gpu_hour,
@@ -29,8 +28,6 @@ def test_utilization_scales_cost_by_inverse():
 
 
 def test_cost_per_request_from_gpu_seconds():
-    # 500 output tokens at 1000 tok/s per GPU -> 0.5 GPU-s
-    assert gpu_seconds_per_request(500, 1000) == pytest.approx(0.5)
     # 2 GPU-s at $3.60/h = 2 x 0.001 $/s = $0.002; at U = 0.5 twice that
     assert usd_per_request(2.0, 3.6) == pytest.approx(0.002)
     assert usd_per_request(2.0, 3.6, utilization=0.5) == pytest.approx(0.004)

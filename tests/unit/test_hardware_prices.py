@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from bench.config.hardware import HardwareCatalog, load_hardware, resolve_usd_per_gpu_hour
+from bench.config.hardware import HardwareCatalog, load_hardware
 from bench.config.prices import load_price_book
+from bench.econ.cost import resolve_usd_per_gpu_hour
 from bench.errors import UserInputError
 
 GPU_IDS = {"a100", "h100", "h200", "h20", "b200", "mi300x", "ascend-910b", "cpu-2core"}

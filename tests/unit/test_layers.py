@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 # Lower number = lower layer. A module may import its own layer or any lower one.
 LAYER = {
     "errors": 0,
+    "atomic": 0,
     "config": 1,
     "engines": 2,
     "measure": 2,

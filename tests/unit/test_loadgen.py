@@ -12,7 +12,7 @@ import pytest
 
 from bench.config.sweep import LoadMatrix, LoadPoint
 from bench.measure.client import RequestRecord, RequestSpec
-from bench.measure.loadgen import LAG_P99_LIMIT_MS, inter_arrivals, ramp_time_s, run_load
+from bench.measure.loadgen import LAG_P99_LIMIT_MS, ramp_time_s, run_load
 
 REQ = RequestSpec(prompt="a b", input_len=2, output_len=3)
 
@@ -131,12 +131,6 @@ def test_open_loop_schedule_is_gamma_with_the_requested_mean_and_shape():
     assert abs(statistics.mean(gaps) * rate - 1) < 0.08
     assert abs(statistics.pstdev(gaps) / statistics.mean(gaps) - 0.5) < 0.08
     assert res.requested_rate == rate and res.load_mode == "rate"
-
-
-def test_inter_arrivals_poisson_mean_and_cv():
-    gaps = inter_arrivals(10.0, 1.0, 5000, seed=1)
-    assert abs(statistics.mean(gaps) - 0.1) < 0.005
-    assert abs(statistics.pstdev(gaps) / statistics.mean(gaps) - 1.0) < 0.05  # exponential: CV = 1
 
 
 def test_ramp_time_inverse_of_cumulative_rate_by_hand():

@@ -11,6 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bench.config.prices import PriceEntry
+from bench.config.slo import parse_slo
+from bench.econ import fleet
 from bench.econ import margin as mg
 from bench.errors import UserInputError
 
@@ -117,7 +119,7 @@ def test_tiers_pick_by_input_length():
 def test_subscriber_golden():
     # $10/month, 10,000 requests x $0.000241667 = $2.41667 cost; margin $7.58333 = 75.83%;
     # break-even at 10 / 0.000241667 = 41,379.3 requests a month
-    s = mg.subscriber_margin(10.0, 10000, MIX, 1000, 1.74)
+    s = fleet.subscriber_margin(10.0, 10000, MIX, 1000, 1.74)
     assert s["cost_usd_per_month"] == pytest.approx(2.4166666667)
     assert s["gross_margin"] == pytest.approx(0.7583333333)
     assert s["break_even_requests_per_month"] == pytest.approx(41379.3103448, rel=1e-9)
@@ -126,7 +128,7 @@ def test_subscriber_golden():
 def test_subscription_population_golden():
     # costs: 0, 20k x 0.000241667 = 4.8333, 50k -> 12.0833, 100k -> 24.1667; two of four exceed $10
     # total cost 41.0833 vs fees 40 -> gross margin 1 - 41.0833/40 = -0.0270833; mean margin -0.270833
-    r = mg.subscription_plan(10.0, [0, 20000, 50000, 100000], MIX, 1000, 1.74)
+    r = fleet.subscription_plan(10.0, [0, 20000, 50000, 100000], MIX, 1000, 1.74)
     assert r.share_served_at_loss == pytest.approx(0.5)
     assert r.gross_margin == pytest.approx(-0.0270833333, rel=1e-6)
     assert r.mean_margin_usd_per_subscriber == pytest.approx(-0.2708333333, rel=1e-6)
@@ -134,8 +136,8 @@ def test_subscription_population_golden():
 
 def test_subscription_share_at_loss_matches_lognormal_formula():
     # P(R > R*) for lognormal R with median 20,000 and sigma 1: 1 - Phi(ln(R*/20000)), R* = 41,379.3
-    samples = mg.lognormal_samples(20000, 1.0, 200_000, seed=1)
-    r = mg.subscription_plan(10.0, samples, MIX, 1000, 1.74)
+    samples = fleet.lognormal_samples(20000, 1.0, 200_000, seed=1)
+    r = fleet.subscription_plan(10.0, samples, MIX, 1000, 1.74)
     z = math.log(41379.3103448 / 20000)
     expected = 0.5 * math.erfc(z / math.sqrt(2))
     assert r.share_served_at_loss == pytest.approx(expected, abs=0.005)
@@ -146,7 +148,7 @@ def test_fleet_sizing_golden():
     # 50 req/s x 0.5 GPU-s = 25 GPUs busy on average; peak x2 = 50 GPUs; replicas of 8 -> ceil(6.25) = 7
     # 56 GPUs x $1.74 x 730 h = $71,131.20 a month; average utilization 25/56
     mix = mg.TrafficMix(1500, 500)
-    p = mg.fleet_size(8.64e9, mix, 1000, 1.74, peak_to_average=2, gpus_per_replica=8, price=AIR_ZAI)
+    p = fleet.fleet_size(8.64e9, mix, 1000, 1.74, peak_to_average=2, gpus_per_replica=8, price=AIR_ZAI)
     assert p.requests_per_day == pytest.approx(4.32e6)
     assert p.gpus_busy_avg == pytest.approx(25.0)
     assert (p.replicas, p.gpus) == (7, 56)
@@ -159,17 +161,17 @@ def test_fleet_sizing_golden():
 
 def test_fleet_sizing_exact_multiple_does_not_round_up():
     # 24 busy GPUs exactly (48 req/s x 0.5 GPU-s), no peak factor, replicas of 8 -> exactly 3
-    p = mg.fleet_size(48 * 86400 * 2000, mg.TrafficMix(1500, 500), 1000, 1.0, gpus_per_replica=8)
+    p = fleet.fleet_size(48 * 86400 * 2000, mg.TrafficMix(1500, 500), 1000, 1.0, gpus_per_replica=8)
     assert p.gpus == 24
 
 
 def test_private_and_shared_deployment_golden():
     # 8 GPUs x $1/h x 8760 h = $70,080 a year; sold for $100,000 -> margin 29.92%
-    d = mg.private_deployment(8, 100_000, 1.0)
+    d = fleet.private_deployment(8, 100_000, 1.0)
     assert d["cost_usd_per_year"] == pytest.approx(70080)
     assert d["gross_margin"] == pytest.approx(0.2992)
     # 16 GPUs -> $140,160; 10 tenants x $20,000 = $200,000 -> 29.92%; break-even ceil(7.008) = 8 tenants
-    s = mg.shared_deployment(16, 1.0, 10, 20_000, output_tok_s_per_gpu=1000, utilization=0.5)
+    s = fleet.shared_deployment(16, 1.0, 10, 20_000, output_tok_s_per_gpu=1000, utilization=0.5)
     assert s["gross_margin"] == pytest.approx(0.2992)
     assert s["break_even_tenants"] == 8
     # 16 x 1000 tok/s x 0.5 x 86,400 s / 10 tenants = 69.12 M output tokens per tenant per day
@@ -288,8 +290,8 @@ def test_margin_per_point_and_best_under_slo():
     # at 500 tok/s cost doubles: 1 - 2 x 0.254386 = 0.491228
     assert by["a"]["gross_margin"] == pytest.approx(0.4912280702, rel=1e-9)
     assert mg.best_point(rows)["point_id"] == "b"
-    assert mg.best_point(rows, tpot_ms=50)["point_id"] == "a"
-    assert mg.best_point(rows, ttft_ms=100) is None
+    assert mg.best_point(rows, parse_slo("tpot_ms<=50"))["point_id"] == "a"
+    assert mg.best_point(rows, parse_slo("ttft_ms<=100")) is None
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def test_property_break_even_utilization_and_throughput(mix, tok, q, m):
 
 
 def test_what_if_bundle_is_consistent_with_its_parts():
-    out = mg.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, target_margin=0.3, price_declines=(0.5,), years=1)
+    out = fleet.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, target_margin=0.3, price_declines=(0.5,), years=1)
     assert set(out) == {"margin", "break_even", "price_decline"}  # optional parts only on request
     assert out["margin"]["gross_margin"] == pytest.approx(mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 0.6).gross_margin)
     # at the break-even utilization for a 30% target the margin is 30%
@@ -366,6 +368,6 @@ def test_what_if_bundle_is_consistent_with_its_parts():
     base = mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 0.6)
     y1 = out["price_decline"]["0.5"][1]
     assert y1["gross_margin"] == pytest.approx(1 - base.cost_usd_per_request / (base.revenue_usd_per_request / 2))
-    full = mg.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, sensitivity=True, curve=True,
-                      subscription=mg.SubscriptionQuery(10.0, 100, 0.0))
+    full = fleet.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, sensitivity=True, curve=True,
+                      subscription=fleet.SubscriptionQuery(10.0, 100, 0.0))
     assert {"sensitivity", "curve", "subscription"} <= set(full)

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from bench.measure.metrics import RequestRecord, SloThresholds, percentile_stats, summarize
+from bench.config.slo import parse_slo
+from bench.measure.metrics import RequestRecord, percentile_stats, summarize
 
 MS = 1_000_000
 
@@ -68,7 +69,7 @@ def test_summarize_throughput_window_and_warmup_excluded():
 def test_goodput_counts_only_requests_meeting_every_slo():
     records = [rec(0, 0, [100, 200], usage=2), rec(1, 0, [600, 700], usage=2), rec(2, 0, [100, 900], usage=2)]
     # TTFT <= 500 drops #1; TPOT <= 200 drops #2 (tpot 800) -> 1 good request over window 0..901 ms
-    row = summarize(records, slo=SloThresholds(ttft_ms=500, tpot_ms=200))
+    row = summarize(records, slo=parse_slo("ttft_ms<=500,tpot_ms<=200"))
     assert row["good_requests"] == 1
     assert row["goodput_req_s"] == pytest.approx(1 / 0.901)
 

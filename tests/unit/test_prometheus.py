@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.measure.telemetry import counter_delta, metric_sum, scrape_prometheus, vllm_metric_deltas
+from bench.measure.prometheus import counter_delta, metric_sum, scrape_prometheus, vllm_metric_deltas
 
 EXPOSITION = r"""
 # HELP vllm:num_requests_running Number of requests in model execution batches.

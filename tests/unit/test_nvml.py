@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.measure import telemetry
-from bench.measure.telemetry import GpuSampler, derive_energy_metrics, trapezoid_energy_j
+from bench.measure import nvml
+from bench.measure.nvml import GpuSampler, derive_energy_metrics, trapezoid_energy_j
 
 
 class NVMLError(Exception):
@@ -173,7 +173,7 @@ def test_import_error_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_module():
         raise ImportError("No module named 'pynvml'")
 
-    monkeypatch.setattr(telemetry, "_load_nvml", no_module)
+    monkeypatch.setattr(nvml, "_load_nvml", no_module)
     with GpuSampler() as s:
         pass
     assert s.result.available is False

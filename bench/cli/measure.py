@@ -1,0 +1,192 @@
+"""Commands that measure: run (a sweep), tune (adaptive search under an SLO), sim (the simulated
+server), models (the catalog). Argument plumbing and printing only; the logic is in bench.sweep,
+bench.sim and bench.config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bench.cli.output import err_console, print_json, print_table, say
+from bench.errors import UserInputError
+
+
+def models(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List catalog models: total/active parameters and KV-cache bytes per token."""
+    from bench.config.catalog import load_models
+
+    rows = [m.summary() for m in load_models().values()]
+    if json_out:
+        print_json(rows)
+    else:
+        print_table("Model catalog", rows)
+
+
+SUMMARY_COLUMNS = ["status", "model", "dtype", "quantization", "concurrency", "request_rate", "completed",
+                   "output_tok_s", "ttft_ms_p50", "tpot_ms_p50", "e2el_ms_p99", "usd_per_m_output", "error"]
+
+
+def run(
+    config: Path = typer.Argument(..., help="Sweep YAML, e.g. configs/sweeps/smoke.yaml."),
+    out: Path = typer.Option(Path("results"), "--out", help="Directory that receives results/<run_id>/."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this run dir; finished points are skipped."),
+    executor: str = typer.Option("local", "--executor", help="local (groups one after another) | ray (one Ray "
+                                 "task per server group, num_gpus = tensor-parallel size)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address for --executor ray, e.g. "
+                                       "auto or ray://head:10001 (default: start a local Ray instance)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the points as JSON instead of a table."),
+) -> None:
+    """Measure: run a sweep on its engine and write results/<run_id>/ (exit 1 if any point failed)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    from bench.config.sweep import load_sweep
+    from bench.sweep.run import run_sweep
+
+    if address is not None and executor != "ray":
+        raise UserInputError("--address is only used with --executor ray")
+    sweep = load_sweep(config)
+    # markup=False: descriptions carry model names and paths from data
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=False, disable=json_out) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def on_event(e: dict[str, Any]) -> None:
+            kind = e["type"]
+            if kind == "start":
+                bar.update(task, total=e["requests"], description=f"{e['points']} points -> {e['run_dir']}")
+                if e["skipped"]:
+                    bar.console.print(Text(f"resume: skipping {e['skipped']} finished point(s)"))
+            elif kind == "server_starting":
+                s = e["server"]
+                bar.update(task, description=f"starting {s['model']} {s['dtype']} q={s['quantization']}")
+            elif kind == "config_changed":
+                bar.console.print(Text(str(e["message"]), style="yellow"))
+            elif kind == "server_failed":
+                bar.console.print(Text(str(e["error"]), style="red"))
+            elif kind == "point_start":
+                lp = e["point"].load
+                load = f"c={lp.concurrency}" if lp.concurrency else f"rate={lp.request_rate}/s"
+                bar.update(task, description=f"point {e['index']}: {load}")
+            elif kind == "request_done":
+                bar.advance(task)
+            elif kind == "point_done" and e.get("skipped_requests"):
+                bar.advance(task, e["skipped_requests"])
+
+        summary = run_sweep(sweep, out_root=out, resume=resume, progress=on_event, executor=executor,
+                            ray_address=address)
+    if json_out:
+        print_json(summary.rows)
+    else:
+        print_table(f"{sweep.name}: {summary.run_dir}", summary.rows, SUMMARY_COLUMNS)
+        eff = summary.sweep_efficiency
+        say(f"{summary.points_run} point(s) run, {summary.points_skipped} skipped, "
+            f"{summary.points_failed} failed; {summary.server_starts} server start(s); "
+            f"wall {summary.wall_s:.1f} s; sweep efficiency {eff:.2f}" if eff is not None else "")
+    if summary.points_failed:
+        raise typer.Exit(1)
+
+
+def sim(
+    port: int = typer.Option(8000, "--port", help="Port on 127.0.0.1 (0 = any free port)."),
+    model: str = typer.Option("sim-model", "--model", help="Model id reported by /v1/models."),
+    ttft_ms: float = typer.Option(50.0, "--ttft-ms", help="Time to first token after getting a slot."),
+    itl_ms: float = typer.Option(10.0, "--itl-ms", help="Gap between content chunks."),
+    tokens_per_chunk: int = typer.Option(1, "--tokens-per-chunk", help="Tokens per SSE chunk."),
+    output_tokens: int | None = typer.Option(
+        None, "--output-tokens", help="Simulated EOS position (default: always max_tokens)."
+    ),
+    max_concurrency: int | None = typer.Option(
+        None, "--max-concurrency", help="Concurrent streams; more wait in a FIFO queue (default unlimited)."
+    ),
+    error_rate: float = typer.Option(0.0, "--error-rate", help="Fraction of requests answered HTTP 500."),
+    cut_rate: float = typer.Option(0.0, "--cut-rate", help="Fraction of streams cut after half the chunks."),
+    jitter_ms: float = typer.Option(0.0, "--jitter-ms", help="Uniform +-jitter on TTFT and each gap."),
+    seed: int = typer.Option(0, "--seed", help="Seed for jitter and fault injection."),
+    usage_mode: str = typer.Option("correct", "--usage-mode", help="correct | missing | wrong."),
+    usage_offset: int = typer.Option(1, "--usage-offset", help="N added to completion_tokens (wrong)."),
+    ping: bool = typer.Option(False, "--ping", help="Send ': ping' SSE comments between chunks."),
+    spin_ms: float = typer.Option(2.0, "--spin-ms", help="Precise-sleep window before each chunk (0 = off)."),
+) -> None:
+    """Run the simulated OpenAI-compatible streaming server until Ctrl-C (for tests and dry runs)."""
+    from bench.sim import serve_forever, sim_config_from_options
+
+    cfg = sim_config_from_options(
+        model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, tokens_per_chunk=tokens_per_chunk,
+        output_tokens=output_tokens, max_concurrent_streams=max_concurrency, error_rate=error_rate,
+        cut_rate=cut_rate, jitter_ms=jitter_ms, seed=seed, usage_mode=usage_mode,
+        usage_offset_tokens=usage_offset, ping=ping, spin_ms=spin_ms,
+    )
+
+    def ready(url: str) -> None:
+        say(f"simulated server listening on {url}  (OpenAI API under {url}/v1; Ctrl-C stops)")
+
+    try:
+        serve_forever(cfg, port=port, on_ready=ready)
+    except KeyboardInterrupt:
+        say("simulated server stopped")
+    except OSError as e:
+        raise UserInputError(f"--port {port}: cannot listen on 127.0.0.1 ({e.strerror or e})") from None
+
+
+TUNE_COLUMNS = ["status", "dtype", "quantization", "max_num_seqs", "workload", "concurrency", "request_rate"]
+
+
+def tune(
+    config: Path = typer.Argument(..., help="Sweep YAML; its load list is the grid the search bisects."),
+    slo: str = typer.Option(..., "--slo", help="Aggregate SLO 'metric[_pNN]<=ms,...' (default p90), e.g. "
+                            "'ttft_ms_p99<=2000,tpot_ms_p50<=50'."),
+    objective: str = typer.Option("usd_per_m_output", "--objective",
+                                  help="usd_per_m_output | usd_per_m_total (min) or a throughput column (max)."),
+    verify: bool = typer.Option(False, "--verify", help="Also measure the rest of the grid and report whether "
+                                "the search found the grid's best."),
+    out: Path = typer.Option(Path("results"), "--out", help="Directory that receives results/<run_id>/."),
+    resume: Path | None = typer.Option(None, "--resume", help="Reuse the points already measured in this run dir."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Measure adaptively: the best config meeting an SLO, bisecting each load ladder toward its SLO knee."""
+    from bench.config.slo import parse_slo
+    from bench.config.sweep import load_sweep
+    from bench.sweep.tune import check_objective, feasible, run_tune
+
+    constraints = parse_slo(slo)
+    check_objective(objective)
+    sweep = load_sweep(config)
+
+    def on_event(e: dict[str, Any]) -> None:
+        if json_out:
+            return
+        if e["type"] == "point_done":
+            r = e["row"]
+            load = f"c={r['concurrency']}" if r.get("concurrency") else f"rate={r.get('request_rate')}/s"
+            ok = "meets SLO" if feasible(r, constraints) else "misses SLO"
+            say(f"  {r.get('quantization')} {r.get('dtype')} {r.get('workload')} {load}: {r['status']}, {ok}",
+                err=True)
+        elif e["type"] == "server_failed":
+            say(str(e["error"]), style="red", err=True)
+
+    result = run_tune(sweep, constraints, objective, out_root=out, resume=resume, verify=verify,
+                      progress=on_event)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    metrics = list(dict.fromkeys(t.column for t in constraints.terms))
+    rows = [{**r, "meets_slo": feasible(r, constraints)} for r in result.rows]
+    print_table(f"tune {sweep.name}: {result.run_dir}", rows, TUNE_COLUMNS + metrics + [objective, "meets_slo"])
+    print_table("Knee per ladder (highest load meeting the SLO)", [lad.describe() for lad in result.ladders],
+                ["quantization", "dtype", "max_num_seqs", "workload", "load_kind", "grid", "measured", "knee"])
+    slo_text = constraints.describe()
+    if result.best is None:
+        say(f"no measured point meets the SLO ({slo_text})")
+    else:
+        b = result.best
+        load = f"concurrency {b['concurrency']}" if b.get("concurrency") else f"rate {b.get('request_rate')}/s"
+        say(f"best under SLO ({slo_text}): {b['model']} {b['dtype']} q={b['quantization']} "
+            f"max_num_seqs={b['max_num_seqs']} tp={b['tensor_parallel_size']} {b['workload']} {load}: "
+            f"{objective} = {b[objective]:.4g}")
+    found = {None: "not verified (use --verify)", True: "yes", False: "no"}[result.found_grid_best]
+    say(f"search measured {result.points_measured} of {result.grid_size} grid points"
+        + (f" (+{result.verify_measured} to verify)" if result.verify_measured else "")
+        + f"; found the grid's best: {found}")

@@ -1,0 +1,319 @@
+"""The planner's answers: a throughput-latency curve for model x GPU x quantization x parallelism,
+its best point under an SLO, a GPU x quantization comparison and `plan_estimate` (what
+`maas-bench plan` prints without measured points, with money from bench.econ).
+
+Why a module of its own: the formulas (bench.planner.roofline) are physics and stay small; this is
+where they are swept over concurrency and turned into rows. Serving model: see roofline's docstring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.config.catalog import Hyperparameters, ModelSpec, get_model
+from bench.econ.cost import resolve_usd_per_gpu_hour
+from bench.errors import UserInputError
+from bench.planner.roofline import (
+    Deployment,
+    Efficiency,
+    GpuPeaks,
+    MemoryFit,
+    QuantSpec,
+    RooflineConfig,
+    efficiency_for,
+    get_gpu,
+    latencies_s,
+    load_roofline_config,
+    memory_fit,
+    point_raw,
+    resolve_quant,
+)
+
+DEFAULT_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+COMPARE_GPUS = ("h100", "h200", "h20", "b200", "ascend-910b")
+COMPARE_QUANTS = ("bf16", "fp8", "int4")
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    concurrency: int
+    batch_per_replica: float
+    tpot_ms: float
+    ttft_ms: float
+    e2el_ms: float
+    interactivity_tok_s_user: float
+    output_tok_s: float
+    output_tok_s_per_gpu: float
+    total_tok_s_per_gpu: float
+    decode_bound: str
+    queued: bool
+    source: str = "estimate"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str
+    gpu: str
+    count: int
+    tp: int
+    ep: bool
+    replicas: int
+    quant: str
+    weight_bits: float
+    kv_bits: float
+    compute_precision: str
+    isl: int
+    osl: int
+    efficiency: dict[str, float]
+    efficiency_source: str
+    memory: MemoryFit
+    curve: list[CurvePoint]
+    notes: list[str]
+    source: str = "estimate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_model(model: str | ModelSpec | Hyperparameters) -> tuple[str, Hyperparameters]:
+    if isinstance(model, Hyperparameters):
+        return "custom", model
+    if isinstance(model, ModelSpec):
+        return model.name, model.hp
+    return model, get_model(model).hp
+
+
+def estimate(
+    model: str | ModelSpec | Hyperparameters,
+    gpu: str | GpuPeaks,
+    count: int,
+    quant: str | QuantSpec,
+    isl: int,
+    osl: int,
+    concurrencies: tuple[int, ...] | list[int] = DEFAULT_CONCURRENCIES,
+    tp: int | None = None,
+    ep: bool = False,
+    kv_bits: float | None = None,
+    efficiency: Efficiency | None = None,
+    cfg: RooflineConfig | None = None,
+) -> Estimate:
+    """Memory fit and the throughput-latency curve of `count` GPUs serving `model`.
+
+    `tp` defaults to `count` (one replica); with a smaller tp, count/tp replicas split the
+    concurrency evenly. `efficiency` overrides the config lookup (defaults / calibrated).
+    """
+    if count <= 0:
+        raise UserInputError(f"count must be a positive number of GPUs (got {count})")
+    if isl <= 0 or osl <= 1:
+        raise UserInputError(f"isl must be > 0 and osl > 1 tokens (got isl={isl}, osl={osl})")
+    tp = count if tp is None else tp
+    if tp <= 0 or count % tp:
+        raise UserInputError(f"tp must divide count (got tp={tp}, count={count})")
+    if not concurrencies or any(int(c) <= 0 for c in concurrencies):
+        raise UserInputError("concurrency values must be positive integers")
+    cfg = cfg or load_roofline_config()
+    name, hp = resolve_model(model)
+    gpu_peaks = gpu if isinstance(gpu, GpuPeaks) else get_gpu(gpu)
+    q = quant if isinstance(quant, QuantSpec) else resolve_quant(quant, kv_bits, cfg)
+    if isinstance(quant, QuantSpec) and kv_bits is not None:
+        q = q.model_copy(update={"kv_bits": float(kv_bits)})
+    if efficiency is not None:
+        eff, eff_source = efficiency, "given"
+    else:
+        eff, eff_source = efficiency_for(gpu_peaks.id, q.name, cfg)
+    dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=tp, ep=ep, eff=eff)
+    replicas = count // tp
+    fit = memory_fit(dep, isl + osl)
+    notes = _notes(dep, fit)
+    curve: list[CurvePoint] = []
+    if fit.fits:
+        for c in sorted({int(c) for c in concurrencies}):
+            curve.append(_curve_point(dep, isl, osl, c, replicas, fit.max_concurrent_seqs))
+    _, precision = gpu_peaks.tflops(q.compute)
+    return Estimate(
+        model=name, gpu=gpu_peaks.id, count=count, tp=tp, ep=ep, replicas=replicas, quant=q.name,
+        weight_bits=q.weight_bits, kv_bits=q.kv_bits, compute_precision=precision, isl=isl, osl=osl,
+        efficiency=eff.model_dump(), efficiency_source=eff_source, memory=fit, curve=curve, notes=notes,
+    )
+
+
+def _curve_point(dep: Deployment, isl: int, osl: int, c: int, replicas: int, max_seqs: int) -> CurvePoint:
+    e = dep.eff
+    raw = point_raw(dep, isl, osl, c / replicas, max_seqs)
+    lat = latencies_s(raw, e.bandwidth_efficiency, e.compute_efficiency, e.step_overhead_ms / 1e3)
+    tpot, ttft, e2el = lat.tpot_s, lat.ttft_s, lat.e2el_s
+    out_total = raw.batch * osl / lat.served_e2el_s * replicas
+    gpus = replicas * dep.tp
+    return CurvePoint(
+        concurrency=c, batch_per_replica=raw.batch, tpot_ms=tpot * 1e3, ttft_ms=ttft * 1e3,
+        e2el_ms=e2el * 1e3, interactivity_tok_s_user=1.0 / tpot, output_tok_s=out_total,
+        output_tok_s_per_gpu=out_total / gpus, total_tok_s_per_gpu=out_total * (isl + osl) / osl / gpus,
+        decode_bound=raw.decode.bound(e.bandwidth_efficiency, e.compute_efficiency),
+        queued=raw.concurrency_per_replica > raw.batch,
+    )
+
+
+def _notes(dep: Deployment, fit: MemoryFit) -> list[str]:
+    notes: list[str] = []
+    if not fit.fits:
+        notes.append(
+            f"does not fit: weights {fit.weights_gib_per_gpu:.1f} GiB/GPU + reserve "
+            f"{dep.eff.reserve_gib} GiB "
+            f"leave {fit.kv_budget_gib_per_gpu:.1f} GiB of {fit.usable_gib_per_gpu:.1f} usable for KV "
+            f"(needs {fit.kv_kib_per_token_per_gpu * fit.context_tokens / 2**20:.2f} GiB per sequence)"
+        )
+    _, precision = dep.gpu.tflops(dep.quant.compute)
+    if precision != dep.quant.compute:
+        notes.append(f"{dep.gpu.id} has no {dep.quant.compute} tensor peak; GEMMs estimated at {precision}")
+    moe_i = dep.hp.moe_intermediate_size or 0
+    if dep.quant.compute == "fp8" and moe_i and not dep.ep and (moe_i // dep.tp) % 128:
+        notes.append(f"expert width {moe_i}/tp{dep.tp} = {moe_i // dep.tp} is not a multiple of 128: "
+                     "block-128 FP8 checkpoints (e.g. MiniMax-M2) refuse pure TP here; use --ep")
+    if dep.tp > dep.eff.gpus_per_node:
+        notes.append(f"tp {dep.tp} spans nodes: collectives at {dep.eff.inter_node_gb_s} GB/s scale-out")
+    if dep.gpu.interconnect_gb_s is None and dep.tp > 1:
+        notes.append(f"{dep.gpu.id} has no interconnect_gb_s; collectives at {dep.eff.inter_node_gb_s} GB/s")
+    return notes
+
+
+# --- SLO ------------------------------------------------------------------------------------------
+
+# SLO limits come from bench.config.slo (`Slo.point_limits()`): the roofline has one value per
+# metric, so every term is a limit on the point estimate whatever its percentile.
+
+
+def meets_slo(point: CurvePoint, slo: dict[str, float]) -> bool:
+    return all(getattr(point, k) <= v for k, v in slo.items())
+
+
+def best_point(est: Estimate, slo: dict[str, float] | None = None) -> CurvePoint | None:
+    """Highest output tok/s/GPU on the curve that meets every SLO threshold (None if none does)."""
+    ok = [p for p in est.curve if meets_slo(p, slo or {})]
+    return max(ok, key=lambda p: p.output_tok_s_per_gpu) if ok else None
+
+
+def compare(
+    model: str, count: int, isl: int, osl: int, gpus: tuple[str, ...] = COMPARE_GPUS,
+    quants: tuple[str, ...] = COMPARE_QUANTS, concurrencies: tuple[int, ...] = DEFAULT_CONCURRENCIES,
+    slo: dict[str, float] | None = None, tp: int | None = None, ep: bool = False,
+) -> list[tuple[Estimate, CurvePoint | None]]:
+    """Estimate every GPU x quantization; each with its best point under the SLO."""
+    cfg = load_roofline_config()
+    out = []
+    for g in gpus:
+        for qn in quants:
+            est = estimate(model, g, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg)
+            out.append((est, best_point(est, slo)))
+    return out
+
+
+# --- economics of an estimate (money via bench.econ.cost / bench.econ.margin; no formula repeated here) -------
+
+
+def _rate_for(
+    catalog: Any, gpu_id: str, tier: str, usd_per_cny: float | None
+) -> tuple[float | None, str | None]:
+    """$/GPU-hour at `tier`, else the GPU's first priced tier, else (None, None) when none is known."""
+    spec = catalog.gpu(gpu_id)
+    tiers = spec.cost_tiers()
+    use = tier if tier in tiers else (tiers[0] if tiers else None)
+    if use is None:
+        return None, None
+    return resolve_usd_per_gpu_hour(gpu_id, use, catalog, usd_per_cny), use
+
+
+def _money(tok_out: float, tok_total: float, rate: float | None, price: Any, mix: Any,
+           usd_per_cny: float | None) -> dict[str, float | None]:
+    from bench.econ.cost import usd_per_m_tokens
+    from bench.econ.margin import api_margin, break_even_utilization
+
+    if rate is None or tok_out <= 0:
+        return {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None}
+    out: dict[str, float | None] = {
+        "usd_per_m_output_tokens": usd_per_m_tokens(tok_out, rate),
+        "usd_per_m_tokens": usd_per_m_tokens(tok_total, rate),
+    }
+    if price is not None:
+        m = api_margin(mix, price, tok_out, rate, 1.0, usd_per_cny=usd_per_cny)
+        out["gross_margin"] = m.gross_margin
+        out["break_even_utilization"] = break_even_utilization(
+            mix, price, tok_out, rate, usd_per_cny=usd_per_cny
+        )
+    return out
+
+
+def plan_estimate(
+    model: str, gpu: str, count: int, quant: str, isl: int, osl: int, *,
+    slo: dict[str, float] | None = None, tp: int | None = None, ep: bool = False,
+    kv_bits: float | None = None,
+    concurrencies: tuple[int, ...] | list[int] = DEFAULT_CONCURRENCIES, tier: str = "neocloud",
+    price: Any = None, cached_share: float = 0.0, usd_per_gpu_hour: float | None = None,
+    usd_per_cny: float | None = None, compare_gpus: tuple[str, ...] | None = None,
+    compare_quants: tuple[str, ...] = COMPARE_QUANTS, catalog: Any = None,
+) -> dict[str, Any]:
+    """What `maas-bench plan` prints without measured points: the estimated curve, the best point
+    under the SLO, $/M tokens at every price tier of the GPU, the gross margin at `price` (a
+    PriceEntry) at full utilization, and optionally a GPU x quantization comparison.
+    Every row carries source="estimate"."""
+    from bench.config.hardware import load_hardware
+    from bench.econ.margin import TrafficMix
+
+    catalog = catalog or load_hardware()
+    catalog.gpu(gpu)
+    slo = slo or {}
+    mix = TrafficMix(float(isl), float(osl), cached_share)
+    cfg = load_roofline_config()
+    est = estimate(model, gpu, count, quant, isl, osl, concurrencies, tp=tp, ep=ep, kv_bits=kv_bits, cfg=cfg)
+    best = best_point(est, slo)
+    if usd_per_gpu_hour is not None:
+        main_rate, main_tier = usd_per_gpu_hour, "given"
+    else:
+        main_rate, main_tier = _rate_for(catalog, gpu, tier, usd_per_cny)
+    curve = []
+    for p in est.curve:
+        row = asdict(p)
+        row["meets_slo"] = meets_slo(p, slo)
+        row.update(_money(p.output_tok_s_per_gpu, p.total_tok_s_per_gpu, main_rate, price, mix, usd_per_cny))
+        curve.append(row)
+    tiers: list[dict[str, Any]] = []
+    if best is not None:
+        rates = [("given", usd_per_gpu_hour)] if usd_per_gpu_hour is not None else [
+            (t, resolve_usd_per_gpu_hour(gpu, t, catalog, usd_per_cny)) for t in catalog.gpu(gpu).cost_tiers()]
+        for t, rate in rates:
+            tiers.append({"tier": t, "usd_per_gpu_hour": rate, "concurrency": best.concurrency,
+                          "output_tok_s_per_gpu": best.output_tok_s_per_gpu,
+                          **_money(best.output_tok_s_per_gpu, best.total_tok_s_per_gpu, rate, price, mix,
+                                   usd_per_cny), "source": "estimate"})
+    out: dict[str, Any] = {
+        "source": "estimate",
+        "model": est.model, "gpu": est.gpu, "count": est.count, "tp": est.tp, "ep": est.ep,
+        "replicas": est.replicas, "quant": est.quant, "weight_bits": est.weight_bits, "kv_bits": est.kv_bits,
+        "compute_precision": est.compute_precision, "isl": isl, "osl": osl, "slo": slo,
+        "tier": main_tier, "usd_per_gpu_hour": main_rate,
+        "efficiency_source": est.efficiency_source, "efficiency": est.efficiency,
+        "memory": asdict(est.memory), "notes": est.notes, "curve": curve,
+        "best_under_slo": asdict(best) if best is not None else None, "cost_by_tier": tiers,
+    }
+    if compare_gpus:
+        rows = []
+        for g in compare_gpus:
+            rate, used = _rate_for(catalog, g, tier, usd_per_cny)
+            for qn in compare_quants:
+                e = estimate(model, g, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg)
+                b = best_point(e, slo)
+                row = {"gpu": g, "quant": qn, "count": count, "fits": e.memory.fits,
+                       "weights_gib_per_gpu": e.memory.weights_gib_per_gpu,
+                       "max_concurrent_seqs": e.memory.max_concurrent_seqs,
+                       "compute_precision": e.compute_precision,
+                       "best_concurrency": b.concurrency if b else None,
+                       "tpot_ms": b.tpot_ms if b else None, "ttft_ms": b.ttft_ms if b else None,
+                       "output_tok_s_per_gpu": b.output_tok_s_per_gpu if b else None,
+                       "tier": used, "usd_per_gpu_hour": rate, "efficiency_source": e.efficiency_source}
+                no_money = {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None}
+                row.update(_money(b.output_tok_s_per_gpu, b.total_tok_s_per_gpu, rate, price, mix,
+                                  usd_per_cny) if b else no_money)
+                row["source"] = "estimate"
+                rows.append(row)
+        out["compare"] = rows
+    return out

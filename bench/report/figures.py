@@ -1,0 +1,213 @@
+"""The report figures (a)-(e) as PNG files (matplotlib, no display needed). They plot columns the run
+wrote and bench.report.data added; nothing is recomputed here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.config.slo import Slo
+from bench.report.pareto import pareto_front
+
+FIGURES = {
+    "a": ("fig_a_throughput_vs_interactivity.png", "Output throughput per GPU vs interactivity"),
+    "b": ("fig_b_cost_vs_interactivity.png", "$/M output tokens vs interactivity"),
+    "c": ("fig_c_latency_vs_load.png", "TTFT and TPOT percentiles vs load"),
+    "d": ("fig_d_margin_vs_utilization.png", "Gross margin vs fleet utilization"),
+    "e": ("fig_e_run_comparison.png", "Runs compared"),
+}
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def _new_figure(ncols: int = 1, width: float = 7.5, height: float = 4.4) -> tuple[Any, Any]:
+    """A pyplot-free matplotlib figure (no global state, no display backend needed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata={"Software": None})
+    return path
+
+
+def _empty(ax: Any, msg: str) -> None:
+    ax.text(0.5, 0.5, msg, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _ok_numeric(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    d = df[df["status"] == "ok"].copy()
+    for c in cols:
+        d[c] = pd.to_numeric(d[c], errors="coerce") if c in d else float("nan")
+    return d.dropna(subset=list(cols))
+
+
+def _colors(labels: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {lab: cmap(i % 10) for i, lab in enumerate(labels)}
+
+
+def _frontier_plot(ax: Any, d: pd.DataFrame, y: str, maximize_y: bool, ylabel: str) -> None:
+    x = "interactivity_tok_s_user"
+    colors = _colors(sorted(d["series"].unique()))
+    for label, g in d.groupby("series", sort=True):
+        xs, ys = g[x].tolist(), g[y].tolist()
+        c = colors[label]
+        ax.scatter(xs, ys, color=c, alpha=0.45, s=28)
+        front = pareto_front(xs, ys if maximize_y else [-v for v in ys])
+        fx = sorted((xs[i], ys[i]) for i in front)
+        ax.plot([p[0] for p in fx], [p[1] for p in fx], "-o", color=c, lw=1.8, ms=6, label=f"{label} (frontier)")
+        for xi, yi, lab in zip(xs, ys, g["load_short"], strict=True):
+            ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color="#444")
+    ax.set_xlabel("interactivity (tok/s/user = 1000 / median TPOT)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def fig_throughput(points: pd.DataFrame, path: Path) -> Path:
+    """(a) output tok/s per GPU vs interactivity; Pareto frontier (both maximized) per series."""
+    fig, (ax,) = _new_figure()
+    d = _ok_numeric(points, ["interactivity_tok_s_user", "output_tok_s_per_gpu"])
+    if d.empty:
+        _empty(ax, "no successful point with a throughput and a TPOT")
+    else:
+        _frontier_plot(ax, d, "output_tok_s_per_gpu", True, "output tok/s per GPU")
+    ax.set_title("(a) Throughput per GPU vs interactivity; labels = load", fontsize=10)
+    return _save(fig, path)
+
+
+def fig_cost(points: pd.DataFrame, path: Path) -> Path:
+    """(b) $/M output tokens vs interactivity; frontier = cheapest at each interactivity."""
+    fig, (ax,) = _new_figure()
+    d = _ok_numeric(points, ["interactivity_tok_s_user", "usd_per_m_output"])
+    if d.empty:
+        _empty(ax, "no successful point with a cost and a TPOT")
+    else:
+        _frontier_plot(ax, d, "usd_per_m_output", False, "$ per million output tokens (U = 1)")
+        if d["usd_per_m_output"].max() > 20 * d["usd_per_m_output"].min():
+            ax.set_yscale("log")
+    ax.set_title("(b) Cost per M output tokens vs interactivity (full utilization)", fontsize=10)
+    return _save(fig, path)
+
+
+def fig_latency(points: pd.DataFrame, path: Path, xlabel: str, slos: Sequence[Slo]) -> Path:
+    """(c) TTFT (left) and TPOT (right) p50/p90/p99 vs load, per series; SLO limits dashed."""
+    fig, axes = _new_figure(2, width=10.0)
+    d = _ok_numeric(points, ["load_x"])
+    styles = {"p50": "-", "p90": "--", "p99": ":"}
+    for ax, metric, name in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "tpot_ms", "TPOT")):
+        if d.empty:
+            _empty(ax, "no successful point")
+            continue
+        colors = _colors(sorted(d["series"].unique()))
+        for label, g in d.groupby("series", sort=True):
+            g = g.sort_values("load_x")
+            for p, ls in styles.items():
+                col = f"{metric}_{p}"
+                if col in g:
+                    ax.plot(g["load_x"], pd.to_numeric(g[col], errors="coerce"), ls, marker="o", ms=4,
+                            color=colors[label], label=f"{label} {p}")
+        limits = sorted({t.limit_ms for s in slos for t in s.terms if t.metric == metric})
+        for lim in limits:
+            ax.axhline(lim, color="#b22", lw=0.8, ls="-.", alpha=0.6)
+            ax.annotate(f"SLO {lim:g} ms", (0.01, lim), xycoords=("axes fraction", "data"), fontsize=7, color="#b22")
+        if d["load_x"].max() > 8 * max(d["load_x"].min(), 1e-9):
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{name} (ms)")
+        ax.set_title(f"(c) {name} percentiles vs load", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def fig_margin(curves: list[dict[str, Any]], path: Path, note: str) -> Path:
+    """(d) gross margin vs fleet utilization for the headline points; break-even marked."""
+    from matplotlib.ticker import PercentFormatter
+
+    fig, (ax,) = _new_figure()
+    if not curves:
+        _empty(ax, note or "no price-book entry: pass --price <model>@<provider>")
+    else:
+        colors = _colors([c["label"] for c in curves])
+        for i, c in enumerate(curves):
+            us = [r["utilization"] for r in c["rows"]]
+            ms = [r["gross_margin"] for r in c["rows"]]
+            ax.plot(us, ms, "-", lw=1.8, color=colors[c["label"]], label=c["label"])
+            be = c["break_even_utilization"]
+            if be <= 1:
+                ax.axvline(be, color=colors[c["label"]], ls="--", lw=1)
+                ax.annotate(f"break-even U={be:.1%}", (be, 0), textcoords="offset points", xytext=(4, 6 + 12 * i),
+                            fontsize=8, color=colors[c["label"]])
+            else:
+                ax.annotate(f"break-even U={be:.3g} > 100%: loss at any utilization", (1, ms[-1]),
+                            textcoords="offset points", xytext=(-4, 8), ha="right", fontsize=8,
+                            color=colors[c["label"]])
+        ax.axhline(0, color="black", lw=0.8)
+        lowest = min(r["gross_margin"] for c in curves for r in c["rows"])
+        if lowest < -1:  # margins at tiny U run to -infinity; show the range that matters
+            ax.set_ylim(-1.0, 1.05)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlim(0, 1.02)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("fleet utilization U (share of time the GPUs serve traffic)")
+    cut = bool(curves) and min(r["gross_margin"] for c in curves for r in c["rows"]) < -1
+    ax.set_ylabel("gross margin = 1 - cost / revenue" + (" (cut at -100%)" if cut else ""))
+    ax.set_title("(d) Gross margin vs utilization at list price" + (f" ({note})" if curves and note else ""),
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def fig_runs(points: pd.DataFrame, path: Path, slo: Slo | None) -> Path:
+    """(e) per run and series: peak output tok/s per GPU and lowest $/M output (all points; under `slo`)."""
+    fig, axes = _new_figure(2, width=10.0)
+    d = _ok_numeric(points, ["output_tok_s_per_gpu", "usd_per_m_output"])
+    if d.empty:
+        for ax in axes:
+            _empty(ax, "no successful point")
+        return _save(fig, path)
+    groups = []
+    for (run_id, series), g in d.groupby(["run_id", "series"], sort=True):
+        recs = g.to_dict("records")
+        under = [r["usd_per_m_output"] for r in recs if slo and slo.met_by(r)]
+        groups.append({"label": f"{series}\n{run_id}", "peak": g["output_tok_s_per_gpu"].max(),
+                       "cheapest": g["usd_per_m_output"].min(), "cheapest_slo": min(under) if under else None})
+    labels = [g["label"] for g in groups]
+    pos = list(range(len(groups)))
+    axes[0].bar(pos, [g["peak"] for g in groups], color="#4c72b0")
+    axes[0].set_ylabel("peak output tok/s per GPU")
+    w = 0.4
+    axes[1].bar([p - w / 2 for p in pos], [g["cheapest"] for g in groups], w, color="#55a868", label="any latency")
+    if slo is not None:
+        vals = [g["cheapest_slo"] if g["cheapest_slo"] is not None else 0 for g in groups]
+        axes[1].bar([p + w / 2 for p in pos], vals, w, color="#c44e52", label=f"under {slo.label} SLO")
+        for p, g in zip(pos, groups, strict=True):
+            if g["cheapest_slo"] is None:
+                axes[1].annotate("none meets", (p + w / 2, 0), ha="center", va="bottom", fontsize=7, rotation=90)
+    axes[1].set_ylabel("lowest $ per M output tokens")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlim(-0.5 - 0.5 * (len(pos) < 3), len(pos) - 0.5 + 0.5 * (len(pos) < 3))
+        ax.set_xticks(pos)
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    title = "(e) Runs compared" + ("" if d["run_id"].nunique() > 1 else " (one run; pass several to compare)")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+

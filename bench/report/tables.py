@@ -1,0 +1,213 @@
+"""Report tables and text: number formatting, the point and headline tables, the plain-language
+sentences and method notes. Pure functions of the assembled points (bench.report.data); no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+# Point-table columns: (column, header, formatter name).
+POINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("run_id", "run", "str"),
+    ("point_id", "point", "str"),
+    ("status", "status", "str"),
+    ("series", "series", "str"),
+    ("max_num_seqs", "max seqs", "int"),
+    ("load", "load", "str"),
+    ("done", "done", "str"),
+    ("output_tok_s_per_gpu", "out tok/s/GPU", "num"),
+    ("interactivity_tok_s_user", "tok/s/user", "num"),
+    ("ttft_ms_p50", "TTFT p50 ms", "num"),
+    ("ttft_ms_p90", "TTFT p90 ms", "num"),
+    ("tpot_ms_p50", "TPOT p50 ms", "num"),
+    ("tpot_ms_p90", "TPOT p90 ms", "num"),
+    ("e2el_ms_p99", "E2EL p99 ms", "num"),
+    ("usd_per_m_output", "$/M output", "usd"),
+    ("usd_per_m_total", "$/M total", "usd"),
+    ("gross_margin", "gross margin", "pct"),
+    ("break_even_utilization", "break-even U", "pct"),
+    ("j_per_output_token", "J/output tok", "num"),
+)
+
+
+def _load_text(r: dict[str, Any]) -> str:
+    c, q = _num(r.get("concurrency")), _num(r.get("request_rate"))
+    if c is not None:
+        return f"concurrency {int(c)}"
+    if q is not None:
+        return f"{q:g} req/s"
+    return "-"
+
+
+def _load_short(r: dict[str, Any]) -> str:
+    c, q = _num(r.get("concurrency")), _num(r.get("request_rate"))
+    return f"c={int(c)}" if c is not None else (f"{q:g}/s" if q is not None else "-")
+
+
+def _quant_text(r: dict[str, Any]) -> str:
+    """'fp8', or the dtype for an unquantized model ('bfloat16 (unquantized)')."""
+    q = r.get("quantization")
+    if q is None or str(q) in ("none", "None", "nan", ""):
+        return f"{r.get('dtype') or 'unknown dtype'} (unquantized)"
+    return str(q)
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None (None, NaN, inf, strings)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _fmt_num(v: Any, digits: int = 4) -> str:
+    f = _num(v)
+    if f is None:
+        return "-"
+    if f != 0 and (abs(f) >= 1e6 or abs(f) < 1e-3):
+        return f"{f:.3e}"
+    if abs(f) >= 10 ** digits:
+        return f"{f:,.0f}"
+    return f"{f:.{digits}g}"
+
+
+def _fmt_usd(v: Any) -> str:
+    f = _num(v)
+    return "-" if f is None else ("-$" if f < 0 else "$") + _fmt_num(abs(f))
+
+
+def _fmt_pct(v: Any) -> str:
+    f = _num(v)
+    return "-" if f is None else f"{f:.1%}"
+
+
+def _fmt_int(v: Any) -> str:
+    f = _num(v)
+    return "-" if f is None else str(int(f))
+
+
+FORMATTERS = {"num": _fmt_num, "usd": _fmt_usd, "pct": _fmt_pct, "int": _fmt_int,
+              "str": lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)}
+
+
+@dataclass
+class Table:
+    """A rendered table: the templates lay it out as Markdown or HTML."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def _point_table(points: pd.DataFrame) -> Table:
+    cols = [c for c in POINT_COLUMNS if c[0] in points.columns]
+    rows = [[FORMATTERS[f](r.get(c)) for c, _, f in cols] for r in points.to_dict("records")]
+    return Table("Points", [h for _, h, _ in cols], rows)
+
+
+def _headline_table(rows: list[dict[str, Any]], utilization: float) -> Table:
+    """Latency columns are read at each SLO's own percentile (p90 where it sets none)."""
+    cols = ["SLO", "cheapest configuration", "$/M output", "$/M total", f"gross margin (U={utilization:g})",
+            "break-even utilization", "out tok/s/GPU", "tok/s/user", "TTFT ms (SLO pct)", "TPOT ms (SLO pct)"]
+    out = []
+    for r in rows:
+        if r["point_id"] is None:
+            seen = (f"no configuration meets it (best seen: TTFT {_fmt_num(r.get('best_ttft_ms'))} ms, "
+                    f"TPOT {_fmt_num(r.get('best_tpot_ms'))} ms)")
+            out.append([r["slo_text"], seen] + ["-"] * (len(cols) - 2))
+            continue
+        out.append([
+            r["slo_text"], _config_text(r), _fmt_usd(r["usd_per_m_output"]), _fmt_usd(r["usd_per_m_total"]),
+            _fmt_pct(r.get("gross_margin")), _fmt_pct(r.get("break_even_utilization")),
+            _fmt_num(r["output_tok_s_per_gpu"]), _fmt_num(r["interactivity_tok_s_user"]),
+            _fmt_num(r.get(r["ttft_column"])), _fmt_num(r.get(r["tpot_column"])),
+        ])
+    return Table("Headline", cols, out)
+
+
+def _config_text(r: dict[str, Any]) -> str:
+    gpus = _fmt_int(r.get("gpu_count"))
+    seqs = f", max_num_seqs {_fmt_int(r.get('max_num_seqs'))}" if _num(r.get("max_num_seqs")) else ""
+    return (f"{r.get('model')} {_quant_text(r)} on {gpus}x {r.get('gpu_type')}, {_load_text(r)}{seqs} "
+            f"[{r.get('run_id')}/{r.get('point_id')}]")
+
+
+def _headline_sentences(rows: list[dict[str, Any]], utilization: float) -> list[str]:
+    """One plain sentence per SLO, for readers who skip tables."""
+    out = []
+    for r in rows:
+        if r["point_id"] is None:
+            out.append(f"{r['slo_text']}: no measured configuration meets this target.")
+            continue
+        s = (f"{r['slo_text']}: cheapest is {r.get('model')} {_quant_text(r)} at {_load_text(r)} - "
+             f"{_fmt_usd(r['usd_per_m_output'])} per M output tokens ({_fmt_usd(r['usd_per_m_total'])} per M "
+             f"input+output)")
+        gm = _num(r.get("gross_margin"))
+        if gm is not None:
+            be = _num(r.get("break_even_utilization"))
+            be_txt = ("it loses money at any utilization" if be is not None and be > 1
+                      else f"break-even at {_fmt_pct(be)} utilization")
+            s += f", gross margin {_fmt_pct(gm)} at {r.get('price_key')} and U={utilization:g}; {be_txt}"
+        out.append(s + ".")
+    return out
+
+
+
+def _price_text(entry: Any) -> str:
+    parts = []
+    for t in entry.all_tiers():
+        cached = f", cached input {t.cached_input_per_m:g}" if t.cached_input_per_m is not None else ""
+        upto = f" (input <= {t.max_input_tokens} tokens)" if t.max_input_tokens else ""
+        parts.append(f"input {t.input_per_m:g}{cached}, output {t.output_per_m:g} {entry.currency}/M tokens{upto}")
+    return "; ".join(parts)
+
+
+def _provenance(run: Any, points: pd.DataFrame) -> dict[str, Any]:
+    """The facts block of one run (`run` is a bench.report.data.RunInfo; typed Any to keep tables below data)."""
+    pts = points[points["run_id"] == run.run_id]
+    env = run.env
+    status = pts["status"].fillna("failed").value_counts().to_dict() if "status" in pts else {}
+    facts = [
+        ("run id", run.run_id),
+        ("sweep", " - ".join(str(x) for x in (run.sweep.get("name"), run.sweep.get("description")) if x) or "-"),
+        ("points", ", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "0"),
+        ("device", env.get("device") or ", ".join(sorted(set(pts.get("device", pd.Series()).dropna().astype(str))))),
+        ("GPU", f"{env.get('gpu_count')} x {env.get('gpu_name')}" if env.get("gpu_name") else "none"),
+        ("CPU", (env.get("cpu_model") or "-") + (f" ({env['cpu_count']} logical cores)" if env.get("cpu_count")
+                                                  else "")),
+        ("hardware entry", ", ".join(sorted({f"{r.get('gpu_type')} / {r.get('hardware_tier')}"
+                                             for r in pts.to_dict("records")})) or "-"),
+        ("$/GPU-hour", ", ".join(sorted({_fmt_usd(v) for v in pts.get("usd_per_gpu_hour", [])})) or "-"),
+        ("maas-bench", env.get("maas_bench")),
+        ("engine", env.get("vllm") or "-"),
+        ("torch / transformers", f"{env.get('torch') or '-'} / {env.get('transformers') or '-'}"),
+        ("python / platform", f"{env.get('python') or '-'} / {env.get('platform') or '-'}"),
+        ("git", env.get("git_sha") or "-"),
+    ]
+    return {"run_id": run.run_id, "dir": str(run.run_dir), "facts": [(k, str(v)) for k, v in facts],
+            "sweep_yaml": run.sweep_yaml.strip() or "(no sweep.yaml)"}
+
+
+def _method_lines(utilization: float) -> list[str]:
+    return [
+        "$/M tokens = $/GPU-hour / (tok/s per GPU x 3600 / 1e6), measured on a fully loaded server (U = 1); "
+        "at fleet utilization U the cost scales by 1/U.",
+        f"Gross margin = 1 - cost / revenue of the same requests, each point at its own measured input/output "
+        f"tokens per request, at U = {utilization:g} (bench.econ.margin). "
+        "Break-even utilization = cost at U=1 / revenue.",
+        "An SLO is met when every limit holds at its percentile (p90 where the SLO names none); 'cheapest' = lowest "
+        "$/M output tokens among the successful points that meet it.",
+        "Interactivity (tok/s/user) = 1000 / median TPOT; the frontier in (a) and (b) holds the points no other "
+        "point of the same series beats on both axes.",
+    ]
+
+

@@ -1,0 +1,230 @@
+"""THE points schema: every column of a points row, its type, unit and meaning.
+
+Why one declared list: a row is assembled from several sources (the point's config in
+`session.base_row`, `measure.metrics.summarize`, `LoadResult.columns`, the energy and /metrics
+probes, the cost columns). Without a declaration they drift apart silently: a column that a
+reader expects is simply never written. `RunStore.write_point` checks every row against this
+list (an unknown column or a wrong type is an error; a missing column is written as null), and
+the README's column table is rendered from it (`python -m bench.sweep.rows` rewrites it; a unit
+test checks that they agree).
+
+Every column may be null: a failed point has only its config, an offline batch has no latencies,
+and a probe that could not measure leaves its columns empty.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+Dtype = Literal["str", "int", "float", "bool"]
+
+
+class Column(NamedTuple):
+    name: str
+    dtype: Dtype
+    unit: str  # "" = a label or a count without a unit
+    doc: str
+
+
+class RowSchemaError(ValueError):
+    """A row does not match the declared schema: a harness bug, never a user error."""
+
+
+_PCT_DOC = {
+    "ttft_ms": "time to first token: first content-bearing chunk minus request send",
+    "tpot_ms": "time per output token: (E2EL - TTFT) / (output tokens - 1), per request",
+    "itl_ms": "inter-token latency: every gap between consecutive content-bearing chunks",
+    "e2el_ms": "end-to-end latency: last content-bearing chunk minus request send",
+}
+_STATS = (("mean", "mean"), ("p50", "50th percentile"), ("p90", "90th percentile"),
+          ("p95", "95th percentile"), ("p99", "99th percentile"))
+
+
+def _latency_columns() -> list[Column]:
+    return [Column(f"{m}_{s}", "float", "ms", f"{label} of {doc}")
+            for m, doc in _PCT_DOC.items() for s, label in _STATS]
+
+
+COLUMNS: tuple[Column, ...] = (
+    # identity and outcome
+    Column("run_id", "str", "", "run directory name"),
+    Column("point_id", "str", "", "hash of the resolved point (server, workload, load); resume key"),
+    Column("point_index", "int", "", "position of the point in the sweep's expansion"),
+    Column("server_hash", "str", "", "hash of the server spec; points sharing it share one engine start"),
+    Column("status", "str", "", "ok, partial (some requests failed) or failed"),
+    Column("error", "str", "", "why the point failed or was partial"),
+    # server config
+    Column("model", "str", "", "catalog model id or model directory"),
+    Column("engine", "str", "", "engine kind: vllm, vllm-offline or openai"),
+    Column("dtype", "str", "", "weight/activation dtype of the server"),
+    Column("quantization", "str", "", "quantization method (none = unquantized)"),
+    Column("kv_cache_dtype", "str", "", "KV-cache dtype"),
+    Column("max_model_len", "int", "tok", "context length the server was started with"),
+    Column("max_num_seqs", "int", "", "vLLM's cap on sequences batched at once"),
+    Column("max_num_batched_tokens", "int", "tok", "vLLM's cap on tokens per scheduler step (null = default)"),
+    Column("enable_prefix_caching", "bool", "", "automatic prefix caching on"),
+    Column("tensor_parallel_size", "int", "", "tensor-parallel GPUs per server"),
+    Column("expert_parallel", "bool", "", "experts sharded across the tensor-parallel GPUs (MoE)"),
+    # hardware and price
+    Column("device", "str", "", "gpu or cpu: where the engine ran"),
+    Column("gpu_type", "str", "", "hardware id from configs/hardware.yaml"),
+    Column("gpu_count", "int", "", "GPUs one server uses (hardware.count, else tensor_parallel_size)"),
+    Column("hardware_tier", "str", "", "price tier of the GPU-hour, or override"),
+    Column("usd_per_gpu_hour", "float", "USD/GPU-h", "price of one GPU-hour used for the cost columns"),
+    # workload and load
+    Column("workload", "str", "", "workload name"),
+    Column("workload_kind", "str", "", "fixed, ranged, chat, prefix or trace"),
+    Column("endpoint", "str", "", "completions or chat"),
+    Column("input_len", "int", "tok", "nominal prompt length of the workload"),
+    Column("output_len", "int", "tok", "nominal output length of the workload"),
+    Column("concurrency", "int", "", "closed loop: requests in flight"),
+    Column("request_rate", "float", "req/s", "open loop: target arrival rate"),
+    Column("num_requests", "int", "", "measured requests"),
+    Column("warmup_requests", "int", "", "warm-up requests configured (not measured)"),
+    Column("slo_ttft_ms", "float", "ms", "sweep SLO on TTFT used for goodput"),
+    Column("slo_tpot_ms", "float", "ms", "sweep SLO on TPOT used for goodput"),
+    Column("slo_e2el_ms", "float", "ms", "sweep SLO on E2EL used for goodput"),
+    Column("started_at", "str", "", "UTC ISO time the point started"),
+    Column("finished_at", "str", "", "UTC ISO time the point finished"),
+    # outcome counts and window (measure.metrics.summarize / offline_summary)
+    Column("completed", "int", "", "measured requests that completed"),
+    Column("failed", "int", "", "measured requests that failed"),
+    Column("duration_s", "float", "s", "measured window: first send to last completion"),
+    Column("input_tokens", "int", "tok", "prompt tokens of the completed requests"),
+    Column("output_tokens", "int", "tok", "output tokens (server usage) of the completed requests"),
+    Column("window_input_tokens", "float", "tok", "prompt tokens whose first chunk fell inside the window"),
+    Column("window_output_tokens", "float", "tok", "output tokens streamed inside the window"),
+    Column("request_throughput", "float", "req/s", "completed requests / window"),
+    Column("input_tok_s", "float", "tok/s", "window input tokens / window"),
+    Column("output_tok_s", "float", "tok/s", "window output tokens / window"),
+    Column("total_tok_s", "float", "tok/s", "(window input + output tokens) / window"),
+    Column("input_tok_s_per_gpu", "float", "tok/s", "input_tok_s / gpu_count"),
+    Column("output_tok_s_per_gpu", "float", "tok/s", "output_tok_s / gpu_count"),
+    Column("total_tok_s_per_gpu", "float", "tok/s", "total_tok_s / gpu_count"),
+    *_latency_columns(),
+    Column("interactivity_tok_s_user", "float", "tok/s", "1000 / median TPOT in ms: tokens per second one user sees"),
+    Column("good_requests", "int", "", "completed requests meeting every sweep SLO"),
+    Column("goodput_req_s", "float", "req/s", "good requests / window"),
+    Column("client_output_tokens", "int", "tok", "client tokenizer's count of the output tokens (a check)"),
+    Column("token_count_mismatches", "int", "", "requests where client and server token counts differ"),
+    Column("token_discrepancy_pct", "float", "%", "(client - server) output tokens / server output tokens"),
+    Column("usage_missing", "int", "", "completed requests without a usage block"),
+    # load generator (measure.loadgen.LoadResult.columns)
+    Column("load_mode", "str", "", "concurrency, rate, trace or offline"),
+    Column("requested_rate", "float", "req/s", "the arrival rate asked for"),
+    Column("delivered_rate", "float", "req/s", "the arrival rate the client achieved"),
+    Column("trace_rate", "float", "req/s", "the trace's own mean arrival rate"),
+    Column("max_send_lag_ms", "float", "ms", "largest delay of a send behind its schedule"),
+    Column("send_lag_p50_ms", "float", "ms", "median send delay behind schedule"),
+    Column("send_lag_p99_ms", "float", "ms", "99th-percentile send delay behind schedule"),
+    Column("coalesced_chunk_frac", "float", "frac", "share of stream chunks that carried several tokens"),
+    Column("client_kept_up", "bool", "", "the load generator kept its schedule"),
+    Column("client_lag_reason", "str", "", "why the client did not keep up"),
+    Column("warmup_sent", "int", "", "warm-up requests sent"),
+    Column("cooldown_sent", "int", "", "cool-down requests sent after the measured ones"),
+    Column("stop_reason", "str", "", "count, duration or exhausted: what ended the measured phase"),
+    # energy (measure.nvml via session.telemetry_columns)
+    Column("telemetry_available", "bool", "", "GPU telemetry was sampled"),
+    Column("telemetry_reason", "str", "", "why telemetry is missing or partial"),
+    Column("energy_j", "float", "J", "GPU energy of the measured window"),
+    Column("energy_source", "str", "", "how energy was measured (NVML counter or power samples)"),
+    Column("mean_power_w", "float", "W", "mean GPU power over the point"),
+    Column("peak_memory_gb", "float", "GB", "peak GPU memory used"),
+    Column("gpu_util_mean_pct", "float", "%", "mean GPU utilization"),
+    Column("j_per_output_token", "float", "J/tok", "energy / output tokens"),
+    Column("output_tok_s_per_mw", "float", "tok/s/MW", "output throughput per megawatt of mean power"),
+    # server /metrics (measure.prometheus via session's probe)
+    Column("server_metrics_available", "bool", "", "the server's /metrics was scraped before and after"),
+    Column("kv_cache_usage_frac", "float", "frac", "KV-cache usage at the end of the measured phase, 0-1"),
+    Column("prefix_cache_queries", "float", "tok", "prefix-cache lookups during the point"),
+    Column("prefix_cache_hits", "float", "tok", "prefix-cache hits during the point"),
+    Column("prefix_cache_hit_rate", "float", "frac", "prefix-cache hits / queries"),
+    Column("num_preemptions", "float", "", "sequences preempted during the point"),
+    Column("spec_decode_acceptance_rate", "float", "frac", "accepted / proposed draft tokens"),
+    Column("spec_decode_mean_acceptance_len", "float", "tok", "1 + accepted tokens per draft"),
+    Column("server_prompt_tokens", "float", "tok", "server's prompt-token counter over the point"),
+    Column("server_generation_tokens", "float", "tok", "server's generation-token counter over the point"),
+    # cost (session.cost_columns)
+    Column("usd_per_m_output", "float", "USD/M tok", "cost per million output tokens at output_tok_s_per_gpu"),
+    Column("usd_per_m_total", "float", "USD/M tok", "cost per million tokens at total_tok_s_per_gpu"),
+)
+
+SCHEMA: dict[str, Column] = {c.name: c for c in COLUMNS}
+if len(SCHEMA) != len(COLUMNS):  # pragma: no cover - a duplicate declaration is a bug in this file
+    raise RuntimeError("duplicate column in bench.sweep.rows.COLUMNS")
+
+
+def _is_bool(v: Any) -> bool:
+    # numpy's bool scalar is not a bool subclass (its class is named bool or bool_ by numpy version)
+    return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
+
+
+def _type_ok(dtype: Dtype, v: Any) -> bool:
+    # numpy scalars: np.float64 is a float; np.int64 is not an int, hence numbers.*
+    if dtype == "str":
+        return isinstance(v, str)
+    if dtype == "bool":
+        return _is_bool(v)
+    if _is_bool(v):
+        return False
+    if dtype == "int":
+        return isinstance(v, numbers.Integral)
+    return isinstance(v, numbers.Real)
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)  # NaN is how pandas spells null
+
+
+def validate_row(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with every declared column (missing ones None), in schema order; raises RowSchemaError
+    on an undeclared column or a value of the wrong type."""
+    unknown = sorted(set(row) - set(SCHEMA))
+    if unknown:
+        raise RowSchemaError(f"undeclared row column(s) {unknown}: declare them in bench/sweep/rows.py")
+    bad = [f"{c.name}={row[c.name]!r} (expected {c.dtype})" for c in COLUMNS
+           if c.name in row and not _is_null(row[c.name]) and not _type_ok(c.dtype, row[c.name])]
+    if bad:
+        raise RowSchemaError("row column(s) of the wrong type: " + ", ".join(bad))
+    return {c.name: row.get(c.name) for c in COLUMNS}
+
+
+# --- the README table ------------------------------------------------------------------------
+README = Path(__file__).resolve().parents[2] / "README.md"
+START, END = "<!-- columns:start -->", "<!-- columns:end -->"
+
+
+def render_markdown() -> str:
+    """The points-column table for README.md."""
+    lines = ["| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{c.name}` | {c.dtype} | {c.unit or '-'} | {c.doc} |" for c in COLUMNS]
+    return "\n".join(lines) + "\n"
+
+
+def readme_block(text: str) -> str | None:
+    """The text between the README's column markers, or None when the markers are missing."""
+    m = re.search(re.escape(START) + r"\n(.*?)" + re.escape(END), text, flags=re.DOTALL)
+    return m.group(1) if m else None
+
+
+def rewrite_readme(path: Path = README) -> bool:
+    """Replace the README's column table with the rendered one; True when the file changed."""
+    text = path.read_text()
+    if readme_block(text) is None:
+        raise RuntimeError(f"{path}: no {START} ... {END} markers")
+    new = re.sub(re.escape(START) + r"\n.*?" + re.escape(END),
+                 lambda _: f"{START}\n{render_markdown()}{END}", text, count=1, flags=re.DOTALL)
+    if new != text:
+        from bench.atomic import atomic_write_text
+
+        atomic_write_text(path, new)
+    return new != text
+
+
+if __name__ == "__main__":
+    changed = rewrite_readme(Path(sys.argv[1]) if len(sys.argv) > 1 else README)
+    print(f"README column table {'rewritten' if changed else 'already up to date'}")  # noqa: T201

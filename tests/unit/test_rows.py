@@ -1,0 +1,169 @@
+"""The declared points schema (bench.sweep.rows): validation, the README table, old run dirs.
+
+The producer test builds each source of row columns the way a sweep does and checks that together
+they write exactly the declared columns: a column written but not declared, or declared but never
+written (as `expert_parallel` once was), fails it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.config.sweep import Sweep
+from bench.measure.loadgen import LoadResult
+from bench.measure.metrics import offline_summary, summarize
+from bench.measure.nvml import unavailable
+from bench.sweep import rows
+from bench.sweep.rows import COLUMNS, SCHEMA, RowSchemaError, validate_row
+from bench.sweep.session import ServerProbe, base_row, cost_columns, telemetry_columns
+from bench.sweep.store import RunStore, load_results
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _sweep() -> Sweep:
+    return Sweep(name="rows", engine={"kind": "openai", "base_url": "http://127.0.0.1:9"},
+                 hardware={"gpu": "cpu-2core", "usd_per_gpu_hour": 0.1},
+                 server={"model": "glm-4.5-tiny", "expert_parallel": True}, load={"concurrency": [2]})
+
+
+def test_every_producer_writes_only_declared_columns_and_together_all_of_them():
+    sweep = _sweep()
+    point = sweep.points()[0]
+    base = base_row(sweep, point, 0, "run", 0.1, on_gpu=False)
+    online = {**base, "started_at": "t", "finished_at": "t", **summarize([], gpu_count=1),
+              **LoadResult().columns(), **telemetry_columns(unavailable("x"), base), **ServerProbe().columns(),
+              **cost_columns(base)}
+    offline = {**base, **offline_summary(1.0, 2, 2, 10, 20)}
+    produced = set(online) | set(offline)
+    assert produced - set(SCHEMA) == set(), "written but not declared"
+    assert set(SCHEMA) - produced == set(), "declared but never written"
+    assert base["expert_parallel"] is True  # calibration reads it
+
+
+def test_validate_fills_missing_columns_with_null_in_schema_order():
+    out = validate_row({"point_id": "p", "concurrency": 4})
+    assert list(out) == [c.name for c in COLUMNS]
+    assert out["point_id"] == "p" and out["concurrency"] == 4
+    assert out["expert_parallel"] is None and out["ttft_ms_p99"] is None
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"point_id": "p", "made_up_col": 1}, "undeclared row column(s) ['made_up_col']"),
+    ({"point_id": "p", "concurrency": "4"}, "concurrency='4' (expected int)"),
+    ({"point_id": "p", "concurrency": 4.0}, "concurrency=4.0 (expected int)"),
+    ({"point_id": "p", "output_tok_s": True}, "output_tok_s=True (expected float)"),
+    ({"point_id": "p", "client_kept_up": 1}, "client_kept_up=1 (expected bool)"),
+    ({"point_id": "p", "model": 3}, "model=3 (expected str)"),
+])
+def test_validate_rejects_unknown_columns_and_wrong_types(row, message):
+    with pytest.raises(RowSchemaError) as e:
+        validate_row(row)
+    assert message in str(e.value)
+
+
+def test_validate_accepts_ints_as_floats_numpy_scalars_and_nan_as_null():
+    out = validate_row({"point_id": "p", "output_tok_s": 12, "ttft_ms_p50": np.float64(1.5),
+                        "completed": np.int64(3), "client_kept_up": np.bool_(True), "tpot_ms_p50": float("nan")})
+    assert out["output_tok_s"] == 12 and out["completed"] == 3
+
+
+def test_write_point_refuses_a_bad_row_and_writes_nothing(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.init({"name": "x"}, {})
+    with pytest.raises(RowSchemaError):
+        store.write_point({"point_id": "p1", "typo_column": 1})
+    assert store.finished_point_ids() == set()
+
+
+def test_write_point_writes_every_declared_column(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.init({"name": "x"}, {})
+    store.write_point({"point_id": "p1", "status": "ok", "concurrency": 2})
+    written = json.loads((tmp_path / "run" / "rows" / "p1.json").read_text())
+    assert set(written) == set(SCHEMA)
+    assert written["concurrency"] == 2 and written["energy_j"] is None
+
+
+def test_readme_column_table_is_the_rendered_schema():
+    block = rows.readme_block(README.read_text())
+    assert block is not None, "README.md lost its <!-- columns:start --> / <!-- columns:end --> markers"
+    assert block == rows.render_markdown(), "README column table is stale: run python -m bench.sweep.rows"
+
+
+def test_render_markdown_by_hand():
+    lines = rows.render_markdown().splitlines()
+    assert lines[0] == "| column | type | unit | meaning |"
+    assert "| `ttft_ms_p90` | float | ms | 90th percentile of time to first token: first content-bearing chunk " \
+           "minus request send |" in lines
+    assert "| `expert_parallel` | bool | - | experts sharded across the tensor-parallel GPUs (MoE) |" in lines
+    assert len(lines) == 2 + len(COLUMNS)
+
+
+def test_rewrite_readme_replaces_only_the_block(tmp_path):
+    f = tmp_path / "README.md"
+    f.write_text(f"# t\nbefore\n{rows.START}\nold table\n{rows.END}\nafter\n")
+    assert rows.rewrite_readme(f) is True
+    assert f.read_text() == f"# t\nbefore\n{rows.START}\n{rows.render_markdown()}{rows.END}\nafter\n"
+    assert rows.rewrite_readme(f) is False
+
+
+# A row as the code before the declared schema wrote it: no `expert_parallel`, and only the columns
+# a failed point had (old failed rows were sparse). Written by hand, not by today's code.
+OLD_ROWS = [
+    {"run_id": "old-run", "point_id": "aaa", "point_index": 0, "server_hash": "h", "status": "ok", "error": None,
+     "model": "glm-4.5-tiny", "engine": "vllm", "dtype": "bfloat16", "quantization": "none",
+     "kv_cache_dtype": "auto", "max_model_len": 2048, "max_num_seqs": 32, "max_num_batched_tokens": None,
+     "enable_prefix_caching": False, "tensor_parallel_size": 1, "device": "cpu", "gpu_type": "cpu-2core",
+     "gpu_count": 1, "hardware_tier": "override", "workload": "w", "workload_kind": "fixed",
+     "endpoint": "completions", "input_len": 16, "output_len": 8, "concurrency": 1, "request_rate": None,
+     "num_requests": 4, "warmup_requests": 0, "slo_ttft_ms": None, "slo_tpot_ms": None, "slo_e2el_ms": None,
+     "usd_per_gpu_hour": 0.1, "completed": 4, "failed": 0, "output_tok_s_per_gpu": 50.0,
+     "usd_per_m_output": 0.5555555555555556},
+    {"run_id": "old-run", "point_id": "bbb", "point_index": 1, "status": "failed",
+     "error": "engine failed to start: x", "model": "glm-4.5-tiny", "concurrency": 2, "completed": 0},
+]
+
+
+def _old_run(root: Path, with_table: bool) -> Path:
+    d = root / "old-run"
+    (d / "rows").mkdir(parents=True)
+    (d / "sweep.yaml").write_text("name: old\n")
+    for r in OLD_ROWS:
+        (d / "rows" / f"{r['point_id']}.json").write_text(json.dumps(r))
+    if with_table:
+        pd.DataFrame(OLD_ROWS).to_parquet(d / "points.parquet", index=False)
+    return d
+
+
+@pytest.mark.parametrize("with_table", [True, False])
+def test_a_run_written_before_the_schema_still_loads(tmp_path, with_table):
+    d = _old_run(tmp_path, with_table)
+    df = load_results(d)
+    assert list(df["point_id"]) == ["aaa", "bbb"]
+    assert set(SCHEMA) <= set(df.columns)  # reads like a new run: every declared column
+    assert df["expert_parallel"].isna().all()
+    assert df.loc[0, "usd_per_m_output"] == pytest.approx(0.1 / (50.0 * 3600 / 1e6))
+    assert df.loc[1, "error"] == "engine failed to start: x"
+    direct = load_results(d / "points.parquet") if with_table else None
+    if direct is not None:
+        assert df["expert_parallel"].isna().all() and set(SCHEMA) <= set(direct.columns)
+
+
+def test_an_old_run_resumes_new_points_next_to_old_rows(tmp_path):
+    d = _old_run(tmp_path, with_table=True)
+    store = RunStore(d)
+    assert store.finished_point_ids() == {"aaa", "bbb"}  # resume skips them
+    store.write_point({"run_id": "old-run", "point_id": "ccc", "point_index": 2, "status": "ok",
+                       "concurrency": 4, "expert_parallel": False})
+    df = load_results(d)
+    assert list(df["point_id"]) == ["aaa", "bbb", "ccc"]
+    assert df["expert_parallel"].tolist()[2] is False or df["expert_parallel"].tolist()[2] == False  # noqa: E712
+    assert pd.isna(df["expert_parallel"].tolist()[0])
+    # the old rows themselves are not rewritten
+    assert "expert_parallel" not in json.loads((d / "rows" / "aaa.json").read_text())
