@@ -15,6 +15,7 @@ The command modules (measure, money, report) only plumb arguments and print.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ class _OneLineErrors(TyperGroup):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        _sigterm_like_sigint()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except cx.NoArgsIsHelpError as e:
@@ -70,6 +72,20 @@ class _OneLineErrors(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is a typer.Exit code, e.g. 1 = a point failed
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sigterm_like_sigint() -> None:
+    """`kill <pid>` (SIGTERM) stops a run the way Ctrl-C does: KeyboardInterrupt unwinds the sweep,
+    so every started server is stopped and the rows written so far stay. Only from the main thread
+    (signal handlers can only be set there; CliRunner in a worker thread just skips it)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _error(message: str) -> None:

@@ -14,14 +14,19 @@ from bench.errors import UserInputError
 
 
 def models(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List catalog models: total/active parameters and KV-cache bytes per token."""
+    """List catalog models: attention type, total/active parameters (MTP apart) and KV-cache bytes per token."""
     from bench.config.catalog import load_models
 
     rows = [m.summary() for m in load_models().values()]
     if json_out:
         print_json(rows)
     else:
-        print_table("Model catalog", rows)
+        print_table("Model catalog (params in billions; KV bytes per token at BF16, whole replica)", rows,
+                    MODELS_TABLE_COLUMNS)
+
+
+MODELS_TABLE_COLUMNS = ["model", "attention", "twin_of", "total_params_b", "published_total_b", "active_params_b",
+                        "published_active_b", "mtp_params_b", "kv_bytes_per_token_bf16", "max_context"]
 
 
 SUMMARY_COLUMNS = ["status", "model", "dtype", "quantization", "concurrency", "request_rate", "completed",
@@ -37,17 +42,26 @@ def run(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address for --executor ray, e.g. "
                                        "auto or ray://head:10001 (default: start a local Ray instance)."),
     json_out: bool = typer.Option(False, "--json", help="Print the points as JSON instead of a table."),
+    keep_failed: bool = typer.Option(False, "--keep-failed", help="With --resume: keep failed/partial points' "
+                                     "rows instead of measuring those points again."),
 ) -> None:
     """Measure: run a sweep on its engine and write results/<run_id>/ (exit 1 if any point failed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
     from bench.config.sweep import load_sweep
-    from bench.sweep.run import run_sweep
+    from bench.engines.vllm_server import check_speculative_support
+    from bench.sweep.run import EXECUTORS, preflight, run_sweep
 
     if address is not None and executor != "ray":
         raise UserInputError("--address is only used with --executor ray")
+    if executor not in EXECUTORS:
+        raise UserInputError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    if keep_failed and resume is None:
+        raise UserInputError("--keep-failed is only used with --resume")
     sweep = load_sweep(config)
+    preflight(sweep, resume)  # trace files etc.: before the progress bar draws, so an error is one line
+    check_speculative_support(sweep.server_specs())  # before the progress bar: a refusal is one line
     # markup=False: descriptions carry model names and paths from data
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=False, disable=json_out) as bar:
@@ -62,7 +76,7 @@ def run(
             elif kind == "server_starting":
                 s = e["server"]
                 bar.update(task, description=f"starting {s['model']} {s['dtype']} q={s['quantization']}")
-            elif kind == "config_changed":
+            elif kind in ("config_changed", "note", "warning"):
                 bar.console.print(Text(str(e["message"]), style="yellow"))
             elif kind == "server_failed":
                 bar.console.print(Text(str(e["error"]), style="red"))
@@ -76,7 +90,7 @@ def run(
                 bar.advance(task, e["skipped_requests"])
 
         summary = run_sweep(sweep, out_root=out, resume=resume, progress=on_event, executor=executor,
-                            ray_address=address)
+                            ray_address=address, keep_failed=keep_failed)
     if json_out:
         print_json(summary.rows)
     else:

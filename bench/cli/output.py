@@ -26,9 +26,23 @@ def say(text: str, style: str | None = None, *, err: bool = False, prefix: str =
     (err_console if err else console).print(line, soft_wrap=True)
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN / +-inf float replaced by None: JSON has no NaN or Infinity, and a parser
+    that meets `NaN` (Python's default output) rejects the whole document."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():  # numpy scalar
+        return json_safe(obj.item())
+    return obj
+
+
 def print_json(obj: Any) -> None:
-    """Machine output: plain JSON on stdout, no rich markup."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """Machine output: plain, strictly valid JSON on stdout (NaN/inf -> null), no rich markup."""
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:

@@ -36,7 +36,17 @@ _user_config_dir: Path | None = None
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf`/`.nan` in a config is always a mistake (a rate of .inf would start a
+    # server and then spin); rejected with the field's name like any other bad value.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
+    """`value` when it is in `allowed`, else a ValueError naming the field and the allowed values
+    (the shared body of config validators; pydantic turns it into one line via format_validation_error)."""
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(allowed)} (got {value!r})")
+    return value
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -45,18 +55,60 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        try:
+            dup = key in seen
+        except TypeError:  # an unhashable key: the base constructor reports it
+            break
+        if dup:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (each key may appear once per mapping)", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def read_yaml(path: Path) -> Any:
-    """Read a YAML file; a missing file or a syntax error becomes a one-line UserInputError."""
+    """Read a YAML file; every way it can be unreadable becomes a one-line UserInputError.
+
+    Why all here: every config file goes through this one function, so a directory, a file that
+    is not UTF-8, a NUL byte, a syntax error or a key given twice (PyYAML would silently keep the
+    last value) is reported the same way for sweeps, hardware, prices and models.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"{path}: is a directory, not a YAML file")
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
     try:
-        return yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserInputError(f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset "
+                             f"{e.start}); save the file as UTF-8") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise UserInputError(f"{path}: line {line}: contains a NUL byte; a YAML file must be text")
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserInputError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
-
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise UserInputError(f"{path}:{where} invalid YAML: {problem}") from None
 
 
 def format_validation_error(path: Path, err: ValidationError, root: type[BaseModel]) -> str:
@@ -82,6 +134,8 @@ def format_validation_error(path: Path, err: ValidationError, root: type[BaseMod
     elif first["type"] == "literal_error":
         msg = first["msg"]
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    if not first["loc"]:  # a whole-file check: its message names the fields itself
+        return f"{path}: {msg}{more}"
     return f"{path}: {loc}: {msg}{more}"
 
 

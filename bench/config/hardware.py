@@ -15,9 +15,37 @@ from bench.config.base import StrictModel, load_config
 from bench.errors import UserInputError
 
 CURRENCIES = ("USD", "CNY")
-RENTAL_TIERS = ("hyperscaler", "neocloud", "reserved", "on-demand")  # the usual names; others allowed
+# The usual tier names (others allowed). SemiAnalysis' InferenceX constants are OWNING costs at a
+# hyperscaler (costh) and at a neocloud giant (costn), and a 3-year RENTAL contract (costr); none of
+# them is what an on-demand rental costs, hence the names.
+RENTAL_TIERS = ("owning-hyperscaler", "owning-neocloud", "rental-3yr", "on-demand")
+# Old names that misread owning costs as rental rates: still accepted, with a one-line note.
+DEPRECATED_TIER_ALIASES = {"hyperscaler": "owning-hyperscaler", "neocloud": "owning-neocloud",
+                           "reserved": "rental-3yr"}
+DEFAULT_TIER = "owning-neocloud"
 TCO_TIER = "tco"  # the pseudo-tier meaning "owned hardware, priced by the TCO model"
 DATE_PATTERN = r"^\d{4}(-\d{2}(-\d{2})?)?$"  # YYYY-MM-DD, or coarser when the source is
+SOURCE_DATE_PATTERN = r"^(\d{4}(-\d{2}(-\d{2})?)?|undated)$"
+_alias_noted: set[str] = set()
+
+
+def deprecated_tier_note(tier: str) -> str | None:
+    """The one-line deprecation note for an old tier name (None for a current name)."""
+    new = DEPRECATED_TIER_ALIASES.get(tier)
+    return None if new is None else f"tier {tier!r} is deprecated (it is an owning cost or a 3-year rental, " \
+        f"not an on-demand price); use {new!r}"
+
+
+PENDING_NOTES: list[str] = []  # deprecation notes for the CLI to print (stderr) once a command succeeds
+
+
+def _note_alias_once(tier: str) -> None:
+    """Queue the deprecation note once per name per process; the CLI prints it on stderr after a
+    successful command (a failing one prints only its one error line)."""
+    note = deprecated_tier_note(tier)
+    if note and tier not in _alias_noted:
+        _alias_noted.add(tier)
+        PENDING_NOTES.append(note)
 
 
 class ExchangeRates(StrictModel):
@@ -25,6 +53,7 @@ class ExchangeRates(StrictModel):
 
     usd_per_cny: float | None = Field(None, gt=0)
     as_of: str | None = Field(None, pattern=DATE_PATTERN)
+    source_date: str | None = Field(None, pattern=SOURCE_DATE_PATTERN)
     source: str = ""
 
 
@@ -49,7 +78,9 @@ class RentalTier(StrictModel):
 
     usd_per_gpu_hour: float = Field(..., gt=0)
     source: str
-    as_of: str = Field(..., pattern=DATE_PATTERN)
+    as_of: str = Field(..., pattern=DATE_PATTERN, description="date recorded here")
+    source_date: str | None = Field(None, pattern=SOURCE_DATE_PATTERN,
+                                    description="date the source shows, or 'undated'")
     note: str = ""
 
 
@@ -74,6 +105,7 @@ class TcoSpec(StrictModel):
     hosting_cny_per_gpu_hour: float | None = Field(None, ge=0)
     source: str = ""
     as_of: str | None = Field(None, pattern=DATE_PATTERN)
+    source_date: str | None = Field(None, pattern=SOURCE_DATE_PATTERN)
 
     @model_validator(mode="after")
     def _one_of_each(self) -> TcoSpec:
@@ -146,14 +178,34 @@ class HardwareCatalog(StrictModel):
             raise UserInputError(f"gpu: unknown GPU {gpu_id!r}; allowed: {', '.join(self.gpus)}")
         return self.gpus[gpu_id]
 
-    def check_tier(self, gpu_id: str, tier: str) -> None:
-        """`tier` must be one of the GPU's cost tiers ('tco' needs a TCO model); the price itself is
-        computed in bench.econ.cost.resolve_usd_per_gpu_hour."""
+    def canonical_tier(self, gpu_id: str, tier: str) -> str:
+        """The GPU's tier named `tier`, a deprecated alias mapped to its new name (with a note on
+        stderr); a name the GPU lacks is a UserInputError listing its tiers."""
         spec = self.gpu(gpu_id)
         allowed = spec.cost_tiers()
+        if tier not in allowed and DEPRECATED_TIER_ALIASES.get(tier) in allowed:
+            _note_alias_once(tier)
+            tier = DEPRECATED_TIER_ALIASES[tier]
         if tier not in allowed:
             hint = ", ".join(allowed) if allowed else "none known; give --usd-per-gpu-hour"
             raise UserInputError(f"tier: unknown tier {tier!r} for gpu {gpu_id!r}; allowed: {hint}")
+        return tier
+
+    def default_tier(self, gpu_id: str) -> tuple[str, str | None]:
+        """The tier used when none is named: DEFAULT_TIER, else the GPU's first cost tier; with a note
+        saying so when it is not DEFAULT_TIER (so an estimate and a fleet plan price the same hour)."""
+        allowed = self.gpu(gpu_id).cost_tiers()
+        if DEFAULT_TIER in allowed:
+            return DEFAULT_TIER, None
+        if not allowed:
+            raise UserInputError(f"tier: gpu {gpu_id!r} has no cost tiers; allowed: give --usd-per-gpu-hour")
+        return allowed[0], f"gpu {gpu_id!r} has no {DEFAULT_TIER!r} tier; priced at {allowed[0]!r} " \
+                           f"(its tiers: {', '.join(allowed)}; choose with --tier)"
+
+    def check_tier(self, gpu_id: str, tier: str) -> None:
+        """`tier` must be one of the GPU's cost tiers ('tco' needs a TCO model; old names are
+        accepted); the price itself is computed in bench.econ.cost.resolve_usd_per_gpu_hour."""
+        self.canonical_tier(gpu_id, tier)
 
 
 def load_hardware(path: str | Path | None = None) -> HardwareCatalog:

@@ -1,4 +1,10 @@
-"""The API price book (configs/prices.yaml): `<model>@<provider>` -> dated, sourced token prices."""
+"""The API price book (configs/prices.yaml): `<model>@<provider>` -> dated, sourced token prices.
+
+Two dates per entry, because a CFO asks both "how old is this price?" and "when did we look?":
+`source_date` is the date the source itself shows (or "undated"), `as_of` the date it was recorded here.
+Tiers can depend on input AND output length (bigmodel.cn bills GLM-4.7 by both), so `prices_for` takes
+both token counts.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,16 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bench.config.base import StrictModel, load_config
-from bench.config.hardware import DATE_PATTERN
+from bench.config.hardware import DATE_PATTERN, SOURCE_DATE_PATTERN
 from bench.errors import UserInputError
 
 
 class TokenPrices(StrictModel):
-    """Per-million-token prices (in the entry's currency) for requests up to `max_input_tokens`."""
+    """Per-million-token prices (in the entry's currency) for requests with input <= `max_input_tokens`
+    and output <= `max_output_tokens` (both inclusive; None = no upper bound)."""
 
     max_input_tokens: int | None = Field(None, gt=0, description="None = no upper bound")
+    max_output_tokens: int | None = Field(None, gt=0, description="None = no upper bound")
     input_per_m: float = Field(..., ge=0)
     output_per_m: float = Field(..., ge=0)
     cached_input_per_m: float | None = Field(None, ge=0, description="None = cache hits billed as input")
@@ -24,14 +32,18 @@ class TokenPrices(StrictModel):
 
 
 class PriceEntry(StrictModel):
-    """One model at one provider: flat prices, or `tiers` by request input length (not both).
+    """One model at one provider: flat prices, or `tiers` by request input (and output) length.
 
-    Tiered billing (e.g. Aliyun <=32K / 32-96K input) prices the whole request at the tier its
-    input length falls in. A request longer than the last bounded tier is an error, not a guess.
+    Tiered billing (e.g. Aliyun <=32K / 32-96K input; bigmodel.cn GLM-4.7 input <32K with output
+    <200 / >=200 tokens) prices the whole request at the first tier whose bounds it fits. Tiers are
+    ordered by max_input_tokens, and within one input bound by max_output_tokens, the last of each
+    input group unbounded in output. A request longer than the last bounded tier is an error.
     """
 
     currency: Literal["USD", "CNY"]
-    as_of: str = Field(..., pattern=DATE_PATTERN)
+    as_of: str = Field(..., pattern=DATE_PATTERN, description="date recorded here")
+    source_date: str | None = Field(None, pattern=SOURCE_DATE_PATTERN,
+                                    description="date the source shows, or 'undated'")
     source: str
     note: str = ""
     input_per_m: float | None = Field(None, ge=0)
@@ -47,12 +59,22 @@ class PriceEntry(StrictModel):
             raise ValueError("give either flat prices (input_per_m, output_per_m, ...) or tiers, not both")
         if not self.tiers and (self.input_per_m is None or self.output_per_m is None):
             raise ValueError("input_per_m and output_per_m are required (or give tiers)")
-        bounds = [t.max_input_tokens for t in self.tiers]
+        groups: dict[int | None, list[int | None]] = {}
+        for t in self.tiers:
+            groups.setdefault(t.max_input_tokens, []).append(t.max_output_tokens)
+        bounds = list(groups)
         if any(b is None for b in bounds[:-1]):
             raise ValueError("only the last tier may have max_input_tokens: null")
         finite = [b for b in bounds if b is not None]
-        if finite != sorted(set(finite)):
+        if finite != sorted(finite) or [t.max_input_tokens for t in self.tiers] != [
+            b for b in bounds for _ in groups[b]
+        ]:
             raise ValueError("tiers must be in increasing order of max_input_tokens")
+        for b, outs in groups.items():
+            fin = [o for o in outs if o is not None]
+            if outs[-1] is not None or len(fin) != len(outs) - 1 or fin != sorted(set(fin)):
+                raise ValueError(f"tiers with max_input_tokens {b}: max_output_tokens must increase "
+                                 "and the last must be null (every output length priced)")
         return self
 
     def all_tiers(self) -> tuple[TokenPrices, ...]:
@@ -63,10 +85,12 @@ class PriceEntry(StrictModel):
             cached_input_per_m=self.cached_input_per_m, cache_write_per_m=self.cache_write_per_m,
         ),)
 
-    def prices_for(self, input_tokens: float) -> TokenPrices:
-        """The price tier that applies to a request with `input_tokens` prompt tokens."""
+    def prices_for(self, input_tokens: float, output_tokens: float = 0.0) -> TokenPrices:
+        """The price tier that applies to a request of `input_tokens` prompt and `output_tokens`
+        generated tokens (the first tier whose bounds both fit)."""
         for t in self.all_tiers():
-            if t.max_input_tokens is None or input_tokens <= t.max_input_tokens:
+            if (t.max_input_tokens is None or input_tokens <= t.max_input_tokens) and (
+                    t.max_output_tokens is None or output_tokens <= t.max_output_tokens):
                 return t
         top = self.all_tiers()[-1].max_input_tokens
         raise UserInputError(

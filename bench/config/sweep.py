@@ -13,16 +13,22 @@ resumed without re-measuring finished points.
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from bench.config import quant as quant_registry
-from bench.config.base import StrictModel, format_validation_error, read_yaml, stable_hash
+from bench.config import speculative
+from bench.config.base import StrictModel, format_validation_error, one_of, read_yaml, stable_hash
 from bench.config.hardware import TCO_TIER, load_hardware
 from bench.config.slo import Slo
+from bench.config.speculative import SpeculativeSpec
 from bench.errors import UserInputError
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -32,6 +38,9 @@ QUANTIZATIONS: tuple[str | None, ...] = tuple(
 )
 KV_CACHE_DTYPES = tuple(quant_registry.KV_CACHE_DTYPES)
 ENDPOINTS = ("completions", "chat")
+# A run name becomes a directory under --out: no path separators, no leading dot or dash.
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RUN_NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
 
 
@@ -94,7 +103,21 @@ class EngineSpec(StrictModel):
     def _check_base_url(self) -> EngineSpec:
         if self.capabilities.needs_base_url and not self.base_url:
             raise ValueError(f"engine.base_url is required when engine.kind is {self.kind!r}")
+        if self.base_url is not None:
+            check_base_url(self.base_url)
         return self
+
+
+def check_base_url(url: str) -> None:
+    """A base_url must be http(s)://host[:port][/path]: checked when the sweep is read, not when the
+    first request fails after a run dir exists (`localhost:8000` parses as scheme "localhost")."""
+    try:
+        u = urlsplit(url.strip())
+        u.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"engine.base_url must be http(s)://host[:port][/path] (got {url!r})")
 
 
 class ServerSpec(StrictModel):
@@ -112,13 +135,13 @@ class ServerSpec(StrictModel):
     expert_parallel: bool = False
     load_format: str = "dummy"
     enforce_eager: bool = True
+    speculative: SpeculativeSpec | None = Field(
+        None, description="speculative decoding (bench.config.speculative); absent, null or K = 0 = none")
 
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, v: str) -> str:
-        if v not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {v!r})")
-        return v
+        return one_of("dtype", v, DTYPES)
 
     @field_validator("quantization")
     @classmethod
@@ -132,20 +155,47 @@ class ServerSpec(StrictModel):
     @field_validator("kv_cache_dtype")
     @classmethod
     def _kv(cls, v: str) -> str:
-        if v not in KV_CACHE_DTYPES:
-            raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)} (got {v!r})")
-        return v
+        return one_of("kv_cache_dtype", v, KV_CACHE_DTYPES)
+
+    @field_validator("speculative", mode="before")
+    @classmethod
+    def _speculative(cls, v: Any) -> Any:
+        return speculative.normalize(v)
+
+    @model_serializer(mode="wrap")
+    def _drop_no_speculation(self, handler: Any) -> dict[str, Any]:
+        """No speculation is left out of the dump, so a spec without it keeps the server_hash (and the
+        point_id, the resume key) it had before the field existed."""
+        d = handler(self)
+        if isinstance(d, dict) and d.get("speculative", 0) is None:
+            d.pop("speculative")
+        return d
 
     @property
     def server_hash(self) -> str:
         return stable_hash(self.model_dump())
 
 
+# Named workloads that match the field (`workloads: [{preset: agentic}]`; fields given beside `preset`
+# override the preset's). 8k1k: InferenceX's fixed 8192-in / 1024-out scenario, which replaced its 1k/1k
+# (SemiAnalysis InferenceX, inferencemax.ai, seen 2026-11). agentic: multi-turn coding-agent sessions;
+# its sizes are maas-bench's modelling choice (a long shared system prompt, tool output appended every
+# turn), not a published trace: replay a real one with kind mooncake / trace for published numbers.
+WORKLOAD_PRESETS: dict[str, dict[str, Any]] = {
+    "8k1k": {"name": "8k1k", "kind": "fixed", "input_len": 8192, "output_len": 1024},
+    "agentic": {"name": "agentic", "kind": "multiturn", "system_prompt_len": 2048, "turns": 8,
+                "turns_range_ratio": 0.5, "input_len": 512, "output_len": 256, "range_ratio": 0.5,
+                "think_time_s": 2.0, "think_time_dist": "exponential"},
+}
+
+
 class WorkloadSpec(StrictModel):
-    """How prompts and output lengths are generated (see bench/workloads.py for semantics)."""
+    """How prompts and output lengths are generated (see bench/measure/workloads.py for semantics)."""
 
     name: str = "fixed"
-    kind: Literal["fixed", "ranged", "chat", "prefix", "trace"] = "fixed"
+    preset: Literal["8k1k", "agentic"] | None = Field(
+        None, description="start from a named workload (WORKLOAD_PRESETS); fields given beside it override it")
+    kind: Literal["fixed", "ranged", "chat", "prefix", "trace", "mooncake", "multiturn"] = "fixed"
     input_len: int = Field(128, gt=0)
     output_len: int = Field(64, gt=0)
     range_ratio: float = Field(0.0, ge=0, lt=1)
@@ -156,10 +206,29 @@ class WorkloadSpec(StrictModel):
     num_prefixes: int = Field(4, gt=0)
     prefix_len: int = Field(256, gt=0)
     reuse_ratio: float = Field(1.0, ge=0, le=1)
-    # trace replay
+    # trace replay (kind trace: maas-bench JSONL; kind mooncake: Mooncake JSONL with hash_ids)
     trace_path: str | None = None
+    block_tokens: int = Field(512, gt=0, description="mooncake: tokens per hash_id block (512 in Mooncake's traces)")
+    # multi-turn sessions (kind multiturn): input_len = new user tokens per turn, output_len = output
+    # tokens per turn (both ranged by range_ratio); the conversation so far is resent every turn
+    turns: int = Field(4, gt=0, description="multiturn: turns per session (centre of the range)")
+    turns_range_ratio: float = Field(0.0, ge=0, lt=1, description="multiturn: turns uniform in [T(1-r), T(1+r)]")
+    think_time_s: float = Field(0.0, ge=0, description="multiturn: mean pause between a reply and the next turn")
+    think_time_dist: Literal["fixed", "exponential"] = "fixed"
+    system_prompt_len: int = Field(0, ge=0, description="multiturn: tokens of a system prompt shared by every session")
     seed: int = 0
     endpoint: Literal["completions", "chat"] = "completions"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """`preset: agentic` fills the preset's fields; fields given beside it win."""
+        if isinstance(data, dict) and data.get("preset") is not None:
+            preset = WORKLOAD_PRESETS.get(data["preset"])
+            if preset is None:
+                raise ValueError(f"preset must be one of {', '.join(WORKLOAD_PRESETS)} (got {data['preset']!r})")
+            return {**preset, **data}
+        return data
 
 
 class LoadPoint(StrictModel):
@@ -217,7 +286,7 @@ class LoadMatrix(StrictModel):
     @field_validator("concurrency", mode="before")
     @classmethod
     def _conc(cls, v: Any) -> Any:
-        v = [v] if isinstance(v, int) else v
+        v = [v] if isinstance(v, (int, str)) else v
         for c in v or ():
             if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
                 raise ValueError(f"concurrency values must be positive integers (got {c!r})")
@@ -228,7 +297,7 @@ class LoadMatrix(StrictModel):
     def _rate(cls, v: Any) -> Any:
         v = [v] if isinstance(v, (int, float)) else v
         for r in v or ():
-            if not isinstance(r, (int, float)) or r <= 0:
+            if not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r) or r <= 0:
                 raise ValueError(f"request_rate values must be positive numbers in req/s (got {r!r})")
         return v
 
@@ -253,7 +322,7 @@ class HardwareRef(StrictModel):
 
     gpu: str = "cpu-2core"
     count: int | None = Field(None, gt=0, description="GPUs per server; default = tensor_parallel_size")
-    tier: str = "neocloud"
+    tier: str = "on-demand"  # a sweep without `tier` prices its hours at on-demand rental
     usd_per_gpu_hour: float | None = Field(None, gt=0, description="overrides the tier price")
 
 
@@ -285,10 +354,45 @@ class Sweep(StrictModel):
             raise ValueError("server.model is required")
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not RUN_NAME_PATTERN.match(v):
+            raise ValueError(f"name must be {RUN_NAME_RULE} (it names the run directory; got {v!r})")
+        return v
+
     @field_validator("workloads", mode="before")
     @classmethod
     def _wl(cls, v: Any) -> Any:
         return [v] if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _unique(self) -> Sweep:
+        """Identical points would overwrite each other's rows (a row is keyed by the point's hash)."""
+        names = [w.name for w in self.workloads]
+        dup = _first_duplicate(names)
+        if dup is not None:
+            raise ValueError(f"workloads: the name {dup!r} is used twice; workload names must be unique")
+        for axis in ("concurrency", "request_rate"):
+            dup = _first_duplicate(getattr(self.load, axis))
+            if dup is not None:
+                raise ValueError(f"load.{axis}: the value {dup!r} is listed twice (it would measure the same point)")
+        zipped = {k for group in self.zip for k in group}
+        for group in self.zip:  # a zip group's values repeat per axis; its tuples must not
+            cols = [self.server.get(k) for k in group]
+            if all(isinstance(c, (list, tuple)) for c in cols):
+                dup = _first_duplicate(list(zip(*cols, strict=False)))
+                if dup is not None:
+                    raise ValueError(f"zip {list(group)}: the combination {list(dup)} is listed twice")
+        for k, v in self.server.items():
+            if isinstance(v, (list, tuple)):
+                if not v:
+                    raise ValueError(f"server.{k}: an empty list; give at least one value")
+                dup = _first_duplicate(v) if k not in zipped else None
+                if dup is not None:
+                    raise ValueError(f"server.{k}: the value {dup!r} is listed twice (it would measure the same "
+                                     "point)")
+        return self
 
     @model_validator(mode="after")
     def _offline_load(self) -> Sweep:
@@ -301,6 +405,8 @@ class Sweep(StrictModel):
     def server_specs(self) -> list[ServerSpec]:
         """Expand server axes: cartesian product, except `zip` groups vary together."""
         axes = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in self.server.items()}
+        if "speculative" in axes:  # lists inside one spec expand too (bench.config.speculative.expand)
+            axes["speculative"] = speculative.expand(self.server["speculative"])
         zipped: list[tuple[str, ...]] = [tuple(z) for z in self.zip]
         for group in zipped:
             for k in group:
@@ -333,7 +439,7 @@ class Sweep(StrictModel):
         specs: list[ServerSpec] = []
         seen: set[str] = set()
         for c in combos:
-            spec = ServerSpec(**c)
+            spec = _server_spec(c)
             if spec.server_hash not in seen:
                 seen.add(spec.server_hash)
                 specs.append(spec)
@@ -350,6 +456,61 @@ class Sweep(StrictModel):
                 for lp in self.load.points():
                     out.append(Point(server=spec, workload=wl, load=lp, gpu_count=self.gpu_count(spec)))
         return out
+
+
+def _server_spec(combo: dict[str, Any]) -> ServerSpec:
+    """A ServerSpec from one combination; errors name the field as the sweep file does (`server.x`)."""
+    try:
+        return ServerSpec(**combo)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ValueError(f"server.{loc}: {first['msg'].removeprefix('Value error, ')}{more}") from None
+
+
+def _first_duplicate(values: Any) -> Any:
+    """The first value that appears twice (by equality, so 1 and 1.0 count as one), else None."""
+    seen: list[Any] = []
+    for v in values:
+        if any(v == s and type(v) is not bool and type(s) is not bool for s in seen):
+            return v
+        seen.append(v)
+    return None
+
+
+def max_request_tokens(w: WorkloadSpec) -> int | None:
+    """The longest prompt + output a workload asks for by its config (None: decided by a trace file).
+
+    chat draws lognormal lengths with a long tail; its median request is checked (the tail is
+    clipped at 8x and a few over-long requests fail with the server's reason, which is reported).
+    """
+    if w.kind in ("trace", "mooncake"):
+        return None
+    if w.kind == "multiturn":  # the last turn of the longest session resends the whole conversation
+        turns = math.ceil(w.turns * (1 + w.turns_range_ratio))
+        per_turn = math.ceil(w.input_len * (1 + w.range_ratio)) + math.ceil(w.output_len * (1 + w.range_ratio))
+        return w.system_prompt_len + turns * per_turn
+    if w.kind == "ranged":
+        return math.ceil(w.input_len * (1 + w.range_ratio)) + math.ceil(w.output_len * (1 + w.range_ratio))
+    if w.kind == "prefix":
+        return w.prefix_len + w.input_len + w.output_len
+    return w.input_len + w.output_len
+
+
+def check_lengths(sweep: Sweep, points: list[Point], where: str) -> None:
+    """Every request of a point must fit the server's max_model_len, or vLLM answers each with HTTP 400.
+
+    Only for engines we start: an external endpoint's limit is not in the sweep file.
+    """
+    if sweep.engine.capabilities.needs_base_url:
+        return
+    for p in points:
+        need = max_request_tokens(p.workload)
+        if need is not None and need > p.server.max_model_len:
+            raise UserInputError(
+                f"{where}: workload {p.workload.name!r} needs {need} tokens per request (input + output) but "
+                f"server.max_model_len is {p.server.max_model_len}; raise max_model_len or shorten the workload")
 
 
 def _matches(combo: dict[str, Any], pattern: dict[str, Any]) -> bool:
@@ -386,10 +547,23 @@ def load_sweep(path: str | Path) -> Sweep:
         raise UserInputError(format_validation_error(path, e, Sweep)) from None
     except ValueError as e:
         raise UserInputError(f"{path}: {e}") from None
+    check_lengths(sweep, points, str(path))
+    eng = sweep.engine
+    if eng.api_key_env and not os.environ.get(eng.api_key_env):
+        raise UserInputError(f"{path}: engine.api_key_env: environment variable {eng.api_key_env} is not set "
+                             "(export it before the run; the key itself is never written to a file)")
     from bench.config.catalog import check_model_ref
 
     for spec in {p.server.model for p in points}:
         check_model_ref(spec, where=f"{path}: server.model")
+    from bench.config.catalog import load_models
+
+    for model, spec in {(p.server.model, p.server.speculative) for p in points if p.server.speculative}:
+        if sweep.engine.capabilities.needs_base_url:
+            raise UserInputError(f"{path}: server.speculative: engine.kind {sweep.engine.kind} measures an endpoint "
+                                 "that already runs; its speculative decoding is set where it is served")
+        speculative.check_draft_model(spec, where=f"{path}: server.speculative.draft_model")
+        speculative.check_model_support(spec, load_models().get(model), where=f"{path}: server.speculative.method")
     if sweep.hardware.usd_per_gpu_hour is None:
         try:
             catalog = load_hardware()

@@ -25,19 +25,19 @@ from bench.econ.cost import (
     require_utilization,
     usd_per_m_tokens,
 )
-from bench.econ.margin import (  # the per-request model; the _helpers are shared validation
+from bench.econ.margin import (  # the per-request model and its shared validation helpers
     PriceLike,
     TrafficMix,
-    _check_common,
-    _cost_usd_per_request,
-    _require_revenue,
     api_margin,
     break_even_price,
     break_even_tok_s_per_gpu,
     break_even_utilization,
+    check_common,
+    cost_usd_per_request,
     margin_sensitivity,
     margin_vs_utilization,
     price_decline_scenarios,
+    require_revenue,
     revenue_usd_per_request,
     usd_prices,
 )
@@ -60,8 +60,8 @@ def subscriber_margin(
     """One subscriber paying a flat fee and sending `requests_per_month` requests of `mix`."""
     require_positive("monthly_fee_usd", monthly_fee_usd)
     require_non_negative("requests_per_month", requests_per_month)
-    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
-    per_req = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    per_req = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     cost = requests_per_month * per_req
     return {
         "monthly_fee_usd": monthly_fee_usd,
@@ -120,14 +120,14 @@ def subscription_plan(
     distribution.
     """
     require_positive("monthly_fee_usd", monthly_fee_usd)
-    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     reqs = np.asarray(requests_per_month, dtype=float)
     if reqs.size == 0 or np.any(~np.isfinite(reqs)) or np.any(reqs < 0):
         raise UserInputError("requests_per_month must be a non-empty list of numbers >= 0")
     scale = np.ones_like(reqs) if tokens_scale is None else np.asarray(tokens_scale, dtype=float)
     if scale.shape != reqs.shape or np.any(scale <= 0):
         raise UserInputError("tokens_scale must have one value > 0 per subscriber")
-    per_req = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    per_req = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     costs = reqs * scale * per_req
     return SubscriptionResult(
         subscribers=int(reqs.size),
@@ -257,7 +257,7 @@ def fleet_size(
     in whole replicas of `gpus_per_replica` (e.g. 8 for TP8). Monthly = 730 h, 365/12 days.
     """
     require_positive("tokens_per_day", tokens_per_day)
-    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
+    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
     if not math.isfinite(peak_to_average) or peak_to_average < 1:
         raise UserInputError(f"peak_to_average must be >= 1 (got {peak_to_average})")
     if not isinstance(gpus_per_replica, int) or gpus_per_replica <= 0:
@@ -273,9 +273,9 @@ def fleet_size(
     tokens_per_month = tokens_per_day * DAYS_PER_MONTH
     revenue = margin = None
     if price is not None:
-        prices = usd_prices(price, mix.input_tokens, usd_per_cny)
+        prices = usd_prices(price, mix, usd_per_cny)
         revenue = requests_per_day * DAYS_PER_MONTH * revenue_usd_per_request(mix, prices)
-        margin = 1 - monthly_cost / _require_revenue(revenue)
+        margin = 1 - monthly_cost / require_revenue(revenue)
     return FleetPlan(
         tokens_per_day=tokens_per_day,
         requests_per_day=requests_per_day,

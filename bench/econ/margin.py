@@ -7,7 +7,13 @@ Model (stated once, here):
 - A traffic mix is a request of `input_tokens` prompt tokens (a `cached_share` of them are prefix
   cache hits) and `output_tokens` generated tokens.
 - Revenue per request = uncached input x p_in + cached input x p_cached + output x p_out, prices per
-  million tokens from the price book (CNY converted with the explicit exchange rate).
+  million tokens from the price book (CNY converted with the explicit exchange rate), at the tier the
+  request's input AND output length fall in. Where a provider charges for writing the cache
+  (MiniMax: cache_write_per_m), the written input tokens are billed at p_write instead of p_in.
+  Assumption on what is written (`TrafficMix.cache_write_share`, default below): when a workload
+  uses the cache at all (cached_share > 0), every uncached input token is written, because in a
+  multi-turn conversation this turn's new tokens are the prefix the next turn hits; with no cache
+  hits, nothing is written. Override with cache_write_share in [0, 1 - cached_share].
 - Throughput is output tok/s per GPU measured (or assumed) *on that mix*; one request then uses
   output_tokens / tok_s GPU-seconds, prefill included, and costs that times $/GPU-hour / 3600 / U.
   Utilization U in (0, 1]: benchmarks measure a full server, a fleet is busy only U of the time.
@@ -32,6 +38,7 @@ from typing import Any
 from bench.config.hardware import convert_to_usd
 from bench.config.prices import PriceEntry
 from bench.config.slo import SLO_METRICS, Slo
+from bench.econ.cache import GIVEN_REVENUE_ONLY, MEASURED, NONE, measured_cached_share, revenue_usd_per_gpu_hour
 from bench.econ.cost import (
     SECONDS_PER_HOUR,
     TOKENS_PER_M,
@@ -53,11 +60,24 @@ class TrafficMix:
     input_tokens: float
     output_tokens: float
     cached_share: float = 0.0
+    cache_write_share: float | None = None  # share of input tokens written to the cache; None = default rule
 
     def __post_init__(self) -> None:
         require_non_negative("input_tokens", self.input_tokens)
         require_positive("output_tokens", self.output_tokens)
         require_fraction("cached_share", self.cached_share)
+        if self.cache_write_share is not None:
+            w = require_fraction("cache_write_share", self.cache_write_share)
+            if w > 1 - self.cached_share + 1e-12:
+                raise UserInputError(f"cache_write_share must be in [0, 1 - cached_share] = "
+                                     f"[0, {1 - self.cached_share:g}] (got {w:g})")
+
+    @property
+    def written_input_tokens(self) -> float:
+        """Input tokens written to the cache (see the module docstring for the default rule)."""
+        if self.cache_write_share is not None:
+            return self.input_tokens * self.cache_write_share
+        return self.uncached_input_tokens if self.cached_share > 0 else 0.0
 
     @property
     def cached_input_tokens(self) -> float:
@@ -80,12 +100,19 @@ class UsdPrices:
     output_usd_per_m: float
     cached_input_usd_per_m: float | None = None
     label: str = ""
+    cache_write_usd_per_m: float | None = None  # None = writing the cache costs the input price
 
     def __post_init__(self) -> None:
         require_non_negative("input price (usd per M)", self.input_usd_per_m)
         require_non_negative("output price (usd per M)", self.output_usd_per_m)
         if self.cached_input_usd_per_m is not None:
             require_non_negative("cached input price (usd per M)", self.cached_input_usd_per_m)
+        if self.cache_write_usd_per_m is not None:
+            require_non_negative("cache write price (usd per M)", self.cache_write_usd_per_m)
+
+    @property
+    def cache_write_or_input_usd_per_m(self) -> float:
+        return self.input_usd_per_m if self.cache_write_usd_per_m is None else self.cache_write_usd_per_m
 
     @property
     def cached_or_input_usd_per_m(self) -> float:
@@ -94,18 +121,24 @@ class UsdPrices:
     def scaled(self, factor: float) -> UsdPrices:
         """Every price times `factor` (a list-price cut of 50% is factor 0.5)."""
         cached = None if self.cached_input_usd_per_m is None else self.cached_input_usd_per_m * factor
+        write = None if self.cache_write_usd_per_m is None else self.cache_write_usd_per_m * factor
         return replace(self, input_usd_per_m=self.input_usd_per_m * factor,
-                       output_usd_per_m=self.output_usd_per_m * factor, cached_input_usd_per_m=cached)
+                       output_usd_per_m=self.output_usd_per_m * factor, cached_input_usd_per_m=cached,
+                       cache_write_usd_per_m=write)
 
 
 PriceLike = PriceEntry | UsdPrices
 
 
-def usd_prices(price: PriceLike, input_tokens: float, usd_per_cny: float | None = None) -> UsdPrices:
-    """The USD prices that apply to a request of `input_tokens` (picks the input-length tier)."""
+def usd_prices(price: PriceLike, mix: TrafficMix | float, usd_per_cny: float | None = None) -> UsdPrices:
+    """The USD prices that apply to a request of `mix` (picks the tier by input AND output length;
+    a bare number is an input length with output 0, for entries tiered by input only)."""
     if isinstance(price, UsdPrices):
         return price
-    tier = price.prices_for(input_tokens)
+    if isinstance(mix, TrafficMix):
+        tier = price.prices_for(mix.input_tokens, mix.output_tokens)
+    else:
+        tier = price.prices_for(mix)
 
     def conv(v: float | None, what: str) -> float | None:
         return None if v is None else convert_to_usd(v, price.currency, usd_per_cny, what=f"price {what}")
@@ -114,32 +147,40 @@ def usd_prices(price: PriceLike, input_tokens: float, usd_per_cny: float | None 
         input_usd_per_m=conv(tier.input_per_m, "input_per_m"),  # type: ignore[arg-type]
         output_usd_per_m=conv(tier.output_per_m, "output_per_m"),  # type: ignore[arg-type]
         cached_input_usd_per_m=conv(tier.cached_input_per_m, "cached_input_per_m"),
+        cache_write_usd_per_m=conv(tier.cache_write_per_m, "cache_write_per_m"),
     )
 
 
 def revenue_usd_per_request(mix: TrafficMix, prices: UsdPrices) -> float:
-    """uncached input x p_in + cached input x p_cached + output x p_out (prices per M tokens)."""
+    """(uncached - written) input x p_in + written input x p_write + cached input x p_cached
+    + output x p_out (prices per M tokens; p_write = p_in where the provider charges no write)."""
+    written = mix.written_input_tokens
     return (
-        mix.uncached_input_tokens * prices.input_usd_per_m
+        (mix.uncached_input_tokens - written) * prices.input_usd_per_m
+        + written * prices.cache_write_or_input_usd_per_m
         + mix.cached_input_tokens * prices.cached_or_input_usd_per_m
         + mix.output_tokens * prices.output_usd_per_m
     ) / TOKENS_PER_M
 
 
-def _cost_usd_per_request(mix: TrafficMix, output_tok_s_per_gpu: float, usd_per_gpu_hour: float,
-                          utilization: float) -> float:
+def cost_usd_per_request(mix: TrafficMix, output_tok_s_per_gpu: float, usd_per_gpu_hour: float,
+                         utilization: float) -> float:
+    """GPU cost of one request of `mix` at `utilization` (GPU-seconds for its output tokens, at the
+    hourly price); shared with bench.econ.fleet so both count cost the same way."""
     gpu_s = mix.output_tokens / output_tok_s_per_gpu
     return gpu_s * usd_per_gpu_hour / SECONDS_PER_HOUR / utilization
 
 
-def _check_common(output_tok_s_per_gpu: float | None, usd_per_gpu_hour: float, utilization: float) -> None:
+def check_common(output_tok_s_per_gpu: float | None, usd_per_gpu_hour: float, utilization: float) -> None:
+    """Validate the inputs every margin and fleet formula takes (one error line per bad field)."""
     if output_tok_s_per_gpu is not None:
         require_positive("tok_s_per_gpu", output_tok_s_per_gpu)
     require_positive("usd_per_gpu_hour", usd_per_gpu_hour)
     require_utilization(utilization)
 
 
-def _require_revenue(revenue: float) -> float:
+def require_revenue(revenue: float) -> float:
+    """`revenue` (USD per request) when positive; a margin over zero revenue is undefined."""
     if revenue <= 0:
         raise UserInputError("price: revenue per request is 0 at this price and mix; prices must be > 0")
     return revenue
@@ -166,6 +207,10 @@ class ApiMargin:
     cost_usd_per_m_output_tokens: float  # all cost on output (the InferenceX convention)
     gpu_s_per_request: float
     utilization: float
+    # what one GPU-hour sells for at U (price book x mix, cached tokens at the cached price) and what it
+    # costs (the hourly rate: paid whether busy or idle): margin = 1 - cost / revenue per GPU-hour too
+    revenue_usd_per_gpu_hour: float = 0.0
+    cost_usd_per_gpu_hour: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -181,10 +226,10 @@ def api_margin(
     usd_per_cny: float | None = None,
 ) -> ApiMargin:
     """Gross margin of per-token API sales of `mix` at `price`, for a GPU doing `output_tok_s_per_gpu`."""
-    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
-    prices = usd_prices(price, mix.input_tokens, usd_per_cny)
-    revenue = _require_revenue(revenue_usd_per_request(mix, prices))
-    cost = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    prices = usd_prices(price, mix, usd_per_cny)
+    revenue = require_revenue(revenue_usd_per_request(mix, prices))
+    cost = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     per_m = TOKENS_PER_M / mix.total_tokens
     return ApiMargin(
         revenue_usd_per_request=revenue,
@@ -197,6 +242,9 @@ def api_margin(
         cost_usd_per_m_output_tokens=usd_per_m_tokens(output_tok_s_per_gpu, usd_per_gpu_hour, utilization),
         gpu_s_per_request=mix.output_tokens / output_tok_s_per_gpu,
         utilization=utilization,
+        revenue_usd_per_gpu_hour=revenue_usd_per_gpu_hour(revenue, mix.output_tokens, output_tok_s_per_gpu,
+                                                          utilization),
+        cost_usd_per_gpu_hour=usd_per_gpu_hour,
     )
 
 
@@ -217,10 +265,10 @@ def break_even_utilization(
     Below it the fleet loses (or misses the target). A value above 1 means even a fully busy fleet
     cannot reach the target at this price and throughput.
     """
-    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
+    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
     m = _target(target_margin)
-    revenue = _require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix.input_tokens, usd_per_cny)))
-    cost_full = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
+    revenue = require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix, usd_per_cny)))
+    cost_full = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
     return cost_full / (revenue * (1 - m))
 
 
@@ -254,11 +302,11 @@ def break_even_price(
     Prices move together (the input:cached:output ratios of the entry are kept), which is how
     providers cut list prices; below k x list the mix is sold at a loss (or under the target).
     """
-    _check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     m = _target(target_margin)
-    prices = usd_prices(price, mix.input_tokens, usd_per_cny)
-    revenue = _require_revenue(revenue_usd_per_request(mix, prices))
-    cost = _cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    prices = usd_prices(price, mix, usd_per_cny)
+    revenue = require_revenue(revenue_usd_per_request(mix, prices))
+    cost = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     k = cost / (revenue * (1 - m))
     p = prices.scaled(k)
     return BreakEvenPrice(
@@ -281,9 +329,9 @@ def break_even_tok_s_per_gpu(
     usd_per_cny: float | None = None,
 ) -> float:
     """Output tok/s per GPU needed for `target_margin`: out x $/h / (3600 x U x revenue x (1 - m))."""
-    _check_common(None, usd_per_gpu_hour, utilization)
+    check_common(None, usd_per_gpu_hour, utilization)
     m = _target(target_margin)
-    revenue = _require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix.input_tokens, usd_per_cny)))
+    revenue = require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix, usd_per_cny)))
     return mix.output_tokens * usd_per_gpu_hour / (SECONDS_PER_HOUR * utilization * revenue * (1 - m))
 
 
@@ -339,7 +387,7 @@ def price_decline_scenarios(
     d = require_fraction("price_decline_per_year", price_decline_per_year, upper_open=True)
     h = require_fraction("hw_cost_decline_per_year", hw_cost_decline_per_year, upper_open=True)
     g = require_non_negative("throughput_gain_per_year", throughput_gain_per_year)
-    base = usd_prices(price, mix.input_tokens, usd_per_cny)
+    base = usd_prices(price, mix, usd_per_cny)
     rows = []
     for y in range(years + 1):
         p = base.scaled((1 - d) ** y)
@@ -382,7 +430,7 @@ def margin_sensitivity(
     s = require_fraction("swing", swing, upper_open=True)
     cs = require_fraction("cache_swing", cache_swing)
     f = require_fraction("prefill_fraction", prefill_fraction, upper_open=True)
-    prices = usd_prices(price, mix.input_tokens, usd_per_cny)
+    prices = usd_prices(price, mix, usd_per_cny)
     base = api_margin(mix, prices, output_tok_s_per_gpu, usd_per_gpu_hour, utilization).gross_margin
 
     def m(mx: TrafficMix = mix, p: UsdPrices = prices, tok: float = output_tok_s_per_gpu,
@@ -432,6 +480,10 @@ def margin_per_point(
     Each point is priced at its own measured mix (input_tokens / completed, output_tokens / completed:
     those columns are totals over the point) unless `mix` is given; the GPU rate is the point's
     `usd_per_gpu_hour` unless `usd_per_gpu_hour` is given. Failed points are skipped.
+    The cache counts on both sides at the point's *measured* hit rate when it has one
+    (`cached_input_frac`: revenue bills those tokens at the cached price, and the cost uses the
+    throughput measured at that hit rate); only a point without a measurement uses `cached_share`
+    (revenue only: its throughput is what was measured). `cached_share_source` says which.
     """
     require_utilization(utilization)
     rows: list[dict[str, Any]] = []
@@ -448,19 +500,30 @@ def margin_per_point(
             done = rec.get("completed") or 0
             if not done or not _num_ok(rec.get("output_tokens")):
                 continue
-            pmix = TrafficMix(rec["input_tokens"] / done, rec["output_tokens"] / done, cached_share)
+            measured = measured_cached_share(rec)
+            share = measured if measured is not None else cached_share
+            pmix = TrafficMix(rec["input_tokens"] / done, rec["output_tokens"] / done, share)
+        source = (MEASURED if mix is None and measured_cached_share(rec) is not None
+                  else GIVEN_REVENUE_ONLY if pmix.cached_share > 0 else NONE)
         r = api_margin(pmix, price, float(tok), float(rate), utilization, usd_per_cny=usd_per_cny)
         row = {k: rec.get(k) for k in ("point_id", "model", "quantization", "gpu_type", "gpu_count",
                                         "concurrency", "request_rate")}
         row.update({
             "input_tokens_per_request": pmix.input_tokens,
             "output_tokens_per_request": pmix.output_tokens,
+            "enable_prefix_caching": rec.get("enable_prefix_caching"),
+            "prefix_cache_hit_rate": rec.get("prefix_cache_hit_rate"),
+            "cached_share": pmix.cached_share,
+            "cached_share_source": source,
             "output_tok_s_per_gpu": float(tok),
             "usd_per_gpu_hour": float(rate),
             **{k: rec.get(k) for k in rec if k.startswith(SLO_COLUMN_PREFIXES)},  # what an Slo reads
             "cost_usd_per_m_output_tokens": r.cost_usd_per_m_output_tokens,
             "gross_margin": r.gross_margin,
             "margin_usd_per_m_tokens": r.margin_usd_per_m_tokens,
+            "revenue_usd_per_gpu_hour": r.revenue_usd_per_gpu_hour,
+            "cost_usd_per_gpu_hour": r.cost_usd_per_gpu_hour,
+            "utilization": utilization,
         })
         rows.append(row)
     return rows

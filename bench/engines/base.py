@@ -97,3 +97,41 @@ def tokenizer_counter(tokenizer: Any) -> Callable[[str], int] | None:
     if tokenizer is None:
         return None
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+class LocalModelEngine:
+    """Constructor and token counter every registered kind shares: the model directory is resolved
+    locally (materialized for a quantization when needed) and its tokenizer loaded, so the sweep can
+    build prompts of exact lengths whatever serves them. Subclasses add start/stop and the client."""
+
+    def __init__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> None:
+        from bench.engines.modeldir import load_tokenizer, resolve_model_path
+
+        self.spec, self.engine, self.log_path, self.on_gpu = spec, engine, log_path, on_gpu
+        self.model_path, self.materialized = resolve_model_path(spec.model, spec.quantization)
+        self.tokenizer: Any = load_tokenizer(self.model_path)
+
+    def count_tokens(self) -> Callable[[str], int] | None:
+        return tokenizer_counter(self.tokenizer)
+
+
+class NoProcessEngine(LocalModelEngine):
+    """A kind with no long-lived process of ours (an existing endpoint, per-batch children): start
+    and stop do nothing, it never dies between points, and there is no pid or startup time."""
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def alive(self) -> bool:
+        return True
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
+    def startup_s(self) -> float:
+        return 0.0

@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.config import quant as quant_registry
 from bench.config.base import stable_hash
-from bench.config.catalog import ModelSpec, get_model, load_models
+from bench.config.catalog import CATALOG_ONLY_KEYS, ModelSpec, get_model, load_models
 
 SPECIAL_TOKENS = ("<unk>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>")
 CHAT_TEMPLATE = (
@@ -73,7 +73,8 @@ def build_tokenizer_json(vocab_size: int) -> str:
 
 def hf_config(model: ModelSpec, quantization: str | None) -> dict[str, Any]:
     """config.json contents for vLLM / transformers, from catalog hyperparameters."""
-    hp = model.hp.model_dump()
+    # catalog bookkeeping (attention type, indexer layer counts) and unset fields are not config.json keys
+    hp = {k: v for k, v in model.hp.model_dump().items() if v is not None and k not in CATALOG_ONLY_KEYS}
     eos_id = SPECIAL_TOKENS.index("<|endoftext|>")
     cfg: dict[str, Any] = {
         "architectures": [model.architecture],
@@ -105,11 +106,55 @@ def hf_config(model: ModelSpec, quantization: str | None) -> dict[str, Any]:
             "use_qk_norm": False,
             "num_mtp_modules": 0,
         })
+    elif model.model_type == "glm_moe_dsa":
+        # GLM-5.x (transformers GlmMoeDsaConfig; vLLM switches DSA on by the presence of index_topk)
+        cfg.update(hp)
+        cfg.update({"n_group": 1, "topk_group": 1, "topk_method": "noaux_tc", "scoring_func": "sigmoid",
+                    "norm_topk_prob": True, "routed_scaling_factor": 2.5, "moe_layer_freq": 1,
+                    "indexer_rope_interleave": True, "attention_bias": False,
+                    "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}})
+    elif model.model_type == "minimax_m3_vl":
+        cfg["text_config"] = _minimax_m3_text_config(model, hp, cfg)
+        cfg["tie_word_embeddings"] = hp.get("tie_word_embeddings", False)
     else:
         cfg.update(hp)
     if (qc := quant_registry.checkpoint_config(quantization)) is not None:
         cfg["quantization_config"] = qc
     return cfg
+
+
+def _minimax_m3_text_config(model: ModelSpec, hp: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """MiniMax-M3's text tower (vLLM MiniMaxM3TextConfig names): the expert width is `intermediate_size`,
+    the dense FFN `dense_intermediate_size`, and MSA lives in `sparse_attention_config` (sparse layers
+    are the last num_sparse_layers; the index value branch is off in them, as in the released config)."""
+    m = model.hp
+    L, sparse = m.num_hidden_layers, m.num_sparse_layers or 0
+    dense = m.num_dense_layers
+    pattern = [0] * (L - sparse) + [1] * sparse
+    return {
+        "model_type": "minimax_m3_text", "torch_dtype": "bfloat16",
+        "vocab_size": m.vocab_size, "hidden_size": m.hidden_size,
+        "intermediate_size": m.moe_intermediate_size, "dense_intermediate_size": m.intermediate_size,
+        "shared_intermediate_size": m.moe_intermediate_size,
+        "num_hidden_layers": L, "num_attention_heads": m.num_attention_heads,
+        "num_key_value_heads": m.num_key_value_heads, "head_dim": m.head_dim,
+        "max_position_embeddings": m.max_position_embeddings, "rms_norm_eps": 1e-6, "use_gemma_norm": True,
+        "attention_output_gate": False, "rope_theta": 5000000, "rotary_dim": hp.get("rotary_dim", m.head_dim // 2),
+        "partial_rotary_factor": 0.5, "hidden_act": "swigluoai", "swiglu_alpha": 1.702, "swiglu_limit": 7.0,
+        "use_qk_norm": True, "qk_norm_type": "per_head",
+        "num_local_experts": m.n_routed_experts, "num_experts_per_tok": m.num_experts_per_tok,
+        "n_shared_experts": m.n_shared_experts, "scoring_func": hp.get("scoring_func", "sigmoid"),
+        "use_routing_bias": True, "routed_scaling_factor": 2.0, "num_mtp_modules": 0,
+        "moe_layer_freq": [0] * dense + [1] * (L - dense),
+        "sparse_attention_config": {
+            "use_sparse_attention": True, "sparse_index_dim": m.index_head_dim,
+            "sparse_num_index_heads": m.index_n_heads, "sparse_topk_blocks": m.index_topk_blocks,
+            "sparse_block_size": m.index_block_size, "sparse_disable_index_value": pattern,
+            "sparse_score_type": "max", "sparse_init_block": 0, "sparse_local_block": 1,
+            "sparse_attention_freq": pattern,
+        },
+        "tie_word_embeddings": False, "bos_token_id": base["bos_token_id"], "eos_token_id": base["eos_token_id"],
+    }
 
 
 _MOE_KEYS = {"moe_intermediate_size", "n_routed_experts", "num_experts_per_tok", "n_shared_experts",

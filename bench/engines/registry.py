@@ -21,7 +21,7 @@ from bench.engines.vllm_server import VllmEngine
 
 ENGINES: dict[str, type[Engine]] = {cls.kind: cls for cls in (VllmEngine, VllmOfflineEngine, OpenAIEngine)}
 
-if set(ENGINES) != set(ENGINE_KINDS):  # pragma: no cover - caught by tests/unit/test_engines.py first
+if set(ENGINES) != set(ENGINE_KINDS):  # pragma: no cover - caught by tests/unit/engines/test_engines.py first
     raise RuntimeError(f"engine kinds differ: registry {sorted(ENGINES)} vs config {sorted(ENGINE_KINDS)}")
 
 

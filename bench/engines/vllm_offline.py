@@ -21,14 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import quant as quant_registry
+from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
-from bench.engines.base import BatchResult, EngineStartError, tokenizer_counter
+from bench.engines.base import BatchResult, EngineStartError, NoProcessEngine
 from bench.engines.vllm_server import failure_reason_from_log, server_env
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ def llm_kwargs(spec: ServerSpec, model_path: str, engine: EngineSpec, on_cpu: bo
         kw["max_num_batched_tokens"] = spec.max_num_batched_tokens
     if spec.expert_parallel:
         kw["enable_expert_parallel"] = True
+    if spec.speculative is not None:
+        kw["speculative_config"] = vllm_speculative_config(spec.speculative)
     if on_cpu:
         kw["gpu_memory_utilization"] = engine.cpu_gpu_memory_utilization
     return kw
@@ -90,7 +92,7 @@ def run_offline(spec: ServerSpec, model_path: str, engine: EngineSpec, prompts: 
         return OfflineResult(**json.loads(out.read_text()))
 
 
-class VllmOfflineEngine:
+class VllmOfflineEngine(NoProcessEngine):
     """Engine kind "vllm-offline": no server; each point is one `LLM.generate` batch in a child process.
 
     There is nothing to start or keep alive between points (`starts_server` is False): the child
@@ -102,38 +104,11 @@ class VllmOfflineEngine:
     uses_local_gpus = True
     batch = True
 
-    def __init__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> None:
-        from bench.engines.modeldir import load_tokenizer, resolve_model_path
-
-        self.spec, self.engine, self.log_path, self.on_gpu = spec, engine, log_path, on_gpu
-        self.model_path, self.materialized = resolve_model_path(spec.model, spec.quantization)
-        self.tokenizer: Any = load_tokenizer(self.model_path)
-
-    def start(self) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
-
-    def alive(self) -> bool:
-        return True
-
-    @property
-    def pid(self) -> int | None:
-        return None
-
-    @property
-    def startup_s(self) -> float:
-        return 0.0
-
     def failure_reason(self) -> str:
         return failure_reason_from_log(self.log_path)
 
     def client_config(self, endpoint: str, timeout_s: float) -> ClientConfig:
         raise TypeError("vllm-offline serves no HTTP endpoint; measure its points with run_batch")
-
-    def count_tokens(self) -> Callable[[str], int] | None:
-        return tokenizer_counter(self.tokenizer)
 
     def run_batch(self, prompts: list[str], warmup: list[str], output_len: int, timeout_s: float) -> OfflineResult:
         """Generate `prompts` after an unmeasured `warmup` batch; raises EngineStartError on failure."""

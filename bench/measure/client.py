@@ -51,6 +51,8 @@ class RequestSpec:
     messages: list[dict[str, str]] | None = None
     prefix_id: int | None = None
     arrival_s: float | None = None  # offset from the start, for trace replay
+    session_id: int | None = None  # multiturn: the conversation this turn belongs to
+    turn: int | None = None  # multiturn: 1-based turn number within the session
 
 
 @dataclass
@@ -184,7 +186,7 @@ class StreamingClient:
         """Send one request and record what came back; never raises for a server or network error."""
         data = self._request_bytes(req)
         rec = RequestRecord(request_idx=idx, send_ns=0, input_tokens=req.input_len, max_tokens=req.output_len,
-                           warmup=warmup, scheduled_ns=scheduled_ns)
+                           warmup=warmup, scheduled_ns=scheduled_ns, session_id=req.session_id, turn=req.turn)
         texts: list[str] = []
         state = {"done": False, "coalesced": 0}
         chat = self.cfg.endpoint == "chat"
@@ -307,12 +309,26 @@ class StreamingClient:
         if usage:
             rec.usage_prompt_tokens = usage.get("prompt_tokens")
             rec.usage_completion_tokens = usage.get("completion_tokens")
+            rec.cached_input_tokens = cached_tokens(usage)
         if choices:
             for choice in choices:
                 text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                 if text:
                     rec.chunk_ns.append(now)
                     texts.append(text)
+
+
+def cached_tokens(usage: Any) -> int | None:
+    """Prompt tokens served from the prefix cache: OpenAI's `usage.prompt_tokens_details.cached_tokens`.
+
+    vLLM fills it only with `--enable-prompt-tokens-details` (else the details are null: None here,
+    which means "not reported", not 0). On vLLM it counts whole KV blocks (128 tokens on CPU).
+    """
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    if not isinstance(details, dict):
+        return None
+    n = details.get("cached_tokens")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
 
 
 def _ssl_context(cfg: ClientConfig) -> ssl.SSLContext:

@@ -33,11 +33,20 @@ Arrivals:
   times, scaled so the measured rows arrive at `request_rate` on average (`trace_rate` reports
   the trace's own mean rate: set request_rate to it for a literal replay). Each phase starts one
   mean gap after the previous phase's last arrival. Under `concurrency` the times are ignored.
+- multi-turn sessions (bench.measure.workloads `Session`, kind multiturn): the unit the phases
+  count is a session, not a request. Closed loop: C live sessions, each worker runs one session's
+  turns in order (think time between a reply and the next turn keeps the slot: a live session is
+  one that has not ended) and then starts the next session. Open loop: arrivals start sessions;
+  `max_concurrency` caps requests in flight, not sessions. A session belongs to the phase it was
+  started in, so warm-up sessions' later turns are not measured; a failed turn ends its session.
 
 Client health ("could the client keep up?"): every request carries `scheduled_ns`, the time it
 should have been sent (its deadline; under max_concurrency, when a slot freed; in closed loop,
 when the worker's previous request ended), so `send_ns - scheduled_ns` is lag the client itself
-caused. `client_kept_up` is False when the measured requests' p99 lag exceeds LAG_P99_LIMIT_MS.
+caused. `client_kept_up` is False when the measured requests' p99 lag exceeds LAG_P99_LIMIT_MS, or
+when the receive side lags: a probe task measures the event loop's wake-up lateness (how late a chunk
+that arrived is read and timestamped) and a median above LOOP_LAG_P50_LIMIT_MS, or most chunks coalesced
+while the loop is busy, marks the client as saturated (its TTFT/ITL then measure the client).
 `coalesced_chunk_frac` is reported beside it: the share of content chunks that arrived in the
 same network read as an earlier one (their ITL samples are ~0). It is a diagnostic, not a verdict:
 a busy client causes it, but so does a server that writes tokens in bursts (vLLM on CPU does at
@@ -62,15 +71,28 @@ import numpy as np
 from bench.config.sweep import LoadPoint
 from bench.measure.client import RequestSpec
 from bench.measure.metrics import RequestRecord
+from bench.measure.workloads import Session
 
 SendFn = Callable[[int, RequestSpec, bool, int | None], Awaitable[RequestRecord]]
 DoneFn = Callable[[RequestRecord], None]  # called once per finished request
 PhaseFn = Callable[[str], Any]  # called with "measure_start" / "measure_end"; may return an awaitable
 
 LAG_P99_LIMIT_MS = 10.0
+# Receive side: a probe task sleeps LOOP_PROBE_MS at a time; how late it wakes is the event loop's lag,
+# i.e. how long a chunk that arrived could wait before the client read (and timestamped) it.
+LOOP_PROBE_MS = 5.0
+# The verdict uses the median: a saturated loop is late all the time, while one GC pause or a busy
+# neighbour process gives a rare long stall that a p99 over a short point would turn into a false alarm.
+LOOP_LAG_P50_LIMIT_MS = 5.0
+# Coalescing marks a saturated client only when the loop is also busy (a bursty server coalesces too).
+COALESCED_SATURATED_FRAC = 0.5
+LOOP_LAG_BUSY_P50_MS = 2.0
 # Above this share of coalesced chunks the report warns that ITL samples reflect read batching.
 COALESCED_WARN_FRAC = 0.05
 COOLDOWN_PREFETCH = 64  # cool-down requests generated before the run (the rest lazily)
+# Measured requests generated before the clock starts; the rest are generated lazily as they are sent,
+# so memory stays bounded whatever num_requests is (10^15 once exhausted 24 GB before the first send).
+MEASURED_PREFETCH = 4096
 
 WARMUP, MEASURED, COOLDOWN = "warmup", "measured", "cooldown"
 
@@ -88,6 +110,9 @@ class LoadResult:
     send_lag_p50_ms: float | None = None
     send_lag_p99_ms: float | None = None
     coalesced_chunk_frac: float | None = None
+    loop_lag_p50_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
+    loop_lag_samples: list[tuple[int, float]] = field(default_factory=list, repr=False)  # (t_ns, lag_ms)
     client_kept_up: bool = True
     client_lag_reason: str | None = None
     warmup_sent: int = 0
@@ -104,6 +129,7 @@ class LoadResult:
             "delivered_rate": self.delivered_rate, "trace_rate": self.trace_rate,
             "max_send_lag_ms": self.max_send_lag_ms, "send_lag_p50_ms": self.send_lag_p50_ms,
             "send_lag_p99_ms": self.send_lag_p99_ms, "coalesced_chunk_frac": self.coalesced_chunk_frac,
+            "loop_lag_p50_ms": self.loop_lag_p50_ms, "loop_lag_p99_ms": self.loop_lag_p99_ms,
             "client_kept_up": self.client_kept_up, "client_lag_reason": self.client_lag_reason,
             "warmup_sent": self.warmup_sent, "cooldown_sent": self.cooldown_sent, "stop_reason": self.stop_reason,
         }
@@ -249,6 +275,34 @@ async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
+async def _send_item(send: SendFn, ph: str, idx: int, item: RequestSpec | Session, scheduled_ns: int | None,
+                     out: list[RequestRecord], on_done: DoneFn | None) -> None:
+    """Send one request, or every turn of a session in order, and keep the records with their phase."""
+
+    def keep(rec: RequestRecord) -> None:
+        rec.warmup, rec.cooldown = ph == WARMUP, ph == COOLDOWN
+        out.append(rec)
+        if ph == MEASURED and on_done is not None:
+            on_done(rec)
+
+    if not isinstance(item, Session):
+        keep(await send(idx, item, ph != MEASURED, scheduled_ns))
+        return
+    item.session_id = idx  # unique across phases (bench.measure.loadgen gives each phase its own range)
+    for t, turn in enumerate(item.turns):
+        if t and turn.think_s > 0:
+            await asyncio.sleep(turn.think_s)
+        req = item.request(t)  # renders the conversation: prompt building, like a pre-generated prompt, is
+        # not send lag, so the turn is due once it is built (the user has "thought" and typed)
+        if t:
+            scheduled_ns = time.perf_counter_ns()
+        rec = await send(idx, req, ph != MEASURED, scheduled_ns)
+        keep(rec)
+        if not rec.ok:
+            return
+        item.add_answer(t, rec.output_text)
+
+
 async def _closed_loop(send: SendFn, plan: _Phases, lp: LoadPoint, out: list[RequestRecord],
                        on_done: DoneFn | None) -> None:
     conc = lp.concurrency or 1
@@ -269,16 +323,12 @@ async def _closed_loop(send: SendFn, plan: _Phases, lp: LoadPoint, out: list[Req
                 return
             ph, idx, req, _ = item
             try:
-                rec = await send(idx, req, ph != MEASURED, ready)
+                await _send_item(send, ph, idx, req, ready, out, on_done)
             except Exception as e:
                 plan.fail(e)
                 return
             ready = time.perf_counter_ns()
             plan.finished(ph)
-            rec.warmup, rec.cooldown = ph == WARMUP, ph == COOLDOWN
-            out.append(rec)
-            if ph == MEASURED and on_done is not None:
-                on_done(rec)
 
     workers = [asyncio.create_task(worker(k)) for k in range(conc)]
     await _until_measured_done(plan, workers)
@@ -317,21 +367,18 @@ async def _open_loop(send: SendFn, plan: _Phases, lp: LoadPoint, seed: int, trac
             return t_cand
         return plan.base_ns[ph] + int(req.arrival_s * trace_scale * 1e9)
 
-    async def one(ph: str, idx: int, req: RequestSpec, when: int) -> None:
+    async def limited(idx: int, req: RequestSpec, warm: bool, when: int | None) -> RequestRecord:
+        assert sem is not None
+        async with sem:
+            return await send(idx, req, warm, max(when or 0, time.perf_counter_ns()))
+
+    async def one(ph: str, idx: int, req: RequestSpec | Session, when: int) -> None:
         try:
-            if sem is not None:
-                async with sem:
-                    rec = await send(idx, req, ph != MEASURED, max(when, time.perf_counter_ns()))
-            else:
-                rec = await send(idx, req, ph != MEASURED, when)
+            await _send_item(send if sem is None else limited, ph, idx, req, when, out, on_done)
         except Exception as e:
             plan.fail(e)
             return
         plan.finished(ph)
-        rec.warmup, rec.cooldown = ph == WARMUP, ph == COOLDOWN
-        out.append(rec)
-        if ph == MEASURED and on_done is not None:
-            on_done(rec)
 
     plan.phase_gap_ns = int(1e9 / lp.request_rate)
     while not plan.all_done.is_set():
@@ -371,7 +418,11 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
     cool-down load still runs (a good moment to scrape server gauges under load).
     """
     if lp.duration_s is None:
-        measured = list(islice(measured, lp.num_requests))  # generate before the clock starts
+        if lp.num_requests <= MEASURED_PREFETCH:
+            measured = list(islice(measured, lp.num_requests))  # generate before the clock starts
+        else:
+            meas_iter = iter(measured)
+            measured = chain(list(islice(meas_iter, MEASURED_PREFETCH)), meas_iter)
     if not lp.ramp_s:
         warmup = list(islice(warmup, lp.effective_warmup))
     else:
@@ -401,16 +452,30 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
                 res.trace_rate = (len(measured) - 1) / span
                 trace_scale = res.trace_rate / lp.request_rate
     plan = _Phases(lp, warmup, measured, cooldown, on_phase)
-    if lp.request_rate is None:
-        await _closed_loop(send, plan, lp, res.records, on_done)
-    else:
-        await _open_loop(send, plan, lp, seed, trace_scale, res.records, on_done)
+    probe = asyncio.ensure_future(_probe_loop_lag(res.loop_lag_samples))
+    try:
+        if lp.request_rate is None:
+            await _closed_loop(send, plan, lp, res.records, on_done)
+        else:
+            await _open_loop(send, plan, lp, seed, trace_scale, res.records, on_done)
+    finally:
+        await _cancel([probe])
     if plan.error is not None:
         raise plan.error
     res.warmup_sent, res.measured_sent, res.cooldown_sent = plan.sent[WARMUP], plan.sent[MEASURED], plan.sent[COOLDOWN]
     res.stop_reason = plan.stop_reason
     _client_health(res)
     return res
+
+
+async def _probe_loop_lag(out: list[tuple[int, float]]) -> None:
+    """Sleep LOOP_PROBE_MS at a time and record how late each wake-up is (event-loop lag)."""
+    period_ns = int(LOOP_PROBE_MS * 1e6)
+    while True:
+        t0 = time.perf_counter_ns()
+        await asyncio.sleep(LOOP_PROBE_MS / 1e3)
+        t1 = time.perf_counter_ns()
+        out.append((t1, max(0.0, (t1 - t0 - period_ns) / 1e6)))
 
 
 def _client_health(res: LoadResult) -> None:
@@ -434,5 +499,18 @@ def _client_health(res: LoadResult) -> None:
     chunks = sum(len(r.chunk_ns) for r in recs)
     if chunks:
         res.coalesced_chunk_frac = sum(r.coalesced_chunks for r in recs) / chunks
+    window = [lag for t, lag in res.loop_lag_samples
+              if res.measure_start_ns is None or res.measure_start_ns <= t <= (res.measure_end_ns or t)]
+    if window:
+        arr = np.asarray(window)
+        res.loop_lag_p50_ms = float(np.percentile(arr, 50))
+        res.loop_lag_p99_ms = float(np.percentile(arr, 99))
+        if res.loop_lag_p50_ms > LOOP_LAG_P50_LIMIT_MS:
+            reasons.append(f"event-loop lag p50 {res.loop_lag_p50_ms:.1f} ms > {LOOP_LAG_P50_LIMIT_MS:g} ms "
+                           "(chunks were read late)")
+        elif ((res.coalesced_chunk_frac or 0.0) > COALESCED_SATURATED_FRAC
+              and res.loop_lag_p50_ms > LOOP_LAG_BUSY_P50_MS):
+            reasons.append(f"{res.coalesced_chunk_frac:.0%} of chunks coalesced with a busy event loop "
+                           f"(lag p50 {res.loop_lag_p50_ms:.1f} ms)")
     res.client_kept_up = not reasons
     res.client_lag_reason = "; ".join(reasons) or None

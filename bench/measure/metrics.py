@@ -73,6 +73,10 @@ class RequestRecord:
     # Content chunks that arrived in the same network read as an earlier one: they share its timestamp,
     # so a high share means the client (not the server) set the measured ITL.
     coalesced_chunks: int = 0
+    # usage.prompt_tokens_details.cached_tokens: prompt tokens the server's prefix cache served (None = not reported)
+    cached_input_tokens: int | None = None
+    session_id: int | None = None  # multiturn: the conversation this request is a turn of
+    turn: int | None = None  # multiturn: 1-based turn number
 
     @property
     def measured(self) -> bool:
@@ -206,7 +210,45 @@ def summarize(
     row["good_requests"] = good
     row["goodput_req_s"] = rate(good)
     row.update(token_discrepancy(done))
+    row["decode_tokens_per_chunk"] = decode_tokens_per_chunk(done)
+    row.update(cache_and_session_stats(done))
     return row
+
+
+def decode_tokens_per_chunk(done: Sequence[RequestRecord]) -> float | None:
+    """Tokens per streamed decode chunk: sum(output tokens - 1) / sum(content chunks - 1) over the completed
+    requests with two or more chunks (the first chunk closes the prefill and carries one token).
+
+    Why: with speculative decoding one engine step emits 1 + accepted tokens and vLLM streams them as one
+    chunk, so this client-side count is an independent check on the server's acceptance length
+    (spec_acceptance_length, from /metrics); 1.0 without speculation. It reads high when the server's API
+    process falls behind and merges several steps into one chunk. None when no request had two chunks.
+    """
+    reqs = [r for r in done if len(r.chunk_ns) >= 2]
+    chunks = sum(len(r.chunk_ns) - 1 for r in reqs)
+    return sum(r.output_tokens - 1 for r in reqs) / chunks if chunks else None
+
+
+def cache_and_session_stats(done: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Measured prefix-cache hits and multi-turn structure of the completed measured requests.
+
+    cached_input_frac = sum of usage cached_tokens / sum of prompt tokens, over the requests whose
+    usage reported cached_tokens (None when none did: the server did not say, which is not 0).
+    TTFT p50 of first turns and of later turns: a prefix cache shortens the later turns' prefill.
+    """
+    rep = [r for r in done if r.cached_input_tokens is not None]
+    prompt = sum(r.prompt_tokens for r in rep)
+    cached = sum(r.cached_input_tokens or 0 for r in rep)
+    first = [r.ttft_ms for r in done if r.turn == 1 and r.ttft_ms is not None]
+    later = [r.ttft_ms for r in done if r.turn is not None and r.turn > 1 and r.ttft_ms is not None]
+    sessions = {r.session_id for r in done if r.session_id is not None}
+    return {
+        "cached_input_tokens": cached if rep else None,
+        "cached_input_frac": cached / prompt if rep and prompt else None,
+        "sessions": len(sessions) if sessions else None,
+        "ttft_ms_p50_first_turn": float(np.percentile(first, 50)) if first else None,
+        "ttft_ms_p50_later_turns": float(np.percentile(later, 50)) if later else None,
+    }
 
 
 def token_discrepancy(done: Sequence[RequestRecord]) -> dict[str, Any]:

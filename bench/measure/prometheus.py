@@ -9,6 +9,7 @@ row are declared in bench.sweep.rows (the probe that scrapes is bench.sweep.sess
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,27 @@ def counter_delta(before: dict[str, float], after: dict[str, float], *bases: str
     return a - b if a >= b else a
 
 
+def counter_delta_by_label(before: dict[str, float], after: dict[str, float], base: str,
+                           label: str) -> dict[int, float] | None:
+    """Per value of an integer `label` (e.g. vLLM's spec-decode `position`), after - before of a counter
+    summed over its other labels; None when the counter is absent after. Same reset rule as counter_delta."""
+    names = set(_counter_names(base))
+    pattern = re.compile(rf'[{{,]{re.escape(label)}="(\d+)"')
+
+    def by_label(samples: dict[str, float]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for key, v in samples.items():
+            m = pattern.search(key)
+            if m and key.split("{", 1)[0] in names:
+                out[int(m.group(1))] = out.get(int(m.group(1)), 0.0) + v
+        return out
+
+    a, b = by_label(after), by_label(before)
+    if not a:
+        return None
+    return {k: (v - b.get(k, 0.0) if v >= b.get(k, 0.0) else v) for k, v in a.items()}
+
+
 def _ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den <= 0:
         return None
@@ -167,8 +189,13 @@ def vllm_metric_deltas(before: dict[str, float], after: dict[str, float]) -> dic
     - prefix_cache_queries / prefix_cache_hits (tokens) and prefix_cache_hit_rate = hits / queries
       over the point (``vllm:prefix_cache_*``, or the older ``vllm:gpu_prefix_cache_*``);
     - num_preemptions: preemptions during the point;
-    - spec_decode_acceptance_rate = accepted / draft tokens, spec_decode_mean_acceptance_len =
-      1 + accepted / drafts (vLLM's definition), or the older acceptance-rate gauge;
+    - speculative decoding (vLLM's SpecDecodingProm counters, vllm/v1/spec_decode/metrics.py, exported only
+      when the server speculates): spec_num_drafts (verification steps that carried a draft),
+      spec_num_draft_tokens, spec_num_accepted_tokens; spec_draft_acceptance_rate = accepted / draft
+      tokens (or the older acceptance-rate gauge); spec_acceptance_length = 1 + accepted / drafts, the
+      mean tokens one verification step emits (vLLM's "mean acceptance length"); spec_accept_rate_per_pos
+      = accepted at draft position i / drafts, i = 0..K-1 (a list; the chance that the i-th draft token
+      is accepted, counting positions after a rejection as not accepted);
     - prompt_tokens, generation_tokens: server-side token counters, to cross-check the client.
     None wherever the server does not export the metric (or a divisor is zero).
     """
@@ -184,14 +211,20 @@ def vllm_metric_deltas(before: dict[str, float], after: dict[str, float]) -> dic
     if acceptance is None and draft_tokens is None:
         acceptance = metric_mean(after, "vllm:spec_decode_draft_acceptance_rate")
     per_draft = _ratio(accepted, drafts)
+    per_pos = counter_delta_by_label(before, after, "vllm:spec_decode_num_accepted_tokens_per_pos", "position")
+    rates_per_pos = None if not per_pos or not drafts else [per_pos[i] / drafts for i in sorted(per_pos)]
     return {
         "kv_cache_usage_frac": metric_mean(after, "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
         "prefix_cache_queries": queries,
         "prefix_cache_hits": hits,
         "prefix_cache_hit_rate": hit_rate,
         "num_preemptions": counter_delta(before, after, "vllm:num_preemptions"),
-        "spec_decode_acceptance_rate": acceptance,
-        "spec_decode_mean_acceptance_len": None if per_draft is None else 1.0 + per_draft,
+        "spec_num_drafts": drafts,
+        "spec_num_draft_tokens": draft_tokens,
+        "spec_num_accepted_tokens": accepted,
+        "spec_draft_acceptance_rate": acceptance,
+        "spec_acceptance_length": None if per_draft is None else 1.0 + per_draft,
+        "spec_accept_rate_per_pos": rates_per_pos,
         "prompt_tokens": counter_delta(before, after, "vllm:prompt_tokens"),
         "generation_tokens": counter_delta(before, after, "vllm:generation_tokens"),
     }

@@ -130,7 +130,8 @@ class FitResult:
         )
 
 
-_BOUNDS = {"bandwidth_efficiency": (0.02, 1.0), "compute_efficiency": (0.01, 1.0),
+# bandwidth/compute: engine multipliers on the GPU's kernel curves (bench.planner.efficiency), so up to 2
+_BOUNDS = {"bandwidth_efficiency": (0.02, 2.0), "compute_efficiency": (0.01, 2.0),
            "step_overhead_ms": (0.0, 100.0)}
 _NO_POINTS = "calibration: no usable measured points (need ok rows with concurrency and TPOT/TTFT)"
 
@@ -205,6 +206,7 @@ class _RawArrays:
     m_comm: np.ndarray
     p_cmp: np.ndarray
     p_comm: np.ndarray
+    tokens_per_step: np.ndarray
 
     @classmethod
     def build(cls, raws: list[PointRaw]) -> _RawArrays:
@@ -219,13 +221,15 @@ class _RawArrays:
             m_cmp=col(lambda r: r.mixed.compute_s), m_comm=col(lambda r: r.mixed.comm_s),
             p_cmp=col(lambda r: r.prefill_marginal.compute_s),
             p_comm=col(lambda r: r.prefill_marginal.comm_s),
+            tokens_per_step=col(lambda r: r.tokens_per_step),
         )
 
 
 def _loss(r: _RawArrays, m_tpot: np.ndarray, m_ttft: np.ndarray, a: Any, c: Any, o: Any) -> np.ndarray:
     """Sum of squared log errors; the same serving formulas as `latencies_s`, vectorized."""
     marginal = r.p_cmp / c + r.p_comm
-    tpot = np.maximum(r.d_mem / a, r.d_cmp / c) + r.d_comm + o + np.maximum(r.batch - 1, 0) / r.osl * marginal
+    tpot = ((np.maximum(r.d_mem / a, r.d_cmp / c) + r.d_comm + o) / r.tokens_per_step
+            + np.maximum(r.batch - 1, 0) / r.osl * marginal)
     ttft0 = np.maximum(r.m_mem / a, r.m_cmp / c) + r.m_comm + o
     e2el0 = ttft0 + (r.osl - 1) * tpot
     ttft = ttft0 + np.maximum(r.conc / r.batch - 1, 0) * e2el0

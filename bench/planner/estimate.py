@@ -19,6 +19,7 @@ from bench.planner.roofline import (
     Efficiency,
     GpuPeaks,
     MemoryFit,
+    PointRaw,
     QuantSpec,
     RooflineConfig,
     efficiency_for,
@@ -97,12 +98,20 @@ def estimate(
     kv_bits: float | None = None,
     efficiency: Efficiency | None = None,
     cfg: RooflineConfig | None = None,
+    spec_tokens: int = 0,
+    acceptance_length: float = 1.0,
+    cached_share: float = 0.0,
 ) -> Estimate:
     """Memory fit and the throughput-latency curve of `count` GPUs serving `model`.
 
     `tp` defaults to `count` (one replica); with a smaller tp, count/tp replicas split the
     concurrency evenly. `efficiency` overrides the config lookup (defaults / calibrated).
+    Speculative decoding: `spec_tokens` K draft tokens per step, `acceptance_length` L tokens
+    emitted per sequence per step (1 <= L <= K+1); K = 0 is no speculation.
+    `cached_share`: share of each prompt served from a prefix cache; its prefill work is skipped
+    (roofline.point_raw), so the curve is an estimate at that hit rate.
     """
+    check_spec(spec_tokens, acceptance_length)
     if count <= 0:
         raise UserInputError(f"count must be a positive number of GPUs (got {count})")
     if isl <= 0 or osl <= 1:
@@ -121,7 +130,7 @@ def estimate(
     if efficiency is not None:
         eff, eff_source = efficiency, "given"
     else:
-        eff, eff_source = efficiency_for(gpu_peaks.id, q.name, cfg)
+        eff, eff_source = efficiency_for(gpu_peaks.id, q.name, cfg, hbm_gb_s=gpu_peaks.hbm_gb_s)
     dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=tp, ep=ep, eff=eff)
     replicas = count // tp
     fit = memory_fit(dep, isl + osl)
@@ -129,7 +138,15 @@ def estimate(
     curve: list[CurvePoint] = []
     if fit.fits:
         for c in sorted({int(c) for c in concurrencies}):
-            curve.append(_curve_point(dep, isl, osl, c, replicas, fit.max_concurrent_seqs))
+            curve.append(_curve_point(dep, isl, osl, c, replicas, fit.max_concurrent_seqs,
+                                      spec_tokens, acceptance_length, cached_share))
+    if cached_share:
+        notes.append(f"prefix cache: {cached_share:.0%} of each prompt is a cache hit, so only {1 - cached_share:.0%} "
+                     "of its prefill is computed (estimate; measure with prefix caching on for the real effect)")
+    if spec_tokens:
+        notes += _spec_notes(dep, curve, spec_tokens, acceptance_length)
+    if cfg.fit is not None and efficiency is None:
+        notes.append(cfg.fit.band_text())
     _, precision = gpu_peaks.tflops(q.compute)
     return Estimate(
         model=name, gpu=gpu_peaks.id, count=count, tp=tp, ep=ep, replicas=replicas, quant=q.name,
@@ -138,13 +155,38 @@ def estimate(
     )
 
 
-def _curve_point(dep: Deployment, isl: int, osl: int, c: int, replicas: int, max_seqs: int) -> CurvePoint:
-    e = dep.eff
-    raw = point_raw(dep, isl, osl, c / replicas, max_seqs)
+def check_spec(spec_tokens: int, acceptance_length: float) -> None:
+    """K >= 0 and 1 <= L <= K + 1 (one accepted-or-corrected token per step at least, K+1 at most)."""
+    if not isinstance(spec_tokens, int) or spec_tokens < 0:
+        raise UserInputError(f"spec_tokens: must be an integer >= 0 (got {spec_tokens})")
+    if not (1.0 <= acceptance_length <= spec_tokens + 1):  # also rejects NaN
+        raise UserInputError(f"acceptance_length: must be between 1 and spec_tokens + 1 = {spec_tokens + 1} "
+                             f"(got {acceptance_length})")
+
+
+def _spec_notes(dep: Deployment, curve: list[CurvePoint], k: int, accept: float) -> list[str]:
+    """Say where speculation pays less: the verify step is compute-bound (B x (K+1) tokens)."""
+    notes = [f"speculative decoding: {k} draft tokens per step (MTP: {dep.eff.mtp_layers_per_draft_token:g} "
+             f"decoder layer(s) + LM head per draft token), acceptance length {accept:g} tokens per step"]
+    bound = [p.concurrency for p in curve if p.decode_bound == "compute"]
+    if bound:
+        notes.append(f"at concurrency {', '.join(map(str, bound))} the verify step (B x {k + 1} tokens) is "
+                     "compute-bound: each extra verified token costs FLOPs, so the gain from speculation shrinks")
+    return notes
+
+
+def _curve_point(dep: Deployment, isl: int, osl: int, c: int, replicas: int, max_seqs: int,
+                 spec_tokens: int = 0, acceptance_length: float = 1.0, cached_share: float = 0.0) -> CurvePoint:
+    raw = point_raw(dep, isl, osl, c / replicas, max_seqs, spec_tokens, acceptance_length, cached_share=cached_share)
+    return point_from_raw(raw, dep.eff, c, isl, osl, replicas, dep.tp)
+
+
+def point_from_raw(raw: PointRaw, e: Efficiency, c: int, isl: int, osl: int, replicas: int, tp: int) -> CurvePoint:
+    """One curve point from its raw steps and the engine factors (the fit on published runs reuses it)."""
     lat = latencies_s(raw, e.bandwidth_efficiency, e.compute_efficiency, e.step_overhead_ms / 1e3)
     tpot, ttft, e2el = lat.tpot_s, lat.ttft_s, lat.e2el_s
-    out_total = raw.batch * osl / lat.served_e2el_s * replicas
-    gpus = replicas * dep.tp
+    out_total = raw.batch * osl / lat.served_e2el_s * replicas  # emitted tokens: L per step via TPOT
+    gpus = replicas * tp
     return CurvePoint(
         concurrency=c, batch_per_replica=raw.batch, tpot_ms=tpot * 1e3, ttft_ms=ttft * 1e3,
         e2el_ms=e2el * 1e3, interactivity_tok_s_user=1.0 / tpot, output_tok_s=out_total,
@@ -170,6 +212,10 @@ def _notes(dep: Deployment, fit: MemoryFit) -> list[str]:
     if dep.quant.compute == "fp8" and moe_i and not dep.ep and (moe_i // dep.tp) % 128:
         notes.append(f"expert width {moe_i}/tp{dep.tp} = {moe_i // dep.tp} is not a multiple of 128: "
                      "block-128 FP8 checkpoints (e.g. MiniMax-M2) refuse pure TP here; use --ep")
+    how = dep.eff.curves_source
+    if how.startswith(("interpolated", "nearest")):
+        notes.append(f"{dep.gpu.id} kernels are not measured: efficiency curves {how} (rule: "
+                     "bench/planner/efficiency.py); expect a wider error than the band below")
     if dep.tp > dep.eff.gpus_per_node:
         notes.append(f"tp {dep.tp} spans nodes: collectives at {dep.eff.inter_node_gb_s} GB/s scale-out")
     if dep.gpu.interconnect_gb_s is None and dep.tp > 1:
@@ -237,6 +283,8 @@ def _money(tok_out: float, tok_total: float, rate: float | None, price: Any, mix
     if price is not None:
         m = api_margin(mix, price, tok_out, rate, 1.0, usd_per_cny=usd_per_cny)
         out["gross_margin"] = m.gross_margin
+        out["revenue_usd_per_gpu_hour"] = m.revenue_usd_per_gpu_hour  # at U = 1, cached tokens at the cached price
+        out["cost_usd_per_gpu_hour"] = m.cost_usd_per_gpu_hour
         out["break_even_utilization"] = break_even_utilization(
             mix, price, tok_out, rate, usd_per_cny=usd_per_cny
         )
@@ -251,6 +299,7 @@ def plan_estimate(
     price: Any = None, cached_share: float = 0.0, usd_per_gpu_hour: float | None = None,
     usd_per_cny: float | None = None, compare_gpus: tuple[str, ...] | None = None,
     compare_quants: tuple[str, ...] = COMPARE_QUANTS, catalog: Any = None,
+    spec_tokens: int = 0, acceptance_length: float = 1.0,
 ) -> dict[str, Any]:
     """What `maas-bench plan` prints without measured points: the estimated curve, the best point
     under the SLO, $/M tokens at every price tier of the GPU, the gross margin at `price` (a
@@ -264,7 +313,8 @@ def plan_estimate(
     slo = slo or {}
     mix = TrafficMix(float(isl), float(osl), cached_share)
     cfg = load_roofline_config()
-    est = estimate(model, gpu, count, quant, isl, osl, concurrencies, tp=tp, ep=ep, kv_bits=kv_bits, cfg=cfg)
+    est = estimate(model, gpu, count, quant, isl, osl, concurrencies, tp=tp, ep=ep, kv_bits=kv_bits, cfg=cfg,
+                   spec_tokens=spec_tokens, acceptance_length=acceptance_length, cached_share=cached_share)
     best = best_point(est, slo)
     if usd_per_gpu_hour is not None:
         main_rate, main_tier = usd_per_gpu_hour, "given"
@@ -292,6 +342,9 @@ def plan_estimate(
         "compute_precision": est.compute_precision, "isl": isl, "osl": osl, "slo": slo,
         "tier": main_tier, "usd_per_gpu_hour": main_rate,
         "efficiency_source": est.efficiency_source, "efficiency": est.efficiency,
+        "error_band": cfg.fit.band_text() if cfg.fit is not None else "estimate (no published-run error band fitted)",
+        "error_band_detail": {k: v.model_dump() for k, v in cfg.fit.band.items()} if cfg.fit is not None else None,
+        "spec_tokens": spec_tokens, "acceptance_length": acceptance_length,
         "memory": asdict(est.memory), "notes": est.notes, "curve": curve,
         "best_under_slo": asdict(best) if best is not None else None, "cost_by_tier": tiers,
     }

@@ -18,14 +18,18 @@ The model (stated once, here; units in every name):
   weights evenly over the `tp` GPUs of a replica; `count / tp` replicas serve independently.
 - Memory fit per GPU: memory_gb (datasheet "GB" ~ GiB: an H100 reports 79.6 GiB) x
   gpu_memory_utilization - weights - reserve_gib = KV budget. KV bytes/token/GPU =
-  kv_bytes_per_token(kv_bits/8) x max(kv_heads/tp, 1)/kv_heads (KV heads replicate when tp > kv
-  heads). Max concurrent sequences = floor(budget / (KV per token x (ISL + OSL))).
+  Hyperparameters.kv_bytes_per_token(kv_bits/8, tp), per attention type (bench.config.catalog): GQA
+  KV split over TP by KV heads (replicated when tp > kv heads); an MLA latent and sparse-attention
+  index keys on every rank. Max concurrent sequences = floor(budget / (KV per token x (ISL + OSL))).
 - One engine step that decodes `n_dec` sequences at mean context `ctx` and prefills `n_pre`
   prompt tokens moves: the always-used weights (attention, dense FFNs, shared experts, routers,
-  LM head) + the routed experts it touches + the KV it reads. With top-k of E experts and T
+  LM head) + the routed experts it touches + the KV it reads (Hyperparameters.attention_read_bytes:
+  sparse attention (DSA, MSA) reads only the selected tokens' KV plus every token's index key). With
+  top-k of E experts and T
   tokens in the step, a MoE layer touches E * (1 - (1 - k/E)^T) distinct experts in expectation.
   FLOPs: 2 x active params per token (GEMMs, at the preset's tensor peak) + attention
-  4 x heads x head_dim x context per token per layer (BF16 peak; causal prefill averages ISL/2)
+  (Hyperparameters.attention_flops_per_token / prefill_attention_flops, BF16 peak: GQA 4 x heads x
+  head_dim x context per layer, MLA in absorbed form, sparse layers capped at the selected tokens)
   + 2 x hidden x vocab for each token whose logits are computed (decodes and the last prompt token).
   Time = max(bytes / (HBM x bandwidth_efficiency), FLOPs / (peak x compute_efficiency))
   + communication + step_overhead_ms.
@@ -42,6 +46,7 @@ The model (stated once, here; units in every name):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -54,6 +59,7 @@ from bench.config.base import StrictModel, load_config
 from bench.config.catalog import Hyperparameters
 from bench.config.hardware import GpuSpec, load_hardware
 from bench.errors import UserInputError
+from bench.planner.efficiency import Curves, curves_for
 
 ROOFLINE_CONFIG = base.CONFIG_DIR / "roofline.yaml"
 GIB = 2.0**30
@@ -85,13 +91,22 @@ class QuantSpec(StrictModel):
 
 
 class Efficiency(StrictModel):
-    """Achieved fractions of datasheet peaks and fixed costs; see configs/roofline.yaml."""
+    """Engine factors and fixed costs on top of the GPU's kernel curves; see configs/roofline.yaml.
 
-    bandwidth_efficiency: float = Field(0.8, gt=0, le=1)
-    compute_efficiency: float = Field(0.5, gt=0, le=1)
+    With `curves` (bench.planner.efficiency; filled per GPU by `efficiency_for`), bandwidth_efficiency
+    and compute_efficiency are ENGINE multipliers on the measured kernel fractions (1 = the probe
+    kernels); without curves (flat) they are plain fractions of the datasheet peaks.
+    """
+
+    bandwidth_efficiency: float = Field(0.8, gt=0, le=2)
+    compute_efficiency: float = Field(0.5, gt=0, le=2)
     interconnect_efficiency: float = Field(0.7, gt=0, le=1)
     collective_latency_us: float = Field(10.0, ge=0)
+    inter_node_latency_us: float = Field(0.0, ge=0)
     step_overhead_ms: float = Field(1.0, ge=0)
+    mtp_layers_per_draft_token: float = Field(1.0, ge=0)
+    curves: Curves = Field(default_factory=Curves.flat)
+    curves_source: str = "flat"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     reserve_gib: float = Field(3.0, ge=0)
     gpus_per_node: int = Field(8, gt=0)
@@ -99,6 +114,38 @@ class Efficiency(StrictModel):
 
 
 FITTED_FIELDS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms")
+# The FEW global parameters fitted on published runs (bench.planner.fit), the same for every GPU/model.
+GLOBAL_FIT_FIELDS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms", "collective_latency_us")
+PLANNER_FIT = base.CONFIG_DIR / "planner_fit.yaml"
+
+
+class ErrorBand(StrictModel):
+    """Leave-one-out error of the planner on published runs: predicted / published ratios."""
+
+    n_points: int = Field(ge=0)
+    median_ratio: float = Field(gt=0)
+    worst_ratio: float = Field(gt=0, description="the ratio farthest from 1 (either side)")
+    typical_factor: float = Field(ge=1, description="exp(median |log ratio|): x/÷ this is the typical error")
+    worst_factor: float = Field(ge=1, description="exp(max |log ratio|)")
+
+
+class PlannerFit(StrictModel):
+    """configs/planner_fit.yaml, written by `maas-bench plan --check-published --write-fit`."""
+
+    params: dict[str, float]
+    band: dict[str, ErrorBand] = Field(default_factory=dict, description="output_tok_s, tpot_ms")
+    points: list[str] = Field(default_factory=list)
+    fitted_on: str = ""
+    source: str = ""
+
+    def band_text(self) -> str:
+        """'estimate, typically within x1.2 (worst x1.5) of published GPU runs (leave-one-out, 6 points)'."""
+        t, p = self.band.get("output_tok_s"), self.band.get("tpot_ms")
+        if t is None or p is None:
+            return "estimate (no published-run error band fitted)"
+        return (f"estimate: throughput typically within x{t.typical_factor:.2f} (worst x{t.worst_factor:.2f}), "
+                f"TPOT x{p.typical_factor:.2f} (worst x{p.worst_factor:.2f}) of published GPU runs "
+                f"(leave-one-out, {t.n_points} points)")
 
 
 class CalibratedEntry(StrictModel):
@@ -121,6 +168,8 @@ class RooflineConfig(StrictModel):
     per_gpu: dict[str, dict[str, float]] = Field(default_factory=dict)
     quantizations: dict[str, QuantSpec] = Field(default_factory=dict)
     calibrated: dict[str, CalibratedEntry] = Field(default_factory=dict)
+    kernel_curves: dict[str, Curves] = Field(default_factory=dict)
+    fit: PlannerFit | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -137,9 +186,30 @@ class RooflineConfig(StrictModel):
 def load_roofline_config(path: Path | None = None) -> RooflineConfig:
     """configs/roofline.yaml with the user's roofline.yaml (--config-dir) layered over it (defaults by
     field, per_gpu / quantizations / calibrated by key); or the one file `path`."""
-    return load_config("roofline.yaml", RooflineConfig, path=path,
-                       keyed=("defaults", "per_gpu", "quantizations", "calibrated"),
-                       shape="a roofline file must be a YAML mapping (defaults, per_gpu, quantizations, calibrated)")
+    cfg = load_config("roofline.yaml", RooflineConfig, path=path,
+                      keyed=("defaults", "per_gpu", "quantizations", "calibrated", "kernel_curves"),
+                      shape="a roofline file must be a YAML mapping (defaults, per_gpu, quantizations, calibrated)")
+    if path is None and cfg.fit is None:
+        fit = load_planner_fit()
+        if fit is not None:
+            cfg = cfg.model_copy(update={"fit": fit})
+    return cfg
+
+
+def load_planner_fit(path: Path | None = None) -> PlannerFit | None:
+    """The global fit on published runs (configs/planner_fit.yaml), None when it was never written."""
+    path = Path(path or PLANNER_FIT)
+    if not path.exists():
+        return None
+    data = base.read_yaml(path)
+    try:
+        fit = PlannerFit.model_validate(data)
+    except ValidationError as e:
+        raise UserInputError(base.format_validation_error(path, e, PlannerFit)) from None
+    bad = [k for k in fit.params if k not in GLOBAL_FIT_FIELDS]
+    if bad:
+        raise UserInputError(f"{path}: params.{bad[0]}: unknown; allowed: {', '.join(GLOBAL_FIT_FIELDS)}")
+    return fit
 
 
 def writable_roofline_config() -> Path:
@@ -166,16 +236,36 @@ def resolve_quant(name: str, kv_bits: float | None = None, cfg: RooflineConfig |
     return q
 
 
-def efficiency_for(gpu_id: str, quant: str, cfg: RooflineConfig | None = None) -> tuple[Efficiency, str]:
-    """Factors for a gpu/quant pair and where they came from ("default" or "calibrated:<key>")."""
+def efficiency_for(gpu_id: str, quant: str, cfg: RooflineConfig | None = None,
+                   hbm_gb_s: float | None = None) -> tuple[Efficiency, str]:
+    """Factors for a gpu/quant pair and where they came from.
+
+    Lookup: defaults <- the global fit on published runs (`fit`) <- per_gpu[gpu] <- calibrated[gpu/quant];
+    the kernel curves are the GPU's own when measured, else the rule of bench.planner.efficiency on its
+    HBM bandwidth (`hbm_gb_s`, else configs/hardware.yaml). Source: "default", "published-fit" or
+    "calibrated:<key>"; how the curves were obtained is `Efficiency.curves_source`.
+    """
     cfg = cfg or load_roofline_config()
     eff = cfg.defaults.model_dump()
+    source = "default"
+    if cfg.fit is not None:
+        eff.update(cfg.fit.params)
+        source = "published-fit"
     eff.update(cfg.per_gpu.get(gpu_id, {}))
     key = calibration_key(gpu_id, quant)
-    source = "default"
     if key in cfg.calibrated:
         eff.update({f: getattr(cfg.calibrated[key], f) for f in FITTED_FIELDS})
         source = f"calibrated:{key}"
+    if gpu_id in cfg.kernel_curves:
+        curves, how = cfg.kernel_curves[gpu_id], f"measured:{gpu_id}"
+    else:
+        if hbm_gb_s is None:
+            try:
+                hbm_gb_s = float(load_hardware().gpu(gpu_id).hbm_gb_s)
+            except UserInputError:
+                hbm_gb_s = None
+        curves, how = curves_for(hbm_gb_s, cfg.kernel_curves) if hbm_gb_s else (Curves.flat(), "flat")
+    eff.update(curves=curves, curves_source=how)  # how the curves were obtained: Efficiency.curves_source
     try:
         return Efficiency(**eff), source
     except ValidationError as e:
@@ -257,39 +347,85 @@ class Deployment:
         return self.weight_bytes_total() / self.tp / GIB
 
     def kv_bytes_per_token_per_gpu(self) -> float:
-        kv_heads = max(self.hp.num_key_value_heads, 1)
-        share = max(kv_heads / self.tp, 1.0) / kv_heads
-        return self.hp.kv_bytes_per_token(self.quant.kv_bits / 8) * share
+        """KV-cache bytes of one token on one GPU (the formula per attention type is in the catalog)."""
+        return self.hp.kv_bytes_per_token(self.quant.kv_bits / 8, tp=self.tp)
 
     # one engine step, at efficiency 1 -----------------------------------------------------
-    def step_raw(self, n_dec: float, ctx: float, n_pre: float = 0.0) -> StepRaw:
-        """Per-GPU seconds for one step at 100% of every peak (memory, compute) plus comm seconds.
+    def step_raw(self, n_dec: float, ctx: float, n_pre: float = 0.0, spec_tokens: int = 0) -> StepRaw:
+        """Per-GPU seconds for one step at the GPU's kernel curves (memory, compute) plus comm seconds
+        (flat curves = 100% of every peak).
 
         n_dec sequences decode one token each at mean context ctx; n_pre prompt tokens of ONE
-        prompt are prefilled (causal attention over n_pre/2 on average).
+        prompt are prefilled (causal attention over n_pre/2 on average). With `spec_tokens` K > 0
+        each decoding sequence verifies K+1 tokens: the same weights, (K+1)x the GEMM, attention and
+        logits FLOPs, KV read once per sequence over ctx+K tokens (the K+1 queries share it); the K
+        draft passes are `draft_raw`.
         """
         hp, q, tp = self.hp, self.quant, self.tp
-        tokens = n_dec + n_pre
+        n_q = n_dec * (spec_tokens + 1)  # query tokens of the decoding sequences
+        ctx = ctx + spec_tokens if n_dec > 0 else ctx
+        tokens = n_q + n_pre
         wb = q.weight_bits / 8
         routed_active = hp.num_moe_layers * hp.num_experts_per_tok * hp.expert_params()
         always_params = hp.active_params() - routed_active
         touched = expected_experts_touched(hp.n_routed_experts, hp.num_experts_per_tok, tokens)
         routed_bytes = hp.num_moe_layers * touched * hp.expert_params() * q.expert_bits / 8
         lm_head_bytes = hp.vocab_size * hp.hidden_size * 2.0
-        kv_bytes_per_gpu = n_dec * ctx * self.kv_bytes_per_token_per_gpu()
-        bytes_per_gpu = (always_params * wb + routed_bytes + lm_head_bytes) / tp + kv_bytes_per_gpu
+        kv_bytes_per_gpu = n_dec * hp.attention_read_bytes(ctx, q.kv_bits / 8, tp=tp)
+        c, hbm = self.eff.curves, self.gpu.hbm_gb_s * 1e9
+        memory_s = ((always_params * wb / tp) / (hbm * c.dense_bw_fraction(tokens, q.weight_bits))
+                    + (lm_head_bytes / tp) / (hbm * c.dense_bw_fraction(tokens, 16))
+                    + (routed_bytes / tp) / (hbm * c.expert_bw_fraction(tokens, q.expert_bits))
+                    + c.attention_s(kv_bytes_per_gpu, self.gpu.hbm_gb_s, hp.num_hidden_layers))
 
-        logits_tokens = n_dec + (1 if n_pre > 0 else 0)
+        logits_tokens = n_q + (1 if n_pre > 0 else 0)
         gemm_flops = 2.0 * hp.active_params() * tokens + 2.0 * hp.hidden_size * hp.vocab_size * logits_tokens
         # routed experts kept in BF16 (partial INT8) run their GEMMs on the BF16 units
         bf16_gemm_flops = 2.0 * routed_active * tokens if q.routed_expert_bits is not None else 0.0
-        attn_per_ctx = 4.0 * hp.num_attention_heads * hp.head_dim * hp.num_hidden_layers
-        attn_flops = attn_per_ctx * (n_dec * ctx + n_pre * n_pre / 2.0)
-        peak, _ = self.gpu.tflops(q.compute)
-        compute_s = ((gemm_flops - bf16_gemm_flops) / (peak * 1e12)
-                     + (attn_flops + bf16_gemm_flops) / (self.gpu.tflops_bf16 * 1e12)) / tp
-        memory_s = bytes_per_gpu / (self.gpu.hbm_gb_s * 1e9)
+        attn_flops = n_q * hp.attention_flops_per_token(ctx) + hp.prefill_attention_flops(n_pre)
+        peak, prec = self.gpu.tflops(q.compute)
+        compute_s = ((gemm_flops - bf16_gemm_flops) / (peak * 1e12 * c.gemm_fraction(prec, tokens))
+                     + (attn_flops + bf16_gemm_flops) / (self.gpu.tflops_bf16 * 1e12 * c.gemm_fraction("bf16", tokens))
+                     ) / tp
         return StepRaw(memory_s=memory_s, compute_s=compute_s, comm_s=self.comm_s(tokens))
+
+    def draft_raw(self, n_dec: float, ctx: float, spec_tokens: int) -> StepRaw:
+        """The K draft passes of speculative decoding, per GPU.
+
+        Assumption (stated once, here): each draft token costs `mtp_layers_per_draft_token` (1 = GLM /
+        DeepSeek MTP: one extra decoder layer; vLLM runs the MTP module K times) passes of ONE average
+        decoder layer of the model over the n_dec sequences (its weights with the experts n_dec tokens
+        touch, its KV, its collectives) plus the shared LM head for the draft's logits. EAGLE heads are
+        smaller (one dense layer); for them this is an upper bound.
+        """
+        if spec_tokens <= 0 or n_dec <= 0:
+            return StepRaw(0.0, 0.0, 0.0)
+        layers = self.hp.num_hidden_layers
+        base = self.step_raw(n_dec, ctx)
+        lm = self._lm_head_raw(n_dec)
+        n = spec_tokens * self.eff.mtp_layers_per_draft_token
+        return StepRaw(memory_s=n * (base.memory_s - lm.memory_s) / layers + spec_tokens * lm.memory_s,
+                       compute_s=n * (base.compute_s - lm.compute_s) / layers + spec_tokens * lm.compute_s,
+                       comm_s=n * base.comm_s / layers)
+
+    def _lm_head_raw(self, n_tokens: float) -> StepRaw:
+        """The LM head's share of a step over n_tokens (BF16 weights; logits GEMM at the preset's peak)."""
+        c, hp = self.eff.curves, self.hp
+        lm_bytes = hp.vocab_size * hp.hidden_size * 2.0 / self.tp
+        flops = 2.0 * hp.hidden_size * hp.vocab_size * n_tokens / self.tp
+        peak, prec = self.gpu.tflops(self.quant.compute)
+        return StepRaw(memory_s=lm_bytes / (self.gpu.hbm_gb_s * 1e9 * c.dense_bw_fraction(n_tokens, 16)),
+                       compute_s=flops / (peak * 1e12 * c.gemm_fraction(prec, n_tokens)), comm_s=0.0)
+
+    def collective_latency_s(self) -> float:
+        """Fixed latency of one collective: collective_latency_us per log2(tp) step (a one-shot /
+        tree all-reduce's hops: 1 at tp 2, 3 at tp 8), plus inter_node_latency_us when the group
+        spans nodes."""
+        e = self.eff
+        lat = e.collective_latency_us * max(math.log2(self.tp), 1.0)
+        if self.tp > e.gpus_per_node:
+            lat += e.inter_node_latency_us
+        return lat * 1e-6
 
     def comm_s(self, tokens: float) -> float:
         """Collective time of one forward over `tokens` tokens (0 without tensor parallelism)."""
@@ -302,7 +438,7 @@ class Deployment:
         bw = link * 1e9 * e.interconnect_efficiency
         ring = 2.0 * (self.tp - 1) / self.tp
         msg = tokens * self.hp.hidden_size * ACT_BYTES
-        lat = e.collective_latency_us * 1e-6
+        lat = self.collective_latency_s()
         allreduce = ring * msg / bw + lat
         L, n_moe = self.hp.num_hidden_layers, self.hp.num_moe_layers
         if self.ep and n_moe:
@@ -314,7 +450,8 @@ class Deployment:
 
 @dataclass(frozen=True)
 class StepRaw:
-    """Seconds of one step at 100% of HBM / tensor peak, and its communication seconds."""
+    """Seconds of one step at the GPU's kernel curves (flat curves: 100% of HBM / tensor peak), and
+    its communication seconds; the engine factors divide the first two in `time_s`."""
 
     memory_s: float
     compute_s: float
@@ -322,6 +459,10 @@ class StepRaw:
 
     def time_s(self, bw_eff: float, compute_eff: float, overhead_s: float) -> float:
         return max(self.memory_s / bw_eff, self.compute_s / compute_eff) + self.comm_s + overhead_s
+
+    def plus(self, other: StepRaw) -> StepRaw:
+        """Two passes run back to back in one step (verify + drafts): their terms add."""
+        return StepRaw(self.memory_s + other.memory_s, self.compute_s + other.compute_s, self.comm_s + other.comm_s)
 
     def bound(self, bw_eff: float, compute_eff: float) -> str:
         return "memory" if self.memory_s / bw_eff >= self.compute_s / compute_eff else "compute"
@@ -370,20 +511,28 @@ class PointRaw:
     decode: StepRaw
     mixed: StepRaw  # prefill of one prompt next to batch-1 decodes
     prefill_marginal: StepRaw  # the prompt's own compute and communication
+    tokens_per_step: float = 1.0  # tokens each decoding sequence emits per step (speculation: L)
 
 
-def point_raw(dep: Deployment, isl: int, osl: int, concurrency_per_replica: float, max_seqs: int) -> PointRaw:
+def point_raw(dep: Deployment, isl: int, osl: int, concurrency_per_replica: float, max_seqs: int,
+              spec_tokens: int = 0, acceptance_length: float = 1.0, *, cached_share: float = 0.0) -> PointRaw:
+    """Raw steps of one curve point; with speculation (K = spec_tokens, L = acceptance_length) a decode
+    step is the verify step over B x (K+1) tokens plus K draft passes, and it emits B x L tokens.
+    `cached_share` c (prefix-cache hits, issue 15): only (1 - c) x isl prompt tokens are prefilled; the
+    context the decode reads is still the whole prompt."""
+    n_pre = isl * (1.0 - cached_share)
     batch = float(min(concurrency_per_replica, max_seqs))
     ctx = isl + osl / 2.0
+    dec = max(batch - 1.0, 0.0)
     return PointRaw(
         concurrency_per_replica=concurrency_per_replica, batch=batch, osl=osl,
-        decode=dep.step_raw(batch, ctx),
-        mixed=dep.step_raw(max(batch - 1.0, 0.0), ctx, n_pre=isl),
-        prefill_marginal=_marginal(dep, isl),
+        decode=dep.step_raw(batch, ctx, spec_tokens=spec_tokens).plus(dep.draft_raw(batch, ctx, spec_tokens)),
+        mixed=dep.step_raw(dec, ctx, n_pre=n_pre, spec_tokens=spec_tokens).plus(dep.draft_raw(dec, ctx, spec_tokens)),
+        prefill_marginal=_marginal(dep, n_pre), tokens_per_step=float(acceptance_length),
     )
 
 
-def _marginal(dep: Deployment, isl: int) -> StepRaw:
+def _marginal(dep: Deployment, isl: float) -> StepRaw:
     full = dep.step_raw(0.0, 0.0, n_pre=isl)
     return StepRaw(memory_s=0.0, compute_s=full.compute_s, comm_s=full.comm_s)
 
@@ -399,7 +548,8 @@ def latencies_s(raw: PointRaw, bw_eff: float, compute_eff: float, overhead_s: fl
     """The single place the serving formulas live (`_loss` is the same, vectorized for the fit)."""
     b = raw.batch
     marginal = raw.prefill_marginal.compute_s / compute_eff + raw.prefill_marginal.comm_s
-    tpot = raw.decode.time_s(bw_eff, compute_eff, overhead_s) + max(b - 1.0, 0.0) / raw.osl * marginal
+    tpot = (raw.decode.time_s(bw_eff, compute_eff, overhead_s) / raw.tokens_per_step
+            + max(b - 1.0, 0.0) / raw.osl * marginal)
     ttft0 = raw.mixed.time_s(bw_eff, compute_eff, overhead_s)
     served = ttft0 + (raw.osl - 1) * tpot
     wait = max(raw.concurrency_per_replica / b - 1.0, 0.0) * served

@@ -36,30 +36,40 @@ import pandas as pd
 from bench.config.slo import Slo
 from bench.errors import UserInputError
 from bench.report.data import (
-    _comparison_slo,
-    _headline_caveats,
-    _load_column,
-    _margin_curves,
-    _series_labels,
-    _slo_ladder,
     collect_warnings,
+    comparison_slo,
     headline,
+    headline_caveats,
+    load_column,
     load_run,
     margin_columns,
+    margin_curves,
     resolve_prices,
+    series_labels,
+    slo_ladder,
 )
-from bench.report.figures import FIGURES, fig_cost, fig_latency, fig_margin, fig_runs, fig_throughput
-from bench.report.render import _render, _write
+from bench.report.figures import (
+    FIGURES,
+    fig_cache_margin,
+    fig_cost,
+    fig_latency,
+    fig_margin,
+    fig_runs,
+    fig_spec,
+    fig_throughput,
+    has_speculation,
+)
+from bench.report.render import render_template, write_atomic
 from bench.report.tables import (
-    _fmt_int,
-    _headline_sentences,
-    _headline_table,
-    _load_short,
-    _load_text,
-    _method_lines,
-    _point_table,
-    _price_text,
-    _provenance,
+    fmt_int,
+    headline_sentences,
+    headline_table,
+    load_short,
+    load_text,
+    method_lines,
+    point_table,
+    price_text,
+    provenance,
 )
 
 DEFAULT_REPORTS_ROOT = Path("reports")
@@ -133,14 +143,14 @@ def build_report(
     book = load_price_book()
     models = [str(m) for m in points["model"].dropna().unique()]
     prices = resolve_prices(models, price, book)
-    points["series"] = _series_labels(points)
-    points["load_x"], load_label = _load_column(points)
+    points["series"] = series_labels(points)
+    points["load_x"], load_label = load_column(points)
     recs = points.to_dict("records")
-    points["load_short"] = [_load_short(r) for r in recs]
-    points["load"] = [_load_text(r) for r in recs]
-    points["done"] = [f"{_fmt_int(r.get('completed'))}/{_fmt_int(r.get('num_requests'))}" for r in recs]
+    points["load_short"] = [load_short(r) for r in recs]
+    points["load"] = [load_text(r) for r in recs]
+    points["done"] = [f"{fmt_int(r.get('completed'))}/{fmt_int(r.get('num_requests'))}" for r in recs]
     points = points.merge(margin_columns(points, prices, utilization, fx), on=["run_id", "point_id"], how="left")
-    slo_list = _slo_ladder(points, slos)
+    slo_list = slo_ladder(points, slos)
     head = headline(points, slo_list)
     warnings = collect_warnings(points, runs, prices)
 
@@ -150,34 +160,38 @@ def build_report(
     figs["a"] = fig_throughput(points, out / FIGURES["a"][0])
     figs["b"] = fig_cost(points, out / FIGURES["b"][0])
     figs["c"] = fig_latency(points, out / FIGURES["c"][0], load_label, slo_list)
-    curves, curve_note = _margin_curves(points, head, prices, fx)
+    curves, curve_note = margin_curves(points, head, prices, fx)
     figs["d"] = fig_margin(curves, out / FIGURES["d"][0], curve_note)
-    figs["e"] = fig_runs(points, out / FIGURES["e"][0], _comparison_slo(points, slo_list))
+    figs["e"] = fig_runs(points, out / FIGURES["e"][0], comparison_slo(points, slo_list))
+    figs["cache"] = fig_cache_margin(points, out / FIGURES["cache"][0], utilization)
+    if has_speculation(points):  # only runs with a speculative point get the with/without figure
+        figs["spec"] = fig_spec(points, out / FIGURES["spec"][0])
 
     price_notes = [c.note for c in prices.values() if c.entry is not None]
     for c in prices.values():
         if c.entry is not None:
-            price_notes.append(f"{c.key}: {_price_text(c.entry)} (as of {c.entry.as_of}; {c.entry.source}).")
+            price_notes.append(f"{c.key}: {price_text(c.entry)} (as of {c.entry.as_of}; {c.entry.source}).")
     ctx = {
         "title": "Cost report: " + ", ".join(r.run_id for r in runs),
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "runs": [_provenance(r, points) for r in runs],
-        "headline_table": _headline_table(head, utilization),
-        "headline_sentences": _headline_sentences(head, utilization),
-        "headline_caveats": _headline_caveats(points, runs),
+        "runs": [provenance(r, points) for r in runs],
+        "headline_table": headline_table(head, utilization),
+        "headline_sentences": headline_sentences(head, utilization),
+        "headline_caveats": headline_caveats(points, runs),
         "price_notes": price_notes,
         "utilization": utilization,
         "warnings": warnings,
-        "point_table": _point_table(points),
-        "figures": [{"key": k, "file": FIGURES[k][0], "caption": FIGURES[k][1], "path": figs[k]} for k in FIGURES],
-        "method": _method_lines(utilization),
+        "point_table": point_table(points),
+        "figures": [{"key": k, "file": FIGURES[k][0], "caption": FIGURES[k][1], "path": figs[k]}
+                    for k in FIGURES if k in figs],
+        "method": method_lines(utilization),
     }
     md_path = out / "report.md"
     html_path = out / "report.html"
-    _write(md_path, _render("report.md.j2", ctx, autoescape=False))
+    write_atomic(md_path, render_template("report.md.j2", ctx, autoescape=False))
     for f in ctx["figures"]:
         f["data_uri"] = "data:image/png;base64," + base64.b64encode(f["path"].read_bytes()).decode()
-    _write(html_path, _render("report.html.j2", ctx, autoescape=True))
+    write_atomic(html_path, render_template("report.html.j2", ctx, autoescape=True))
     return ReportResult(out, md_path, html_path, figs, head, warnings, price_notes, len(points),
                         [r.run_id for r in runs])
 

@@ -16,7 +16,7 @@ import yaml
 from bench.config.slo import DEFAULT_PERCENTILE, Slo, parse_slo
 from bench.errors import UserInputError
 from bench.measure.loadgen import COALESCED_WARN_FRAC
-from bench.report.tables import _fmt_num, _load_text, _num, _quant_text
+from bench.report.tables import finite_float, fmt_num, load_text, quant_text, spec_text
 from bench.sweep.store import load_results
 
 DEFAULT_PROVIDER_ORDER = ("zai", "minimax", "deepseek", "bigmodel", "aliyun")
@@ -39,7 +39,8 @@ def _sweep_slos(points: pd.DataFrame) -> list[tuple[float | None, float | None]]
     """The (TTFT, TPOT) limits the runs themselves were configured with (sweep `slo:`, read at p90)."""
     if not {"slo_ttft_ms", "slo_tpot_ms"} <= set(points.columns):
         return []
-    pairs = [(_num(t), _num(p)) for t, p in points[["slo_ttft_ms", "slo_tpot_ms"]].itertuples(index=False)]
+    cols = points[["slo_ttft_ms", "slo_tpot_ms"]]
+    pairs = [(finite_float(t), finite_float(p)) for t, p in cols.itertuples(index=False)]
     return list(dict.fromkeys(p for p in pairs if p != (None, None)))
 
 
@@ -54,7 +55,7 @@ def _named(name: str, ttft_ms: float | None, tpot_ms: float | None) -> Slo:
     return Slo.model_validate({"ttft_ms": ttft_ms, "tpot_ms": tpot_ms}).model_copy(update={"name": name})
 
 
-def _slo_ladder(points: pd.DataFrame, extra: Sequence[Slo] | None) -> list[Slo]:
+def slo_ladder(points: pd.DataFrame, extra: Sequence[Slo] | None) -> list[Slo]:
     """The given targets, else the default ladder plus each run's own SLO (named so when they coincide)."""
     if extra:
         return list(dict.fromkeys(extra))
@@ -68,7 +69,7 @@ def _slo_ladder(points: pd.DataFrame, extra: Sequence[Slo] | None) -> list[Slo]:
     return ladder
 
 
-def _comparison_slo(points: pd.DataFrame, slos: Sequence[Slo]) -> Slo | None:
+def comparison_slo(points: pd.DataFrame, slos: Sequence[Slo]) -> Slo | None:
     """The SLO figure (e) compares runs under: the runs' own, else the first one with a limit."""
     own = _sweep_slos(points)
     for s in slos:
@@ -95,12 +96,13 @@ class RunInfo:
 def load_run(run_dir: str | Path) -> tuple[RunInfo, pd.DataFrame]:
     """A run's provenance and its points table; a missing or foreign directory is a user error."""
     d = Path(run_dir)
+    if not d.is_dir():  # checked first: a file (a points.parquet, a sweep.yaml) is not a run
+        what = "is a file" if d.is_file() else "no such results directory"
+        raise UserInputError(f"run: {d} must be a results/<run_id> directory ({what})")
     try:
         df = load_results(d)
     except FileNotFoundError as e:
         raise UserInputError(f"run: {e}") from None
-    if not d.is_dir():
-        raise UserInputError(f"run: {d} must be a results/<run_id> directory")
     env_path, sweep_path = d / "env.json", d / "sweep.yaml"
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     sweep_text = sweep_path.read_text() if sweep_path.is_file() else ""
@@ -111,7 +113,7 @@ def load_run(run_dir: str | Path) -> tuple[RunInfo, pd.DataFrame]:
     return RunInfo(d, d.name, env, sweep_text, sweep, len(df)), df
 
 
-def _series_labels(df: pd.DataFrame) -> pd.Series:
+def series_labels(df: pd.DataFrame) -> pd.Series:
     """Series = quantization, plus whatever else differs between points (model, GPU, dtype, KV dtype).
 
     Points within a series differ only in batching and load, so a frontier per series is the
@@ -120,13 +122,15 @@ def _series_labels(df: pd.DataFrame) -> pd.Series:
     def col(name: str) -> pd.Series:
         return df[name].astype(str) if name in df else pd.Series("", index=df.index)
 
-    label = pd.Series([_quant_text({"quantization": q, "dtype": t})
+    label = pd.Series([quant_text({"quantization": q, "dtype": t})
                        for q, t in zip(col("quantization"), col("dtype"), strict=True)], index=df.index)
     if col("dtype").nunique() > 1:
         quantized = ~col("quantization").isin(["none", "None", "nan", ""])
         label = label.where(~quantized, label + " (" + col("dtype") + ")")
     if col("kv_cache_dtype").nunique() > 1:
         label = label + " kv " + col("kv_cache_dtype")
+    if "spec_num_speculative_tokens" in df and col("spec_num_speculative_tokens").nunique() > 1:
+        label = label + " " + pd.Series([spec_text(r) for r in df.to_dict("records")], index=df.index)
     for name in ("gpu_type", "model"):
         if col(name).nunique() > 1:
             label = col(name) + " " + label
@@ -137,7 +141,7 @@ def _series_labels(df: pd.DataFrame) -> pd.Series:
     return label
 
 
-def _load_column(df: pd.DataFrame) -> tuple[pd.Series, str]:
+def load_column(df: pd.DataFrame) -> tuple[pd.Series, str]:
     """x for load plots: concurrency where the point was closed-loop, else the request rate."""
     conc = pd.to_numeric(df.get("concurrency"), errors="coerce") if "concurrency" in df else None
     rate = pd.to_numeric(df.get("request_rate"), errors="coerce") if "request_rate" in df else None
@@ -216,7 +220,8 @@ def margin_columns(
     """
     from bench.econ import margin as mg
 
-    cols = ["run_id", "point_id", "gross_margin", "break_even_utilization", "price_key"]
+    cols = ["run_id", "point_id", "gross_margin", "break_even_utilization", "price_key",
+            "revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour"]
     rows: list[dict[str, Any]] = []
     for (run_id, model), grp in points.groupby(["run_id", "model"], dropna=False, sort=False):
         choice = prices.get(model)
@@ -227,7 +232,9 @@ def margin_columns(
             be = mg.break_even_utilization(mix, choice.entry, r["output_tok_s_per_gpu"], r["usd_per_gpu_hour"],
                                            usd_per_cny=usd_per_cny)
             rows.append({"run_id": run_id, "point_id": r["point_id"], "gross_margin": r["gross_margin"],
-                         "break_even_utilization": be, "price_key": choice.key})
+                         "break_even_utilization": be, "price_key": choice.key,
+                         "revenue_usd_per_gpu_hour": r["revenue_usd_per_gpu_hour"],
+                         "cost_usd_per_gpu_hour": r["cost_usd_per_gpu_hour"]})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -273,7 +280,8 @@ def headline(points: pd.DataFrame, slos: Sequence[Slo]) -> list[dict[str, Any]]:
             cols = ("run_id", "point_id", "series", "model", "quantization", "gpu_type", "gpu_count", "concurrency",
                     "request_rate", "max_num_seqs", "dtype", "output_tok_s_per_gpu", "interactivity_tok_s_user",
                     "usd_per_m_output", "usd_per_m_total", "gross_margin", "break_even_utilization", "price_key",
-                    ttft_col, tpot_col, *(t.column for t in slo.terms))
+                    "revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour", ttft_col, tpot_col,
+                    *(t.column for t in slo.terms))
             row.update({k: best.get(k) for k in cols})
         else:
             row["best_ttft_ms"] = _min_num(ok, ttft_col)
@@ -308,23 +316,23 @@ def collect_warnings(points: pd.DataFrame, runs: Sequence[RunInfo], prices: dict
             w.append(f"Run {run.run_id}: energy not measured (no NVML energy data); J/token and energy cost "
                      "are not reported.")
     for r in points.to_dict("records"):
-        where = f"{r.get('run_id')}/{r.get('point_id')} ({_load_text(r)})"
+        where = f"{r.get('run_id')}/{r.get('point_id')} ({load_text(r)})"
         if r.get("status") != "ok":
             w.append(f"Point {where} {r.get('status') or 'failed'}: {r.get('error') or 'no reason recorded'}")
-        mism = _num(r.get("token_count_mismatches"))
+        mism = finite_float(r.get("token_count_mismatches"))
         if mism:
-            pct = _num(r.get("token_discrepancy_pct"))
+            pct = finite_float(r.get("token_discrepancy_pct"))
             w.append(f"Point {where}: {int(mism)} request(s) where the server's usage.completion_tokens and the "
                      f"client tokenizer count differ" + (f" (discrepancy {pct:.2f}%)." if pct is not None else "."))
-        missing = _num(r.get("usage_missing"))
+        missing = finite_float(r.get("usage_missing"))
         if missing:
             w.append(f"Point {where}: the server sent no usage for {int(missing)} request(s); their output "
                      "tokens are client tokenizer counts.")
         if r.get("client_kept_up") is False:
-            reason = r.get("client_lag_reason") or f"max send lag {_fmt_num(r.get('max_send_lag_ms'))} ms"
+            reason = r.get("client_lag_reason") or f"max send lag {fmt_num(r.get('max_send_lag_ms'))} ms"
             w.append(f"Point {where}: the load generator fell behind its schedule ({reason}); the offered load "
                      "was lower than requested.")
-        coalesced = _num(r.get("coalesced_chunk_frac"))
+        coalesced = finite_float(r.get("coalesced_chunk_frac"))
         if coalesced is not None and coalesced > COALESCED_WARN_FRAC:
             w.append(f"Point {where}: {100 * coalesced:.0f}% of content chunks arrived in the same network read "
                      "as an earlier one; those ITL samples are ~0 ms and reflect read batching (server bursts or "
@@ -336,7 +344,7 @@ def collect_warnings(points: pd.DataFrame, runs: Sequence[RunInfo], prices: dict
 
 
 
-def _headline_caveats(points: pd.DataFrame, runs: Sequence[RunInfo]) -> list[str]:
+def headline_caveats(points: pd.DataFrame, runs: Sequence[RunInfo]) -> list[str]:
     """The two facts that change how a headline number may be quoted: CPU hardware, tiny twins."""
     out = []
     cpu = [r.run_id for r in runs if r.env.get("device") == "cpu"
@@ -356,8 +364,8 @@ def _headline_caveats(points: pd.DataFrame, runs: Sequence[RunInfo]) -> list[str
     return out
 
 
-def _margin_curves(points: pd.DataFrame, head: list[dict[str, Any]], prices: dict[str, PriceChoice],
-                   fx: float | None) -> tuple[list[dict[str, Any]], str]:
+def margin_curves(points: pd.DataFrame, head: list[dict[str, Any]], prices: dict[str, PriceChoice],
+                  fx: float | None) -> tuple[list[dict[str, Any]], str]:
     """Margin-vs-utilization curves for the distinct headline points (one per SLO they win)."""
     curves: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], dict[str, Any]] = {}
@@ -371,10 +379,10 @@ def _margin_curves(points: pd.DataFrame, head: list[dict[str, Any]], prices: dic
             continue
         row = points[(points["run_id"] == h["run_id"]) & (points["point_id"] == h["point_id"])].iloc[0].to_dict()
         choice = prices.get(row.get("model"))
-        if choice is None or choice.entry is None or not _num(row.get("completed")):
+        if choice is None or choice.entry is None or not finite_float(row.get("completed")):
             continue
         rows, be = margin_curve(row, choice, fx)
-        c = {"label": f"{_load_text(row)} {_quant_text(row)} - {h['slo']}", "rows": rows,
+        c = {"label": f"{load_text(row)} {quant_text(row)} - {h['slo']}", "rows": rows,
              "break_even_utilization": be}
         seen[k] = c
         curves.append(c)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from bench.config.slo import Slo
 from bench.report.pareto import pareto_front
+from bench.report.tables import spec_text
 
 FIGURES = {
     "a": ("fig_a_throughput_vs_interactivity.png", "Output throughput per GPU vs interactivity"),
@@ -18,6 +19,9 @@ FIGURES = {
     "c": ("fig_c_latency_vs_load.png", "TTFT and TPOT percentiles vs load"),
     "d": ("fig_d_margin_vs_utilization.png", "Gross margin vs fleet utilization"),
     "e": ("fig_e_run_comparison.png", "Runs compared"),
+    "cache": ("fig_cache_margin_vs_hit_rate.png", "Gross margin vs measured prefix-cache hit rate"),
+    "spec": ("fig_spec_throughput_vs_interactivity.png",
+             "Output throughput per GPU vs interactivity, with and without speculative decoding"),
 }
 
 
@@ -77,30 +81,32 @@ def _frontier_plot(ax: Any, d: pd.DataFrame, y: str, maximize_y: bool, ylabel: s
     ax.legend(fontsize=8, loc="best")
 
 
+def _frontier_figure(points: pd.DataFrame, path: Path, y: str, maximize: bool, ylabel: str, what: str,
+                     title: str) -> Path:
+    """One Pareto-frontier figure of `y` vs interactivity (fig_throughput and fig_cost differ only in
+    the column, the frontier direction and the labels); a log y axis when `y` spans over 20x."""
+    fig, (ax,) = _new_figure()
+    d = _ok_numeric(points, ["interactivity_tok_s_user", y])
+    if d.empty:
+        _empty(ax, f"no successful point with {what} and a TPOT")
+    else:
+        _frontier_plot(ax, d, y, maximize, ylabel)
+        if not maximize and d[y].max() > 20 * d[y].min():
+            ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
 def fig_throughput(points: pd.DataFrame, path: Path) -> Path:
     """(a) output tok/s per GPU vs interactivity; Pareto frontier (both maximized) per series."""
-    fig, (ax,) = _new_figure()
-    d = _ok_numeric(points, ["interactivity_tok_s_user", "output_tok_s_per_gpu"])
-    if d.empty:
-        _empty(ax, "no successful point with a throughput and a TPOT")
-    else:
-        _frontier_plot(ax, d, "output_tok_s_per_gpu", True, "output tok/s per GPU")
-    ax.set_title("(a) Throughput per GPU vs interactivity; labels = load", fontsize=10)
-    return _save(fig, path)
+    return _frontier_figure(points, path, "output_tok_s_per_gpu", True, "output tok/s per GPU", "a throughput",
+                            "(a) Throughput per GPU vs interactivity; labels = load")
 
 
 def fig_cost(points: pd.DataFrame, path: Path) -> Path:
     """(b) $/M output tokens vs interactivity; frontier = cheapest at each interactivity."""
-    fig, (ax,) = _new_figure()
-    d = _ok_numeric(points, ["interactivity_tok_s_user", "usd_per_m_output"])
-    if d.empty:
-        _empty(ax, "no successful point with a cost and a TPOT")
-    else:
-        _frontier_plot(ax, d, "usd_per_m_output", False, "$ per million output tokens (U = 1)")
-        if d["usd_per_m_output"].max() > 20 * d["usd_per_m_output"].min():
-            ax.set_yscale("log")
-    ax.set_title("(b) Cost per M output tokens vs interactivity (full utilization)", fontsize=10)
-    return _save(fig, path)
+    return _frontier_figure(points, path, "usd_per_m_output", False, "$ per million output tokens (U = 1)",
+                            "a cost", "(b) Cost per M output tokens vs interactivity (full utilization)")
 
 
 def fig_latency(points: pd.DataFrame, path: Path, xlabel: str, slos: Sequence[Slo]) -> Path:
@@ -169,6 +175,78 @@ def fig_margin(curves: list[dict[str, Any]], path: Path, note: str) -> Path:
     ax.set_ylabel("gross margin = 1 - cost / revenue" + (" (cut at -100%)" if cut else ""))
     ax.set_title("(d) Gross margin vs utilization at list price" + (f" ({note})" if curves and note else ""),
                  fontsize=10)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def has_speculation(points: pd.DataFrame) -> bool:
+    """True when some point of the runs speculated (K >= 1): the speculation figure is drawn only then."""
+    k = pd.to_numeric(points.get("spec_num_speculative_tokens", pd.Series(dtype=float)), errors="coerce")
+    return bool((k.fillna(0) > 0).any())
+
+
+def fig_spec(points: pd.DataFrame, path: Path) -> Path:
+    """Output tok/s per GPU vs interactivity, one colour per speculation setting (no spec, method K, pinned
+    L); each successful point is labelled with its measured acceptance length (mean tokens per step).
+
+    Why its own figure: speculation trades verification compute for fewer steps per token, so it moves
+    points along interactivity more than along throughput; (a) mixes that with quantization series.
+    """
+    fig, (ax,) = _new_figure()
+    d = _ok_numeric(points, ["interactivity_tok_s_user", "output_tok_s_per_gpu"])
+    if d.empty:
+        _empty(ax, "no successful point with a throughput and a TPOT (failed speculative points are in the table)")
+    else:
+        d["spec"] = [spec_text(r) for r in d.to_dict("records")]
+        colors = _colors(sorted(d["spec"].unique()))
+        for label, g in d.groupby("spec", sort=True):
+            g = g.sort_values("interactivity_tok_s_user")
+            ax.plot(g["interactivity_tok_s_user"], g["output_tok_s_per_gpu"], "-o", color=colors[label], label=label)
+            for r in g.to_dict("records"):
+                acc = pd.to_numeric(pd.Series([r.get("spec_acceptance_length")]), errors="coerce").iloc[0]
+                note = r.get("load_short", "") + (f", accept {acc:.2f}" if acc == acc else "")
+                ax.annotate(note, (r["interactivity_tok_s_user"], r["output_tok_s_per_gpu"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7, color="#444")
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("interactivity (tok/s/user = 1000 / median TPOT)")
+    ax.set_ylabel("output tok/s per GPU")
+    ax.set_title("Throughput per GPU vs interactivity, with and without speculation", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def fig_cache_margin(points: pd.DataFrame, path: Path, utilization: float) -> Path:
+    """Gross margin vs the measured prefix-cache hit rate (cached_input_frac) of each point.
+
+    Each point is at its own hit rate on both sides: cached tokens billed at the cached price, cost
+    at the throughput measured at that hit rate. A point without prefix caching sits at 0.
+    """
+    from matplotlib.ticker import PercentFormatter
+
+    fig, (ax,) = _new_figure()
+    d = points.copy()
+    if "cached_input_frac" in d and "gross_margin" in d:
+        hit = pd.to_numeric(d["cached_input_frac"], errors="coerce")
+        d["hit"] = hit.fillna(0.0)  # no cached_tokens reported and caching off: nothing was cached
+    d = _ok_numeric(d, ["hit", "gross_margin"]) if "hit" in d else d.iloc[0:0]
+    if d.empty:
+        _empty(ax, "no point with a margin and a measured cache-hit rate")
+    else:
+        colors = _colors(sorted(d["series"].astype(str).unique()))
+        for label, g in d.groupby(d["series"].astype(str)):
+            ax.plot(g["hit"], g["gross_margin"], "o", color=colors[label], label=label)
+            for r in g.to_dict("records"):
+                on = "cache on" if r.get("enable_prefix_caching") else "cache off"
+                ax.annotate(f"{on}, {r.get('load_short', '')}", (r["hit"], r["gross_margin"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlim(-0.02, 1.02)
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("measured prefix-cache hit rate (cached prompt tokens / prompt tokens)")
+    ax.set_ylabel(f"gross margin at U={utilization:g}")
+    ax.set_title("Gross margin vs cache-hit rate (cache counted on revenue and cost)", fontsize=10)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 

@@ -9,7 +9,7 @@ from typing import Any
 NUMERIC_CELL = re.compile(r"^-?\$?-?[\d.,]+(e[+-]?\d+)?%?$")
 
 
-def _render(template: str, ctx: dict[str, Any], autoescape: bool) -> str:
+def render_template(template: str, ctx: dict[str, Any], autoescape: bool) -> str:
     import jinja2
 
     env = jinja2.Environment(
@@ -32,7 +32,7 @@ def _md_cell(v: Any) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def _write(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     from bench.atomic import atomic_write_text
 
     atomic_write_text(path, text)

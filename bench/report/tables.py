@@ -27,14 +27,23 @@ POINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("e2el_ms_p99", "E2EL p99 ms", "num"),
     ("usd_per_m_output", "$/M output", "usd"),
     ("usd_per_m_total", "$/M total", "usd"),
+    ("spec_num_speculative_tokens", "spec K", "int"),
+    ("spec_pinned_acceptance_length", "pinned accept len", "num"),
+    ("spec_acceptance_length", "accept len", "num"),
+    ("enable_prefix_caching", "prefix cache", "str"),
+    ("cached_input_frac", "cache-hit rate", "pct"),
+    ("ttft_ms_p50_first_turn", "TTFT p50 turn 1 ms", "num"),
+    ("ttft_ms_p50_later_turns", "TTFT p50 turns 2+ ms", "num"),
+    ("revenue_usd_per_gpu_hour", "revenue $/GPU-h", "usd"),
+    ("cost_usd_per_gpu_hour", "cost $/GPU-h", "usd"),
     ("gross_margin", "gross margin", "pct"),
     ("break_even_utilization", "break-even U", "pct"),
     ("j_per_output_token", "J/output tok", "num"),
 )
 
 
-def _load_text(r: dict[str, Any]) -> str:
-    c, q = _num(r.get("concurrency")), _num(r.get("request_rate"))
+def load_text(r: dict[str, Any]) -> str:
+    c, q = finite_float(r.get("concurrency")), finite_float(r.get("request_rate"))
     if c is not None:
         return f"concurrency {int(c)}"
     if q is not None:
@@ -42,12 +51,12 @@ def _load_text(r: dict[str, Any]) -> str:
     return "-"
 
 
-def _load_short(r: dict[str, Any]) -> str:
-    c, q = _num(r.get("concurrency")), _num(r.get("request_rate"))
+def load_short(r: dict[str, Any]) -> str:
+    c, q = finite_float(r.get("concurrency")), finite_float(r.get("request_rate"))
     return f"c={int(c)}" if c is not None else (f"{q:g}/s" if q is not None else "-")
 
 
-def _quant_text(r: dict[str, Any]) -> str:
+def quant_text(r: dict[str, Any]) -> str:
     """'fp8', or the dtype for an unquantized model ('bfloat16 (unquantized)')."""
     q = r.get("quantization")
     if q is None or str(q) in ("none", "None", "nan", ""):
@@ -58,7 +67,18 @@ def _quant_text(r: dict[str, Any]) -> str:
 # --- formatting -------------------------------------------------------------------------------
 
 
-def _num(v: Any) -> float | None:
+def spec_text(r: dict[str, Any]) -> str:
+    """A point's speculation: "no spec", "mtp K=3 L=2.5" (pinned acceptance length) or "ngram K=3"."""
+    k = finite_float(r.get("spec_num_speculative_tokens"))
+    if not k:
+        return "no spec"
+    pinned = finite_float(r.get("spec_pinned_acceptance_length"))
+    rates = r.get("spec_pinned_acceptance_rates")
+    tail = f" L={pinned:g}" if pinned is not None else (" rates" if isinstance(rates, str) else "")
+    return f"{r.get('spec_method')} K={int(k)}{tail}"
+
+
+def finite_float(v: Any) -> float | None:
     """A finite float, or None (None, NaN, inf, strings)."""
     if isinstance(v, bool) or v is None:
         return None
@@ -69,8 +89,8 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _fmt_num(v: Any, digits: int = 4) -> str:
-    f = _num(v)
+def fmt_num(v: Any, digits: int = 4) -> str:
+    f = finite_float(v)
     if f is None:
         return "-"
     if f != 0 and (abs(f) >= 1e6 or abs(f) < 1e-3):
@@ -81,21 +101,21 @@ def _fmt_num(v: Any, digits: int = 4) -> str:
 
 
 def _fmt_usd(v: Any) -> str:
-    f = _num(v)
-    return "-" if f is None else ("-$" if f < 0 else "$") + _fmt_num(abs(f))
+    f = finite_float(v)
+    return "-" if f is None else ("-$" if f < 0 else "$") + fmt_num(abs(f))
 
 
 def _fmt_pct(v: Any) -> str:
-    f = _num(v)
+    f = finite_float(v)
     return "-" if f is None else f"{f:.1%}"
 
 
-def _fmt_int(v: Any) -> str:
-    f = _num(v)
+def fmt_int(v: Any) -> str:
+    f = finite_float(v)
     return "-" if f is None else str(int(f))
 
 
-FORMATTERS = {"num": _fmt_num, "usd": _fmt_usd, "pct": _fmt_pct, "int": _fmt_int,
+FORMATTERS = {"num": fmt_num, "usd": _fmt_usd, "pct": _fmt_pct, "int": fmt_int,
               "str": lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)}
 
 
@@ -108,52 +128,54 @@ class Table:
     rows: list[list[str]]
 
 
-def _point_table(points: pd.DataFrame) -> Table:
+def point_table(points: pd.DataFrame) -> Table:
     cols = [c for c in POINT_COLUMNS if c[0] in points.columns]
     rows = [[FORMATTERS[f](r.get(c)) for c, _, f in cols] for r in points.to_dict("records")]
     return Table("Points", [h for _, h, _ in cols], rows)
 
 
-def _headline_table(rows: list[dict[str, Any]], utilization: float) -> Table:
+def headline_table(rows: list[dict[str, Any]], utilization: float) -> Table:
     """Latency columns are read at each SLO's own percentile (p90 where it sets none)."""
-    cols = ["SLO", "cheapest configuration", "$/M output", "$/M total", f"gross margin (U={utilization:g})",
+    cols = ["SLO", "cheapest configuration", "$/M output", "$/M total", f"revenue $/GPU-h (U={utilization:g})",
+            "cost $/GPU-h", f"gross margin (U={utilization:g})",
             "break-even utilization", "out tok/s/GPU", "tok/s/user", "TTFT ms (SLO pct)", "TPOT ms (SLO pct)"]
     out = []
     for r in rows:
         if r["point_id"] is None:
-            seen = (f"no configuration meets it (best seen: TTFT {_fmt_num(r.get('best_ttft_ms'))} ms, "
-                    f"TPOT {_fmt_num(r.get('best_tpot_ms'))} ms)")
+            seen = (f"no configuration meets it (best seen: TTFT {fmt_num(r.get('best_ttft_ms'))} ms, "
+                    f"TPOT {fmt_num(r.get('best_tpot_ms'))} ms)")
             out.append([r["slo_text"], seen] + ["-"] * (len(cols) - 2))
             continue
         out.append([
             r["slo_text"], _config_text(r), _fmt_usd(r["usd_per_m_output"]), _fmt_usd(r["usd_per_m_total"]),
+            _fmt_usd(r.get("revenue_usd_per_gpu_hour")), _fmt_usd(r.get("cost_usd_per_gpu_hour")),
             _fmt_pct(r.get("gross_margin")), _fmt_pct(r.get("break_even_utilization")),
-            _fmt_num(r["output_tok_s_per_gpu"]), _fmt_num(r["interactivity_tok_s_user"]),
-            _fmt_num(r.get(r["ttft_column"])), _fmt_num(r.get(r["tpot_column"])),
+            fmt_num(r["output_tok_s_per_gpu"]), fmt_num(r["interactivity_tok_s_user"]),
+            fmt_num(r.get(r["ttft_column"])), fmt_num(r.get(r["tpot_column"])),
         ])
     return Table("Headline", cols, out)
 
 
 def _config_text(r: dict[str, Any]) -> str:
-    gpus = _fmt_int(r.get("gpu_count"))
-    seqs = f", max_num_seqs {_fmt_int(r.get('max_num_seqs'))}" if _num(r.get("max_num_seqs")) else ""
-    return (f"{r.get('model')} {_quant_text(r)} on {gpus}x {r.get('gpu_type')}, {_load_text(r)}{seqs} "
+    gpus = fmt_int(r.get("gpu_count"))
+    seqs = f", max_num_seqs {fmt_int(r.get('max_num_seqs'))}" if finite_float(r.get("max_num_seqs")) else ""
+    return (f"{r.get('model')} {quant_text(r)} on {gpus}x {r.get('gpu_type')}, {load_text(r)}{seqs} "
             f"[{r.get('run_id')}/{r.get('point_id')}]")
 
 
-def _headline_sentences(rows: list[dict[str, Any]], utilization: float) -> list[str]:
+def headline_sentences(rows: list[dict[str, Any]], utilization: float) -> list[str]:
     """One plain sentence per SLO, for readers who skip tables."""
     out = []
     for r in rows:
         if r["point_id"] is None:
             out.append(f"{r['slo_text']}: no measured configuration meets this target.")
             continue
-        s = (f"{r['slo_text']}: cheapest is {r.get('model')} {_quant_text(r)} at {_load_text(r)} - "
+        s = (f"{r['slo_text']}: cheapest is {r.get('model')} {quant_text(r)} at {load_text(r)} - "
              f"{_fmt_usd(r['usd_per_m_output'])} per M output tokens ({_fmt_usd(r['usd_per_m_total'])} per M "
              f"input+output)")
-        gm = _num(r.get("gross_margin"))
+        gm = finite_float(r.get("gross_margin"))
         if gm is not None:
-            be = _num(r.get("break_even_utilization"))
+            be = finite_float(r.get("break_even_utilization"))
             be_txt = ("it loses money at any utilization" if be is not None and be > 1
                       else f"break-even at {_fmt_pct(be)} utilization")
             s += f", gross margin {_fmt_pct(gm)} at {r.get('price_key')} and U={utilization:g}; {be_txt}"
@@ -162,7 +184,7 @@ def _headline_sentences(rows: list[dict[str, Any]], utilization: float) -> list[
 
 
 
-def _price_text(entry: Any) -> str:
+def price_text(entry: Any) -> str:
     parts = []
     for t in entry.all_tiers():
         cached = f", cached input {t.cached_input_per_m:g}" if t.cached_input_per_m is not None else ""
@@ -171,7 +193,7 @@ def _price_text(entry: Any) -> str:
     return "; ".join(parts)
 
 
-def _provenance(run: Any, points: pd.DataFrame) -> dict[str, Any]:
+def provenance(run: Any, points: pd.DataFrame) -> dict[str, Any]:
     """The facts block of one run (`run` is a bench.report.data.RunInfo; typed Any to keep tables below data)."""
     pts = points[points["run_id"] == run.run_id]
     env = run.env
@@ -197,7 +219,7 @@ def _provenance(run: Any, points: pd.DataFrame) -> dict[str, Any]:
             "sweep_yaml": run.sweep_yaml.strip() or "(no sweep.yaml)"}
 
 
-def _method_lines(utilization: float) -> list[str]:
+def method_lines(utilization: float) -> list[str]:
     return [
         "$/M tokens = $/GPU-hour / (tok/s per GPU x 3600 / 1e6), measured on a fully loaded server (U = 1); "
         "at fleet utilization U the cost scales by 1/U.",

@@ -12,7 +12,7 @@ import signal
 import sys
 
 from bench.sim.model import SimConfig
-from bench.sim.server import serve_forever
+from bench.sim.runners import serve_forever
 
 
 def main(argv: list[str] | None = None) -> None:

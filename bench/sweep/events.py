@@ -6,6 +6,7 @@ Which keys an event carries depends on its `type`:
 
 - start: run_dir, points, skipped, groups, executor, requests
 - config_changed: message
+- note: message (e.g. a model the catalog does not know: no planner or KV figures for it)
 - server_starting: server (the spec as a dict), server_hash, points
 - server_ready: server_hash, pid, restart, startup_s
 - server_failed: server_hash, error

@@ -14,6 +14,7 @@ written, which is what `--resume` relies on.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,13 +23,14 @@ from typing import Any
 
 import yaml
 
+from bench.config.catalog import uncataloged_note
 from bench.config.sweep import Point, Sweep
-from bench.engines.vllm_server import has_nvidia_gpu
+from bench.engines.vllm_server import check_speculative_support, has_nvidia_gpu, stop_stale_servers
 from bench.errors import UserInputError
 from bench.sweep import envinfo
 from bench.sweep.events import ProgressEvent, ProgressFn, ignore
 from bench.sweep.session import Group, run_group
-from bench.sweep.store import RunStore
+from bench.sweep.store import LOGS_DIR, RunStore
 
 EXECUTORS = ("local", "ray")
 
@@ -75,16 +77,55 @@ def hardware_rate(sweep: Sweep) -> float:
     return resolve_usd_per_gpu_hour(sweep.hardware.gpu, sweep.hardware.tier, load_hardware())
 
 
-def open_run(sweep: Sweep, out_root: Path, resume: Path | None) -> tuple[RunStore, ProgressEvent | None]:
-    """A fresh run dir, or the one being resumed; returns a warning event when its config changed."""
+def preflight(sweep: Sweep, resume: Path | None = None) -> None:
+    """Checks that need more than the config layer, done before a run dir or a server exists:
+    every trace file is read and parsed (a missing file or a malformed line fails here, not after
+    a server start), and its longest row must fit the server's max_model_len."""
+    from bench.measure.workloads import read_trace
+
+    if resume is not None and not (Path(resume) / "sweep.yaml").is_file():
+        raise UserInputError(f"--resume: {resume} is not a maas-bench run directory (no sweep.yaml)")
+    for w in sweep.workloads:
+        if w.kind != "trace":
+            continue
+        rows = read_trace(w.trace_path)
+        if sweep.engine.capabilities.needs_base_url:
+            continue
+        need = max(isl + osl for _, isl, osl, _ in rows)
+        for spec in sweep.server_specs():
+            if need > spec.max_model_len:
+                raise UserInputError(f"workload {w.name!r}: trace {w.trace_path} has a request of {need} tokens "
+                                     f"(input + output) but server.max_model_len is {spec.max_model_len}")
+
+
+def open_run(sweep: Sweep, out_root: Path, resume: Path | None,
+             emit: ProgressFn | None = None) -> tuple[RunStore, ProgressEvent | None]:
+    """A fresh run dir, or the one being resumed; returns a warning event when its config changed.
+
+    On resume, before anything starts: a server that a killed earlier run of this dir left running
+    is stopped (logs/*.pid.json), and unreadable rows/*.json files are set aside (named in a
+    warning through `emit`) so their points are measured again.
+    """
+    preflight(sweep, resume)
     run_dir = Path(resume) if resume else new_run_dir(sweep, out_root)
-    if resume and not (run_dir / "sweep.yaml").is_file():
-        raise UserInputError(f"--resume: {run_dir} is not a maas-bench run directory (no sweep.yaml)")
+    if not resume and not run_dir.resolve().is_relative_to(Path(out_root).resolve()):
+        raise UserInputError(f"name: the run directory {run_dir} would be outside --out {out_root}")
     store = RunStore(run_dir)
+    if resume:
+        say = emit or ignore
+        for pid in stop_stale_servers(run_dir / LOGS_DIR):
+            say({"type": "warning", "message": f"resume: stopped server process group {pid} left running by "
+                                               "an earlier, killed run of this directory"})
+        for f in store.set_aside_corrupt_rows():
+            say({"type": "warning", "message": f"resume: {f.with_suffix('')} is not a readable row; renamed to "
+                                               f"{f.name} and its point is measured again"})
     if not resume:
         store.init(sweep.model_dump(mode="json"), envinfo.collect())
         return store, None
-    stored = yaml.safe_load((run_dir / "sweep.yaml").read_text())
+    try:
+        stored = yaml.safe_load((run_dir / "sweep.yaml").read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        stored = None  # unreadable: treated as changed; points are matched by id anyway
     if stored != sweep.model_dump(mode="json"):
         # finished points are still matched by point id, so only points whose config is unchanged are skipped
         return store, {"type": "config_changed",
@@ -105,19 +146,66 @@ def group_points(points: list[Point], done: set[str]) -> tuple[list[Group], int]
     return list(groups.values()), skipped
 
 
+def check_local_gpus(sweep: Sweep, inventory: list[str] | None = None) -> None:
+    """A sweep whose engine runs on this machine's GPUs (vllm, vllm-offline) and whose hardware is an NVIDIA
+    GPU of configs/hardware.yaml needs that many of those GPUs here (`nvidia-smi`; `inventory` for tests).
+    Why: on the wrong machine every point would fail minutes later with an engine error far from the
+    cause (or silently run on fewer/other GPUs); one line naming what is needed and what was found is
+    better. CPU stand-ins and non-NVIDIA GPUs are not checked."""
+    from bench.config.hardware import load_hardware
+    from bench.engines.registry import engine_class
+
+    if not engine_class(sweep.engine.kind).uses_local_gpus:
+        return
+    gpu_id = sweep.hardware.gpu
+    spec = load_hardware().gpu(gpu_id)
+    if spec.is_cpu_standin or not (spec.name or "").startswith("NVIDIA"):
+        return
+    need = max(sweep.gpu_count(s) for s in sweep.server_specs())
+    found = envinfo.gpu_inventory() if inventory is None else inventory
+    model = re.compile(rf"\b{re.escape(gpu_id)}\b", re.IGNORECASE)
+    matching = [g for g in found if model.search(g)]
+    if len(matching) < need:
+        seen = ", ".join(found) if found else "no NVIDIA GPU (nvidia-smi lists none)"
+        raise UserInputError(f"hardware: this sweep needs {need}x {gpu_id} ({spec.name}) on this machine; "
+                             f"found {len(matching)}: {seen}")
+
+
 def run_sweep(sweep: Sweep, out_root: Path = Path("results"), resume: Path | None = None,
               progress: ProgressFn | None = None, *, executor: str = "local",
-              ray_address: str | None = None) -> RunSummary:
-    """Measure every unfinished point of `sweep`; one server start per group of points sharing a spec."""
+              ray_address: str | None = None, keep_failed: bool = False) -> RunSummary:
+    """Measure every unfinished point of `sweep`; one server start per group of points sharing a spec.
+
+    On resume a point counts as finished when its row says ok; failed and partial points are
+    measured again (their new row replaces the old one) unless `keep_failed`.
+    """
     if executor not in EXECUTORS:
         raise UserInputError(f"executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
     emit = progress or ignore
     rate = hardware_rate(sweep)  # fail on an unknown GPU/tier before starting anything
-    store, warning = open_run(sweep, out_root, resume)
+    from bench.measure.workloads import check_workload_files
+
+    for wl in sweep.workloads:  # a bad trace row fails here (exit 2), not after a server started
+        check_workload_files(wl)
+    check_speculative_support(sweep.server_specs())  # a pinned acceptance needs a vLLM that has it
+    if executor == "local":
+        check_local_gpus(sweep)  # a GPU sweep on a machine without those GPUs: exit 2 before any start
+    store, warning = open_run(sweep, out_root, resume, emit)
     if warning:
         emit(warning)
+    for note in filter(None, {uncataloged_note(s.model) for s in sweep.server_specs()}):
+        emit({"type": "note", "message": note})
     points = sweep.points()
-    groups, skipped = group_points(points, store.finished_point_ids())
+    groups, skipped = group_points(points, store.finished_point_ids(keep_failed=keep_failed))
+    if resume:
+        ids = {p.point_id for p in points}
+        retried = len((store.finished_point_ids() - store.finished_point_ids(keep_failed=False)) & ids)
+        if retried and not keep_failed:
+            emit({"type": "warning", "message": f"resume: measuring {retried} failed or partial point(s) again "
+                                                "(--keep-failed keeps their rows instead)"})
+        elif retried:
+            emit({"type": "warning", "message": f"resume: keeping {retried} failed or partial point(s) "
+                                                "(--keep-failed)"})
     summary = RunSummary(run_dir=store.dir, points_total=len(points), points_skipped=skipped, executor=executor)
     t_start = time.monotonic()
     emit({"type": "start", "run_dir": str(store.dir), "points": len(points), "skipped": skipped,

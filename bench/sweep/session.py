@@ -13,7 +13,9 @@ deltas (`ServerProbe`, from measure.prometheus) and the first cost columns (`cos
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -185,7 +187,7 @@ class GroupSession:
         if row["completed"] == row["num_requests"]:
             row["status"] = "ok"
         else:
-            died = not engine.alive()
+            died = not engine.alive() or (bool(errors) and exits_soon(engine))
             reason = f"server died: {engine.failure_reason()}" if died else (errors[0] if errors else "unknown")
             row["status"] = "failed" if row["completed"] == 0 or died else "partial"
             row["error"] = f"{len(errors)} of {row['num_requests']} requests failed; first: {reason}"
@@ -245,6 +247,7 @@ def base_row(sweep: Sweep, point: Point, idx: int, run_id: str, rate: float, on_
         "kv_cache_dtype": s.kv_cache_dtype, "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
         "max_num_batched_tokens": s.max_num_batched_tokens, "enable_prefix_caching": s.enable_prefix_caching,
         "tensor_parallel_size": s.tensor_parallel_size, "expert_parallel": s.expert_parallel,
+        **speculative_columns(s),
         "device": "gpu" if on_gpu else "cpu", "gpu_type": sweep.hardware.gpu, "gpu_count": point.gpu_count,
         "hardware_tier": sweep.hardware.tier if sweep.hardware.usd_per_gpu_hour is None else "override",
         "workload": w.name, "workload_kind": w.kind, "endpoint": w.endpoint, "input_len": w.input_len,
@@ -254,6 +257,36 @@ def base_row(sweep: Sweep, point: Point, idx: int, run_id: str, rate: float, on_
         "usd_per_gpu_hour": rate,
         "completed": 0, "failed": lp.num_requests,
     }
+
+
+# vLLM's API server keeps answering (HTTP 500, "EngineCore encountered an issue") for a few seconds after its
+# engine died, until its watchdog (every 5 s, vllm/entrypoints/launchers/launcher.py) shuts it down: an engine
+# that starts, passes /health and dies on its first request (e.g. synthetic speculative sampling on the CPU
+# build) is only recognised, and its log's root cause read, once the process has exited.
+ENGINE_EXIT_GRACE_S = 12.0
+
+
+def exits_soon(engine: Engine, grace_s: float = ENGINE_EXIT_GRACE_S) -> bool:
+    """True when a server engine that failed requests exits within `grace_s` (it was dying)."""
+    if not engine.starts_server:
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not engine.alive():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def speculative_columns(s: ServerSpec) -> dict[str, Any]:
+    """The configured speculation of a point (K = 0 and nulls when the server does not speculate)."""
+    sp = s.speculative
+    if sp is None:
+        return {"spec_method": None, "spec_num_speculative_tokens": 0, "spec_pinned_acceptance_length": None,
+                "spec_pinned_acceptance_rates": None}
+    rates = None if sp.acceptance_rates is None else json.dumps(list(sp.acceptance_rates))
+    return {"spec_method": sp.method, "spec_num_speculative_tokens": sp.num_speculative_tokens,
+            "spec_pinned_acceptance_length": sp.acceptance_length, "spec_pinned_acceptance_rates": rates}
 
 
 async def _drive(cfg: ClientConfig, count: Callable[[str], int] | None, warm: Any, measured: Any,
@@ -271,7 +304,8 @@ async def _drive(cfg: ClientConfig, count: Callable[[str], int] | None, warm: An
 
 
 SERVER_METRIC_COLUMNS = ("kv_cache_usage_frac", "prefix_cache_queries", "prefix_cache_hits", "prefix_cache_hit_rate",
-                         "num_preemptions", "spec_decode_acceptance_rate", "spec_decode_mean_acceptance_len",
+                         "num_preemptions", "spec_num_drafts", "spec_num_draft_tokens", "spec_num_accepted_tokens",
+                         "spec_draft_acceptance_rate", "spec_acceptance_length", "spec_accept_rate_per_pos",
                          "server_prompt_tokens", "server_generation_tokens")
 
 
@@ -312,6 +346,8 @@ class ServerProbe:
         d = vllm_metric_deltas(scrape_prometheus(before), scrape_prometheus(after))
         d["server_prompt_tokens"] = d.pop("prompt_tokens")
         d["server_generation_tokens"] = d.pop("generation_tokens")
+        if d.get("spec_accept_rate_per_pos") is not None:  # a list: one JSON string column (parquet-friendly)
+            d["spec_accept_rate_per_pos"] = json.dumps([round(r, 6) for r in d["spec_accept_rate_per_pos"]])
         return {**{k: d.get(k) for k in SERVER_METRIC_COLUMNS}, "server_metrics_available": True}
 
 
@@ -365,6 +401,7 @@ def requests_frame(records: list[RequestRecord], point_id: str) -> pd.DataFrame:
             "ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms, "e2el_ms": r.e2el_ms,
             "cooldown": r.cooldown, "cancelled": r.cancelled,
             "num_chunks": len(r.chunk_ns), "coalesced_chunks": r.coalesced_chunks, "itl_ms": r.itl_ms,
+            "cached_input_tokens": r.cached_input_tokens, "session_id": r.session_id, "turn": r.turn,
             "chunk_ns": list(r.chunk_ns),
         })
     return pd.DataFrame(rows)

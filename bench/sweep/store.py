@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from bench.atomic import atomic_write_parquet, atomic_write_text
+from bench.errors import UserInputError
 from bench.sweep.rows import COLUMNS, validate_row
 
 POINTS_FILE = "points.parquet"
@@ -51,9 +53,39 @@ class RunStore:
     def log_path(self, server_hash: str) -> Path:
         return self.dir / LOGS_DIR / f"server-{server_hash}.log"
 
-    def finished_point_ids(self) -> set[str]:
-        rows = self.dir / ROWS_DIR
-        return {p.stem for p in rows.glob("*.json")} if rows.is_dir() else set()
+    def finished_point_ids(self, keep_failed: bool = True) -> set[str]:
+        """Points that have a readable row; with keep_failed=False only those whose status is ok
+        (the others are measured again on --resume). A corrupt row file never counts as finished."""
+        rows, _ = self.read_rows()
+        return {r["point_id"] for r in rows if keep_failed or r.get("status") == "ok"}
+
+    def read_rows(self) -> tuple[list[dict[str, Any]], list[Path]]:
+        """The readable rows, and the row files that are not (torn by a disk fault, edited by hand)."""
+        good: list[dict[str, Any]] = []
+        bad: list[Path] = []
+        rows_dir = self.dir / ROWS_DIR
+        for p in sorted(rows_dir.glob("*.json")) if rows_dir.is_dir() else []:
+            try:
+                row = json.loads(p.read_text())
+            except (OSError, ValueError):
+                bad.append(p)
+                continue
+            if not isinstance(row, dict) or row.get("point_id") != p.stem:
+                bad.append(p)
+                continue
+            good.append(row)
+        return good, bad
+
+    def set_aside_corrupt_rows(self) -> list[Path]:
+        """Rename unreadable rows/<id>.json to <id>.json.corrupt (kept for inspection, no longer a row),
+        so their points are measured again and the table is rebuilt from the readable rows."""
+        _, bad = self.read_rows()
+        moved = []
+        for p in bad:
+            target = p.with_name(p.name + ".corrupt")
+            p.replace(target)
+            moved.append(target)
+        return moved
 
     def write_point(self, row: dict[str, Any], requests: pd.DataFrame | None = None) -> None:
         """Requests first, then the row (the row marks the point finished), then the table.
@@ -69,9 +101,8 @@ class RunStore:
         self.rebuild_table()
 
     def rows(self) -> list[dict[str, Any]]:
-        out = []
-        for p in sorted((self.dir / ROWS_DIR).glob("*.json")):
-            out.append(json.loads(p.read_text()))
+        """Every readable row, in sweep order (unreadable row files are skipped; see read_rows)."""
+        out, _ = self.read_rows()
         out.sort(key=lambda r: (r.get("point_index", 0), r.get("point_id", "")))
         return out
 
@@ -108,18 +139,32 @@ def load_results(path: str | Path) -> pd.DataFrame:
     """
     p = Path(path)
     if p.is_file():
-        return with_all_columns(pd.read_parquet(p))
+        if p.suffix != ".parquet":
+            raise UserInputError(f"{p}: is a file; give a run directory (results/<run_id>/) or a points.parquet")
+        return with_all_columns(_read_table(p))
     if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such results directory")
+        raise UserInputError(f"{p}: no such results directory")
     store = RunStore(p)
     table = p / POINTS_FILE
     if table.is_file():
-        df = pd.read_parquet(table)
-        if len(df) == len(store.finished_point_ids()):
+        try:
+            df = pd.read_parquet(table)
+        except (OSError, ValueError, pa.ArrowException):
+            df = None  # truncated or empty: rebuilt from the rows below when they exist
+        if df is not None and len(df) == len(store.finished_point_ids()):
             return with_all_columns(df)
     if (p / ROWS_DIR).is_dir():
         return store.rebuild_table()
-    raise FileNotFoundError(f"{p}: not a maas-bench run directory (no {POINTS_FILE})")
+    if table.is_file():
+        raise UserInputError(f"{table}: unreadable (truncated or not parquet) and there is no rows/ to rebuild it")
+    raise UserInputError(f"{p}: not a maas-bench run directory (no {POINTS_FILE})")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise UserInputError(f"{path}: not a readable parquet file ({' '.join(str(e).split())[:200]})") from None
 
 
 def load_requests(run_dir: str | Path, point_id: str) -> pd.DataFrame:

@@ -209,7 +209,7 @@ def run_tune(sweep: Sweep, slo: str | Slo, objective: str = "usd_per_m_output",
     check_objective(objective)
     emit = progress or ignore
     rate = hardware_rate(sweep)
-    store, warning = open_run(sweep, out_root, resume)
+    store, warning = open_run(sweep, out_root, resume, emit)
     if warning:
         emit(warning)
     done = {r["point_id"]: r for r in store.rows()}

@@ -23,7 +23,7 @@ from bench.sweep.rows import COLUMNS, SCHEMA, RowSchemaError, validate_row
 from bench.sweep.session import ServerProbe, base_row, cost_columns, telemetry_columns
 from bench.sweep.store import RunStore, load_results
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def _sweep() -> Sweep:

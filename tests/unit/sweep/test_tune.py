@@ -140,7 +140,7 @@ def test_ladders_split_by_workload_and_load_kind_and_sort_loads():
 
 
 def test_tune_reads_slo_terms_at_their_percentile_inclusive():
-    # the SLO syntax itself is tested in tests/unit/test_slo.py; here: what tune relies on
+    # the SLO syntax itself is tested in tests/unit/config/test_slo.py; here: what tune relies on
     s = parse_slo("ttft_ms_p99<=2000,tpot_ms_p50<=50")
     assert s.met_by({"ttft_ms_p99": 2000.0, "tpot_ms_p50": 50.0})
     assert not s.met_by({"ttft_ms_p99": 2000.5, "tpot_ms_p50": 10.0})

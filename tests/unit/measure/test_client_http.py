@@ -1,4 +1,4 @@
-"""The hand-written HTTP/1.1 transport of bench/client.py against scripted responses.
+"""The hand-written HTTP/1.1 transport of bench/measure/client.py (bench/measure/http.py) against scripted responses.
 
 Two levels: `_Response` fed bytes directly (every split point of a body, no sockets), and
 `StreamingClient.send` against raw asyncio servers on 127.0.0.1 that write exactly the bytes a

