@@ -339,13 +339,13 @@ def plan(
         None, "--private-usd-per-year", help="Also price the fleet as a private deployment."
     ),
     usd_per_cny: float | None = typer.Option(None, "--usd-per-cny", help="Override the configured rate."),
-    spec_tokens: int = typer.Option(0, "--spec-tokens", help="Estimate: speculative draft tokens per step K (0 = off)."),
+    spec_tokens: int = typer.Option(0, "--spec-tokens", help="Estimate: draft tokens per step K (0 = off)."),
     acceptance_length: float = typer.Option(1.0, "--acceptance-length",
                                             help="Estimate: tokens emitted per step with speculation, 1..K+1."),
     check_published: bool = typer.Option(False, "--check-published",
                                          help="Grade the planner on configs/published_runs.yaml (leave-one-out)."),
     published_file: Path | None = typer.Option(None, "--published-file", help="With --check-published: another file."),
-    write_fit: bool = typer.Option(False, "--write-fit", help="With --check-published: write configs/planner_fit.yaml."),
+    write_fit: bool = typer.Option(False, "--write-fit", help="With --check-published: write planner_fit.yaml."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Fleet sizing: GPUs, monthly cost and margin to serve --tokens-per-day at an SLO-feasible throughput.
