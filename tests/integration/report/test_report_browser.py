@@ -1,5 +1,6 @@
 """The HTML report in a real browser: headless Chromium (Debian's `chromium`) loads report.html from
-file://, with no console errors, all five figures decoded, and a screenshot that is not blank.
+file://, with no console errors, all six figures decoded (a-e plus the cache-margin figure; the
+fixture has no speculative point, so no spec figure), and a screenshot that is not blank.
 
 Chromium is driven over the DevTools protocol (a websocket, via aiohttp, already a dependency).
 The report file is copied alone into an empty directory first, so a figure that was linked instead
@@ -256,10 +257,10 @@ def test_report_html_in_headless_chromium(chromium, tmp_path):
     # the capture works: the control page's deliberate error and broken image are both reported
     assert any("control error" in e for e in out["control_errors"]), out["control_errors"]
     assert any("missing.png" in e for e in out["control_errors"]), out["control_errors"]
-    # the report: no console errors, all five figures decoded, headline and one table row per point
+    # the report: no console errors, all six figures decoded (a-e + cache; the fixture has no speculative point), headline and one table row per point
     assert out["errors"] == [], out["errors"]
     dom = json.loads(out["dom"])
-    assert dom["images"] == 5 and dom["decoded"] == 5, dom
+    assert dom["images"] == 6 and dom["decoded"] == 6, dom
     assert dom["headline"] and dom["title"].startswith("Cost report: browser-run")
     assert dom["rows"] == 4, dom
     # screenshots are not blank: many distinct colours and a real share of non-white pixels

@@ -112,7 +112,7 @@ def test_server_killed_during_a_point_fails_it_then_restarts_for_the_next(tmp_pa
     assert list(df["max_num_seqs"]) == [8, 8, 16, 16, 8, 8]
     killed = df.iloc[0]
     assert killed["status"] == "failed" and killed["completed"] < 8
-    assert "server died: exit code -9" in killed["error"]
+    assert "server died: killed by signal 9 (SIGKILL)" in killed["error"]
     assert list(df["status"].iloc[1:4]) == ["ok", "ok", "ok"]
     assert (df["error"].iloc[4:] == "engine failed to start: vLLM exited with code 1 during start: "
             "fp8 quantization is not supported here").all()
