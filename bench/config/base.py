@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from bench.errors import UserInputError
 
@@ -47,6 +47,17 @@ def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{field} must be one of {', '.join(allowed)} (got {value!r})")
     return value
+
+
+def one_of_validator(field: str, allowed: tuple[str, ...]) -> Any:
+    """A pydantic field validator running `one_of` on `field`; in a model body:
+    `_dtype = one_of_validator("dtype", DTYPES)`. Why: every enum-like string field of a config is
+    checked the same way, so the check is written once instead of a three-line method per field."""
+
+    def check(cls: type, value: str) -> str:
+        return one_of(field, value, allowed)
+
+    return field_validator(field)(check)
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:

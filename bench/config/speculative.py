@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from bench.config.base import StrictModel, one_of
+from bench.config.base import StrictModel, one_of_validator
 
 # vLLM's method names (SpeculativeConfig.method); "mtp" is the generic name vLLM maps to each
 # architecture's MTP module (Glm4MoeMTPModel, DeepSeekMTPModel, ...).
@@ -56,10 +56,7 @@ class SpeculativeSpec(StrictModel):
     prompt_lookup_min: int | None = Field(None, ge=1, description="ngram: shortest n-gram matched in the prompt")
     prompt_lookup_max: int | None = Field(None, ge=1, description="ngram: longest n-gram matched in the prompt")
 
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str) -> str:
-        return one_of("method", v, METHODS)
+    _method = one_of_validator("method", METHODS)
 
     @field_validator("num_speculative_tokens", mode="before")
     @classmethod

@@ -8,313 +8,41 @@ a benchmark of the wrong thing. `load_sweep` turns every validation problem into
 A *point* is one measurement. Points that share a `ServerSpec` share one engine start; the
 `server_hash` groups them and the `point_id` (hash of the whole resolved point) lets a run be
 resumed without re-measuring finished points.
+
+The blocks of a sweep file have modules of their own (engine_spec, server_spec, workload_spec,
+load_spec); their models are re-exported here, so `from bench.config.sweep import ServerSpec` works.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bench.config import quant as quant_registry
 from bench.config import speculative
-from bench.config.base import StrictModel, format_validation_error, one_of, read_yaml, stable_hash
+from bench.config.base import StrictModel, format_validation_error, read_yaml, stable_hash
+from bench.config.engine_spec import ENGINE_KINDS, EngineKind, EngineKindName, EngineSpec, check_base_url
 from bench.config.hardware import TCO_TIER, load_hardware
+from bench.config.load_spec import LoadMatrix, LoadPoint
+from bench.config.server_spec import DTYPES, KV_CACHE_DTYPES, QUANTIZATIONS, ServerSpec
 from bench.config.slo import Slo
-from bench.config.speculative import SpeculativeSpec
+from bench.config.workload_spec import ENDPOINTS, WORKLOAD_PRESETS, WorkloadSpec, max_request_tokens
 from bench.errors import UserInputError
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-# Accepted names come from THE registry (bench.config.quant); None = unquantized.
-QUANTIZATIONS: tuple[str | None, ...] = tuple(
-    None if q == quant_registry.NONE else q for q in quant_registry.QUANTIZATIONS
-)
-KV_CACHE_DTYPES = tuple(quant_registry.KV_CACHE_DTYPES)
-ENDPOINTS = ("completions", "chat")
+__all__ = [
+    "DTYPES", "ENDPOINTS", "ENGINE_KINDS", "KV_CACHE_DTYPES", "QUANTIZATIONS", "RUN_NAME_PATTERN", "RUN_NAME_RULE",
+    "SERVER_AXES", "WORKLOAD_PRESETS", "EngineKind", "EngineKindName", "EngineSpec", "HardwareRef", "LoadMatrix",
+    "LoadPoint", "Point", "ServerSpec", "Sweep", "WorkloadSpec", "check_base_url", "check_lengths", "load_sweep",
+    "max_request_tokens",
+]
+
 # A run name becomes a directory under --out: no path separators, no leading dot or dash.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RUN_NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
-
-
-
-@dataclass(frozen=True)
-class EngineKind:
-    """What a sweep file must give, and what it defaults to, for one `engine.kind`.
-
-    Only the config-side facts live here (config must not import engines); the class that runs
-    each kind is in bench.engines.registry, which checks that it knows exactly these kinds.
-    """
-
-    pins_output_length: bool  # default of engine.ignore_eos: send ignore_eos/min_tokens
-    needs_base_url: bool  # serves through an endpoint that already runs
-    one_batch_per_point: bool  # a point is one offline batch: one concurrency label, no request rate
-
-
-ENGINE_KINDS: dict[str, EngineKind] = {
-    "vllm": EngineKind(pins_output_length=True, needs_base_url=False, one_batch_per_point=False),
-    "openai": EngineKind(pins_output_length=False, needs_base_url=True, one_batch_per_point=False),
-    "vllm-offline": EngineKind(pins_output_length=False, needs_base_url=False, one_batch_per_point=True),
-}
-EngineKindName = Literal["vllm", "openai", "vllm-offline"]
-if set(get_args(EngineKindName)) != set(ENGINE_KINDS):  # pragma: no cover - a bug in this file
-    raise RuntimeError("EngineKindName and ENGINE_KINDS name different engine kinds")
-
-
-class EngineSpec(StrictModel):
-    """Which engine serves the points: a vLLM server we start, or an endpoint that already runs."""
-
-    kind: EngineKindName = Field(
-        "vllm", description="vllm: start a server; openai: an endpoint at base_url; vllm-offline: LLM.generate batch"
-    )
-    startup_timeout_s: float = Field(600.0, gt=0)
-    extra_args: tuple[str, ...] = ()
-    env: dict[str, str] = Field(default_factory=dict)
-    cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE, applied only on CPU")
-    cpu_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="applied only on CPU")
-    # kinds that need a base_url (openai): an already-running server or a provider API.
-    base_url: str | None = Field(None, description=(
-        "a server root (http://host:8000, or a proxy prefix; /v1/... is appended) or an OpenAI-SDK-style API root "
-        "whose last segment is a version (https://api.example.com/v1, .../api/paas/v4; only /completions or "
-        "/chat/completions is appended). Redirects are not followed."))
-    ca_file: str | None = Field(None, description="https: PEM CA bundle to trust instead of the system store")
-    verify_tls: bool = Field(True, description="https: False skips certificate checks (self-signed test servers)")
-    api_key_env: str | None = Field(None, description="name of the env var holding the API key")
-    served_model_name: str | None = None
-    ignore_eos: bool | None = Field(
-        None, description="send vLLM's ignore_eos/min_tokens to pin output length; default on for vllm, off for openai"
-    )
-
-    @property
-    def pin_output_length(self) -> bool:
-        return self.ignore_eos if self.ignore_eos is not None else self.capabilities.pins_output_length
-
-    @property
-    def capabilities(self) -> EngineKind:
-        return ENGINE_KINDS[self.kind]
-
-    @model_validator(mode="after")
-    def _check_base_url(self) -> EngineSpec:
-        if self.capabilities.needs_base_url and not self.base_url:
-            raise ValueError(f"engine.base_url is required when engine.kind is {self.kind!r}")
-        if self.base_url is not None:
-            check_base_url(self.base_url)
-        return self
-
-
-def check_base_url(url: str) -> None:
-    """A base_url must be http(s)://host[:port][/path]: checked when the sweep is read, not when the
-    first request fails after a run dir exists (`localhost:8000` parses as scheme "localhost")."""
-    try:
-        u = urlsplit(url.strip())
-        u.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
-    except ValueError:
-        u = None
-    if u is None or u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError(f"engine.base_url must be http(s)://host[:port][/path] (got {url!r})")
-
-
-class ServerSpec(StrictModel):
-    """Everything that needs a server restart when it changes."""
-
-    model: str
-    dtype: str = "bfloat16"
-    quantization: str | None = None
-    kv_cache_dtype: str = "auto"
-    max_model_len: int = Field(2048, gt=0)
-    max_num_seqs: int = Field(32, gt=0)
-    max_num_batched_tokens: int | None = Field(None, gt=0)
-    enable_prefix_caching: bool = False
-    tensor_parallel_size: int = Field(1, gt=0)
-    expert_parallel: bool = False
-    load_format: str = "dummy"
-    enforce_eager: bool = True
-    speculative: SpeculativeSpec | None = Field(
-        None, description="speculative decoding (bench.config.speculative); absent, null or K = 0 = none")
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, v: str) -> str:
-        return one_of("dtype", v, DTYPES)
-
-    @field_validator("quantization")
-    @classmethod
-    def _quant(cls, v: str | None) -> str | None:
-        q = quant_registry.lookup(v)
-        if q is None:
-            allowed = ", ".join(quant_registry.QUANTIZATIONS)
-            raise ValueError(f"quantization must be one of {allowed} (got {v!r})")
-        return None if q.name == quant_registry.NONE else q.name
-
-    @field_validator("kv_cache_dtype")
-    @classmethod
-    def _kv(cls, v: str) -> str:
-        return one_of("kv_cache_dtype", v, KV_CACHE_DTYPES)
-
-    @field_validator("speculative", mode="before")
-    @classmethod
-    def _speculative(cls, v: Any) -> Any:
-        return speculative.normalize(v)
-
-    @model_serializer(mode="wrap")
-    def _drop_no_speculation(self, handler: Any) -> dict[str, Any]:
-        """No speculation is left out of the dump, so a spec without it keeps the server_hash (and the
-        point_id, the resume key) it had before the field existed."""
-        d = handler(self)
-        if isinstance(d, dict) and d.get("speculative", 0) is None:
-            d.pop("speculative")
-        return d
-
-    @property
-    def server_hash(self) -> str:
-        return stable_hash(self.model_dump())
-
-
-# Named workloads that match the field (`workloads: [{preset: agentic}]`; fields given beside `preset`
-# override the preset's). 8k1k: InferenceX's fixed 8192-in / 1024-out scenario, which replaced its 1k/1k
-# (SemiAnalysis InferenceX, inferencemax.ai, seen 2026-11). agentic: multi-turn coding-agent sessions;
-# its sizes are maas-bench's modelling choice (a long shared system prompt, tool output appended every
-# turn), not a published trace: replay a real one with kind mooncake / trace for published numbers.
-WORKLOAD_PRESETS: dict[str, dict[str, Any]] = {
-    "8k1k": {"name": "8k1k", "kind": "fixed", "input_len": 8192, "output_len": 1024},
-    "agentic": {"name": "agentic", "kind": "multiturn", "system_prompt_len": 2048, "turns": 8,
-                "turns_range_ratio": 0.5, "input_len": 512, "output_len": 256, "range_ratio": 0.5,
-                "think_time_s": 2.0, "think_time_dist": "exponential"},
-}
-
-
-class WorkloadSpec(StrictModel):
-    """How prompts and output lengths are generated (see bench/measure/workloads.py for semantics)."""
-
-    name: str = "fixed"
-    preset: Literal["8k1k", "agentic"] | None = Field(
-        None, description="start from a named workload (WORKLOAD_PRESETS); fields given beside it override it")
-    kind: Literal["fixed", "ranged", "chat", "prefix", "trace", "mooncake", "multiturn"] = "fixed"
-    input_len: int = Field(128, gt=0)
-    output_len: int = Field(64, gt=0)
-    range_ratio: float = Field(0.0, ge=0, lt=1)
-    # chat-like lognormal lengths
-    input_sigma: float = Field(0.8, gt=0)
-    output_sigma: float = Field(0.6, gt=0)
-    # prefix-sharing
-    num_prefixes: int = Field(4, gt=0)
-    prefix_len: int = Field(256, gt=0)
-    reuse_ratio: float = Field(1.0, ge=0, le=1)
-    # trace replay (kind trace: maas-bench JSONL; kind mooncake: Mooncake JSONL with hash_ids)
-    trace_path: str | None = None
-    block_tokens: int = Field(512, gt=0, description="mooncake: tokens per hash_id block (512 in Mooncake's traces)")
-    # multi-turn sessions (kind multiturn): input_len = new user tokens per turn, output_len = output
-    # tokens per turn (both ranged by range_ratio); the conversation so far is resent every turn
-    turns: int = Field(4, gt=0, description="multiturn: turns per session (centre of the range)")
-    turns_range_ratio: float = Field(0.0, ge=0, lt=1, description="multiturn: turns uniform in [T(1-r), T(1+r)]")
-    think_time_s: float = Field(0.0, ge=0, description="multiturn: mean pause between a reply and the next turn")
-    think_time_dist: Literal["fixed", "exponential"] = "fixed"
-    system_prompt_len: int = Field(0, ge=0, description="multiturn: tokens of a system prompt shared by every session")
-    seed: int = 0
-    endpoint: Literal["completions", "chat"] = "completions"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        """`preset: agentic` fills the preset's fields; fields given beside it win."""
-        if isinstance(data, dict) and data.get("preset") is not None:
-            preset = WORKLOAD_PRESETS.get(data["preset"])
-            if preset is None:
-                raise ValueError(f"preset must be one of {', '.join(WORKLOAD_PRESETS)} (got {data['preset']!r})")
-            return {**preset, **data}
-        return data
-
-
-class LoadPoint(StrictModel):
-    """One arrival pattern: closed-loop `concurrency`, or open-loop `request_rate` (req/s)."""
-
-    concurrency: int | None = Field(None, gt=0)
-    request_rate: float | None = Field(None, gt=0)
-    burstiness: float = Field(1.0, gt=0, description="gamma shape; 1.0 = Poisson")
-    num_requests: int = Field(32, gt=0)
-    warmup_requests: int = Field(0, ge=0)
-    duration_s: float | None = Field(None, gt=0)
-    timeout_s: float = Field(300.0, gt=0)
-    max_concurrency: int | None = Field(None, gt=0, description="cap on in-flight requests for rate mode")
-    ramp_s: float | None = Field(None, gt=0, description="ramp-up seconds (requests sent during it are warm-up)")
-    ramp_start_rate: float | None = Field(None, ge=0, description="rate mode: req/s at the start of the ramp")
-    cooldown: bool = Field(True, description="keep the load on (unmeasured) until the last measured request ends")
-
-    @property
-    def effective_warmup(self) -> int:
-        """Warm-up requests actually sent: in closed loop at least one full wave (the concurrency).
-
-        The stream is continuous, so with fewer warm-up requests than workers the first measured
-        requests start in the same wave as the warm-up, on a server that has not yet seen a batch
-        that large (on vLLM's CPU build the first such batch can stall the whole wave for ~1 s).
-        `warmup_requests: 0` still means no warm-up at all.
-        """
-        if self.warmup_requests and self.concurrency:
-            return max(self.warmup_requests, self.concurrency)
-        return self.warmup_requests
-
-    @model_validator(mode="after")
-    def _one_mode(self) -> LoadPoint:
-        if (self.concurrency is None) == (self.request_rate is None):
-            raise ValueError("give exactly one of concurrency or request_rate")
-        if self.ramp_start_rate is not None and (self.request_rate is None or self.ramp_s is None):
-            raise ValueError("ramp_start_rate needs request_rate and ramp_s")
-        return self
-
-
-class LoadMatrix(StrictModel):
-    """Load axes of a sweep. Lists expand; each concurrency and each rate is one point."""
-
-    concurrency: tuple[int, ...] = ()
-    request_rate: tuple[float, ...] = ()
-    burstiness: float = Field(1.0, gt=0)
-    num_requests: int = Field(32, gt=0)
-    warmup_requests: int = Field(2, ge=0)
-    duration_s: float | None = Field(None, gt=0)
-    timeout_s: float = Field(300.0, gt=0)
-    max_concurrency: int | None = Field(None, gt=0)
-    ramp_s: float | None = Field(None, gt=0)
-    ramp_start_rate: float | None = Field(None, ge=0)
-    cooldown: bool = True
-
-    @field_validator("concurrency", mode="before")
-    @classmethod
-    def _conc(cls, v: Any) -> Any:
-        v = [v] if isinstance(v, (int, str)) else v
-        for c in v or ():
-            if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
-                raise ValueError(f"concurrency values must be positive integers (got {c!r})")
-        return v
-
-    @field_validator("request_rate", mode="before")
-    @classmethod
-    def _rate(cls, v: Any) -> Any:
-        v = [v] if isinstance(v, (int, float)) else v
-        for r in v or ():
-            if not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r) or r <= 0:
-                raise ValueError(f"request_rate values must be positive numbers in req/s (got {r!r})")
-        return v
-
-    @model_validator(mode="after")
-    def _some(self) -> LoadMatrix:
-        if not self.concurrency and not self.request_rate:
-            raise ValueError("give at least one concurrency or request_rate")
-        if self.ramp_start_rate is not None and self.ramp_s is None:
-            raise ValueError("ramp_start_rate needs ramp_s")
-        return self
-
-    def points(self) -> list[LoadPoint]:
-        common = self.model_dump(exclude={"concurrency", "request_rate"})
-        closed = {**common, "ramp_start_rate": None}  # a start rate only means something in rate mode
-        out = [LoadPoint(concurrency=c, **closed) for c in self.concurrency]
-        out += [LoadPoint(request_rate=r, **common) for r in self.request_rate]
-        return out
 
 
 class HardwareRef(StrictModel):
@@ -479,25 +207,6 @@ def _first_duplicate(values: Any) -> Any:
     return None
 
 
-def max_request_tokens(w: WorkloadSpec) -> int | None:
-    """The longest prompt + output a workload asks for by its config (None: decided by a trace file).
-
-    chat draws lognormal lengths with a long tail; its median request is checked (the tail is
-    clipped at 8x and a few over-long requests fail with the server's reason, which is reported).
-    """
-    if w.kind in ("trace", "mooncake"):
-        return None
-    if w.kind == "multiturn":  # the last turn of the longest session resends the whole conversation
-        turns = math.ceil(w.turns * (1 + w.turns_range_ratio))
-        per_turn = math.ceil(w.input_len * (1 + w.range_ratio)) + math.ceil(w.output_len * (1 + w.range_ratio))
-        return w.system_prompt_len + turns * per_turn
-    if w.kind == "ranged":
-        return math.ceil(w.input_len * (1 + w.range_ratio)) + math.ceil(w.output_len * (1 + w.range_ratio))
-    if w.kind == "prefix":
-        return w.prefix_len + w.input_len + w.output_len
-    return w.input_len + w.output_len
-
-
 def check_lengths(sweep: Sweep, points: list[Point], where: str) -> None:
     """Every request of a point must fit the server's max_model_len, or vLLM answers each with HTTP 400.
 
@@ -574,7 +283,3 @@ def load_sweep(path: str | Path) -> Sweep:
         except UserInputError as e:
             raise UserInputError(f"{path}: hardware.{e}") from None
     return sweep
-
-
-# --- hardware catalog and price book (configs/hardware.yaml, configs/prices.yaml) -------------
-# Why here: cost and margin numbers are only as good as their inputs, so every $/GPU-hour and every

@@ -25,22 +25,17 @@ from bench.econ.cost import (
     require_utilization,
     usd_per_m_tokens,
 )
-from bench.econ.margin import (  # the per-request model and its shared validation helpers
+from bench.econ.margin import (  # the per-request model: one Offer, validated once
+    Offer,
     PriceLike,
     TrafficMix,
     api_margin,
     break_even_price,
     break_even_tok_s_per_gpu,
     break_even_utilization,
-    check_common,
-    cost_usd_per_request,
-    margin_sensitivity,
     margin_vs_utilization,
-    price_decline_scenarios,
-    require_revenue,
-    revenue_usd_per_request,
-    usd_prices,
 )
+from bench.econ.scenarios import margin_sensitivity, price_decline_scenarios
 from bench.errors import UserInputError
 
 # --- subscriptions ----------------------------------------------------------------------------
@@ -49,19 +44,12 @@ SECONDS_PER_DAY = 86400.0
 DAYS_PER_MONTH = 365.0 / 12
 
 
-def subscriber_margin(
-    monthly_fee_usd: float,
-    requests_per_month: float,
-    mix: TrafficMix,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
-) -> dict[str, float]:
-    """One subscriber paying a flat fee and sending `requests_per_month` requests of `mix`."""
+def subscriber_margin(monthly_fee_usd: float, requests_per_month: float, offer: Offer) -> dict[str, float]:
+    """One subscriber paying a flat fee and sending `requests_per_month` requests of the offer's mix,
+    each costing the offer's cost per request (its price is not used: the fee is the revenue)."""
     require_positive("monthly_fee_usd", monthly_fee_usd)
     require_non_negative("requests_per_month", requests_per_month)
-    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
-    per_req = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    per_req = offer.cost_usd()
     cost = requests_per_month * per_req
     return {
         "monthly_fee_usd": monthly_fee_usd,
@@ -106,28 +94,25 @@ class SubscriptionResult:
 def subscription_plan(
     monthly_fee_usd: float,
     requests_per_month: Sequence[float] | np.ndarray,
-    mix: TrafficMix,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
+    offer: Offer,
     *,
     tokens_scale: Sequence[float] | np.ndarray | None = None,
 ) -> SubscriptionResult:
-    """Margin of a flat monthly plan over subscribers with given requests/month each.
+    """Margin of a flat monthly plan over subscribers with given requests/month each (requests of the
+    offer's mix at its cost per request; its price is not used).
 
     `tokens_scale[i]` multiplies subscriber i's tokens per request (both input and output, so the
     mix ratio and hence the per-token cost stay the same); default 1. Use `lognormal_samples` for a
     distribution.
     """
     require_positive("monthly_fee_usd", monthly_fee_usd)
-    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     reqs = np.asarray(requests_per_month, dtype=float)
     if reqs.size == 0 or np.any(~np.isfinite(reqs)) or np.any(reqs < 0):
         raise UserInputError("requests_per_month must be a non-empty list of numbers >= 0")
     scale = np.ones_like(reqs) if tokens_scale is None else np.asarray(tokens_scale, dtype=float)
     if scale.shape != reqs.shape or np.any(scale <= 0):
         raise UserInputError("tokens_scale must have one value > 0 per subscriber")
-    per_req = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
+    per_req = offer.cost_usd()
     costs = reqs * scale * per_req
     return SubscriptionResult(
         subscribers=int(reqs.size),
@@ -255,17 +240,17 @@ def fleet_size(
     requests/day = tokens_per_day / (input + output); average busy GPUs = requests/s x GPU-s/request;
     the fleet must carry peak = average x peak_to_average at no more than `max_utilization_at_peak`,
     in whole replicas of `gpus_per_replica` (e.g. 8 for TP8). Monthly = 730 h, 365/12 days.
+    Why not an Offer argument: a fleet's utilization is an output of sizing, not an input.
     """
     require_positive("tokens_per_day", tokens_per_day)
-    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
+    offer = Offer(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, 1.0, usd_per_cny)
     if not math.isfinite(peak_to_average) or peak_to_average < 1:
         raise UserInputError(f"peak_to_average must be >= 1 (got {peak_to_average})")
     if not isinstance(gpus_per_replica, int) or gpus_per_replica <= 0:
         raise UserInputError(f"gpus_per_replica must be a whole number > 0 (got {gpus_per_replica})")
     require_utilization(max_utilization_at_peak, "max_utilization_at_peak")
     requests_per_day = tokens_per_day / mix.total_tokens
-    gpu_s_per_request = mix.output_tokens / output_tok_s_per_gpu
-    busy_avg = requests_per_day * gpu_s_per_request / SECONDS_PER_DAY
+    busy_avg = requests_per_day * offer.gpu_s_per_request / SECONDS_PER_DAY
     need_peak = busy_avg * peak_to_average / max_utilization_at_peak
     replicas = max(1, math.ceil(need_peak / gpus_per_replica - 1e-9))
     gpus = replicas * gpus_per_replica
@@ -273,9 +258,8 @@ def fleet_size(
     tokens_per_month = tokens_per_day * DAYS_PER_MONTH
     revenue = margin = None
     if price is not None:
-        prices = usd_prices(price, mix, usd_per_cny)
-        revenue = requests_per_day * DAYS_PER_MONTH * revenue_usd_per_request(mix, prices)
-        margin = 1 - monthly_cost / require_revenue(revenue)
+        revenue = requests_per_day * DAYS_PER_MONTH * offer.revenue_usd
+        margin = 1 - monthly_cost / revenue
     return FleetPlan(
         tokens_per_day=tokens_per_day,
         requests_per_day=requests_per_day,
@@ -305,11 +289,7 @@ class SubscriptionQuery:
 
 
 def what_if(
-    mix: TrafficMix,
-    price: PriceLike,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
+    offer: Offer,
     *,
     target_margin: float = 0.0,
     years: int = 1,
@@ -319,46 +299,36 @@ def what_if(
     prefill_fraction: float = 0.0,
     curve: bool = False,
     subscription: SubscriptionQuery | None = None,
-    usd_per_cny: float | None = None,
 ) -> dict[str, Any]:
     """Margin, break-even (utilization, price, throughput), price-decline scenarios and, on request,
-    sensitivity rows, the margin-vs-utilization curve and a subscription plan, for one throughput."""
-    m = api_margin(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization, usd_per_cny=usd_per_cny)
-    be_price = break_even_price(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization, target_margin,
-                                usd_per_cny=usd_per_cny)
+    sensitivity rows, the margin-vs-utilization curve and a subscription plan, for one offer."""
+    margin = api_margin(offer)
+    be_price = break_even_price(offer, target_margin)
     out: dict[str, Any] = {
-        "margin": m.to_dict(),
+        "margin": margin.to_dict(),
         "break_even": {
             "target_margin": target_margin,
-            "utilization": break_even_utilization(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, target_margin,
-                                                  usd_per_cny=usd_per_cny),
+            "utilization": break_even_utilization(offer, target_margin),
             "price_scale": be_price.scale,
             "output_usd_per_m": be_price.output_usd_per_m,
             "input_usd_per_m": be_price.input_usd_per_m,
             "blended_usd_per_m_tokens": be_price.blended_usd_per_m_tokens,
-            "output_tok_s_per_gpu": break_even_tok_s_per_gpu(mix, price, usd_per_gpu_hour, utilization,
-                                                             target_margin, usd_per_cny=usd_per_cny),
+            "output_tok_s_per_gpu": break_even_tok_s_per_gpu(offer, target_margin),
         },
         "price_decline": {
-            f"{d:g}": price_decline_scenarios(
-                mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization, years=years,
-                price_decline_per_year=d, hw_cost_decline_per_year=hw_decline, usd_per_cny=usd_per_cny,
-            )
+            f"{d:g}": price_decline_scenarios(offer, years=years, price_decline_per_year=d,
+                                              hw_cost_decline_per_year=hw_decline)
             for d in price_declines
         },
     }
     if sensitivity:
-        out["sensitivity"] = margin_sensitivity(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, utilization,
-                                                prefill_fraction=prefill_fraction, usd_per_cny=usd_per_cny)
+        out["sensitivity"] = margin_sensitivity(offer, prefill_fraction=prefill_fraction)
     if curve:
-        out["curve"] = margin_vs_utilization(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour,
-                                             usd_per_cny=usd_per_cny)
+        out["curve"] = margin_vs_utilization(offer)
     if subscription is not None:
         sub = subscription
-        out["subscription"] = {"one_subscriber": subscriber_margin(
-            sub.fee_usd, sub.requests_per_month, mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)}
+        out["subscription"] = {"one_subscriber": subscriber_margin(sub.fee_usd, sub.requests_per_month, offer)}
         if sub.requests_sigma > 0:
             samples = lognormal_samples(sub.requests_per_month, sub.requests_sigma, 10000, seed=0)
-            out["subscription"]["population"] = subscription_plan(
-                sub.fee_usd, samples, mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization).to_dict()
+            out["subscription"]["population"] = subscription_plan(sub.fee_usd, samples, offer).to_dict()
     return out

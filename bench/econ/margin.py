@@ -3,29 +3,23 @@
 Everything here compares the revenue and the cost of the *same requests*, so no input/output cost
 split is needed (see bench.econ.cost.split_cost for why reports still show one).
 
-Model (stated once, here):
-- A traffic mix is a request of `input_tokens` prompt tokens (a `cached_share` of them are prefix
-  cache hits) and `output_tokens` generated tokens.
-- Revenue per request = uncached input x p_in + cached input x p_cached + output x p_out, prices per
-  million tokens from the price book (CNY converted with the explicit exchange rate), at the tier the
-  request's input AND output length fall in. Where a provider charges for writing the cache
-  (MiniMax: cache_write_per_m), the written input tokens are billed at p_write instead of p_in.
-  Assumption on what is written (`TrafficMix.cache_write_share`, default below): when a workload
-  uses the cache at all (cached_share > 0), every uncached input token is written, because in a
-  multi-turn conversation this turn's new tokens are the prefix the next turn hits; with no cache
-  hits, nothing is written. Override with cache_write_share in [0, 1 - cached_share].
+Model (stated once, here; the revenue side, TrafficMix and the price book, is in bench.econ.pricing):
 - Throughput is output tok/s per GPU measured (or assumed) *on that mix*; one request then uses
-  output_tokens / tok_s GPU-seconds, prefill included, and costs that times $/GPU-hour / 3600 / U.
-  Utilization U in (0, 1]: benchmarks measure a full server, a fleet is busy only U of the time.
+  output_tokens / tok_s GPU-seconds, prefill included, and costs that times $/GPU-hour / 3600 / U
+  (bench.econ.cost.usd_per_request). Utilization U in (0, 1]: benchmarks measure a full server, a
+  fleet is busy only U of the time.
 - Gross margin = 1 - cost / revenue. Margin per M tokens counts input + output tokens.
 - A cached share changes revenue at once; it changes cost only through the measured throughput
-  (measure with prefix caching on), or, in `margin_sensitivity`, through `prefill_fraction`.
+  (measure with prefix caching on), or, in bench.econ.scenarios.margin_sensitivity, through
+  `prefill_fraction`.
 
-Public API: TrafficMix, UsdPrices, usd_prices, revenue_usd_per_request, api_margin -> ApiMargin;
-break_even_utilization, break_even_price -> BreakEvenPrice, break_even_tok_s_per_gpu;
-margin_vs_utilization (rows for the margin-vs-utilization plot); price_decline_scenarios;
-margin_sensitivity (tornado rows); margin_per_point, best_point. Subscriptions, private and shared
-deployments, fleet sizing and the what-if bundle build on these in bench.econ.fleet.
+Every question takes one `Offer` (mix, price, throughput, $/GPU-hour, U, exchange rate): the six inputs
+are validated once and revenue and cost per request are computed in one place.
+Public API: Offer, api_margin -> ApiMargin; break_even_utilization, break_even_price -> BreakEvenPrice,
+break_even_tok_s_per_gpu; margin_vs_utilization (rows for the margin-vs-utilization plot);
+margin_per_point, best_point. TrafficMix, UsdPrices, usd_prices and revenue_usd_per_request come from
+bench.econ.pricing (importable from here too). Price-decline scenarios and sensitivity rows are in
+bench.econ.scenarios; subscriptions, deployments, fleet sizing and the what-if bundle in bench.econ.fleet.
 """
 
 from __future__ import annotations
@@ -33,157 +27,79 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any
 
-from bench.config.hardware import convert_to_usd
-from bench.config.prices import PriceEntry
 from bench.config.slo import SLO_METRICS, Slo
 from bench.econ.cache import GIVEN_REVENUE_ONLY, MEASURED, NONE, measured_cached_share, revenue_usd_per_gpu_hour
 from bench.econ.cost import (
     SECONDS_PER_HOUR,
     TOKENS_PER_M,
     require_fraction,
-    require_non_negative,
     require_positive,
     require_utilization,
     usd_per_m_tokens,
+    usd_per_request,
 )
+from bench.econ.pricing import PriceLike, TrafficMix, UsdPrices, require_revenue, revenue_usd_per_request, usd_prices
 from bench.errors import UserInputError
 
-# --- inputs -----------------------------------------------------------------------------------
+__all__ = [
+    "ApiMargin", "BreakEvenPrice", "Offer", "PriceLike", "TrafficMix", "UsdPrices", "api_margin", "best_point",
+    "break_even_price", "break_even_tok_s_per_gpu", "break_even_utilization", "margin_per_point",
+    "margin_vs_utilization", "revenue_usd_per_request", "usd_prices",
+]
 
 
 @dataclass(frozen=True)
-class TrafficMix:
-    """Tokens per request: `input_tokens` prompt (of which `cached_share` hit the prefix cache)."""
+class Offer:
+    """One margin question's inputs: `mix` sold at `price`, served by a GPU doing `output_tok_s_per_gpu`
+    on that mix at `usd_per_gpu_hour`, busy `utilization` of the time (CNY prices at `usd_per_cny`).
 
-    input_tokens: float
-    output_tokens: float
-    cached_share: float = 0.0
-    cache_write_share: float | None = None  # share of input tokens written to the cache; None = default rule
+    Why an object: margin, the break-evens, scenarios, sensitivity, subscriptions and the what-if bundle
+    all ask about these same inputs; they are validated here once (one error line naming the bad field)
+    and revenue and cost per request have one definition each. `price` may be None for cost-only
+    questions (subscriptions); asking such an offer for revenue is an error naming `price`.
+    A question that solves for one input (break-even utilization or throughput) ignores that field.
+    """
 
-    def __post_init__(self) -> None:
-        require_non_negative("input_tokens", self.input_tokens)
-        require_positive("output_tokens", self.output_tokens)
-        require_fraction("cached_share", self.cached_share)
-        if self.cache_write_share is not None:
-            w = require_fraction("cache_write_share", self.cache_write_share)
-            if w > 1 - self.cached_share + 1e-12:
-                raise UserInputError(f"cache_write_share must be in [0, 1 - cached_share] = "
-                                     f"[0, {1 - self.cached_share:g}] (got {w:g})")
-
-    @property
-    def written_input_tokens(self) -> float:
-        """Input tokens written to the cache (see the module docstring for the default rule)."""
-        if self.cache_write_share is not None:
-            return self.input_tokens * self.cache_write_share
-        return self.uncached_input_tokens if self.cached_share > 0 else 0.0
-
-    @property
-    def cached_input_tokens(self) -> float:
-        return self.input_tokens * self.cached_share
-
-    @property
-    def uncached_input_tokens(self) -> float:
-        return self.input_tokens - self.cached_input_tokens
-
-    @property
-    def total_tokens(self) -> float:
-        return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True)
-class UsdPrices:
-    """USD per million tokens for one request size. No cached price = cache hits billed as input."""
-
-    input_usd_per_m: float
-    output_usd_per_m: float
-    cached_input_usd_per_m: float | None = None
-    label: str = ""
-    cache_write_usd_per_m: float | None = None  # None = writing the cache costs the input price
+    mix: TrafficMix
+    price: PriceLike | None
+    output_tok_s_per_gpu: float
+    usd_per_gpu_hour: float
+    utilization: float = 1.0
+    usd_per_cny: float | None = None
 
     def __post_init__(self) -> None:
-        require_non_negative("input price (usd per M)", self.input_usd_per_m)
-        require_non_negative("output price (usd per M)", self.output_usd_per_m)
-        if self.cached_input_usd_per_m is not None:
-            require_non_negative("cached input price (usd per M)", self.cached_input_usd_per_m)
-        if self.cache_write_usd_per_m is not None:
-            require_non_negative("cache write price (usd per M)", self.cache_write_usd_per_m)
+        require_positive("tok_s_per_gpu", self.output_tok_s_per_gpu)
+        require_positive("usd_per_gpu_hour", self.usd_per_gpu_hour)
+        require_utilization(self.utilization)
+
+    @cached_property
+    def prices(self) -> UsdPrices:
+        """USD prices for a request of this mix (the entry's tier for its lengths, CNY converted)."""
+        if self.price is None:
+            raise UserInputError("price: needed for revenue and margin; allowed: a price-book entry <model>@<provider>")
+        return usd_prices(self.price, self.mix, self.usd_per_cny)
 
     @property
-    def cache_write_or_input_usd_per_m(self) -> float:
-        return self.input_usd_per_m if self.cache_write_usd_per_m is None else self.cache_write_usd_per_m
+    def revenue_usd(self) -> float:
+        """Revenue of one request (> 0, else an error: a margin over zero revenue is undefined)."""
+        return require_revenue(revenue_usd_per_request(self.mix, self.prices))
 
     @property
-    def cached_or_input_usd_per_m(self) -> float:
-        return self.input_usd_per_m if self.cached_input_usd_per_m is None else self.cached_input_usd_per_m
+    def gpu_s_per_request(self) -> float:
+        """GPU-seconds one request uses: its output tokens at the throughput measured on its mix."""
+        return self.mix.output_tokens / self.output_tok_s_per_gpu
 
-    def scaled(self, factor: float) -> UsdPrices:
-        """Every price times `factor` (a list-price cut of 50% is factor 0.5)."""
-        cached = None if self.cached_input_usd_per_m is None else self.cached_input_usd_per_m * factor
-        write = None if self.cache_write_usd_per_m is None else self.cache_write_usd_per_m * factor
-        return replace(self, input_usd_per_m=self.input_usd_per_m * factor,
-                       output_usd_per_m=self.output_usd_per_m * factor, cached_input_usd_per_m=cached,
-                       cache_write_usd_per_m=write)
+    def cost_usd(self, utilization: float | None = None) -> float:
+        """GPU cost of one request at `utilization` (default: the offer's): GPU-s x $/h / 3600 / U."""
+        u = self.utilization if utilization is None else utilization
+        return usd_per_request(self.gpu_s_per_request, self.usd_per_gpu_hour, u)
 
-
-PriceLike = PriceEntry | UsdPrices
-
-
-def usd_prices(price: PriceLike, mix: TrafficMix | float, usd_per_cny: float | None = None) -> UsdPrices:
-    """The USD prices that apply to a request of `mix` (picks the tier by input AND output length;
-    a bare number is an input length with output 0, for entries tiered by input only)."""
-    if isinstance(price, UsdPrices):
-        return price
-    if isinstance(mix, TrafficMix):
-        tier = price.prices_for(mix.input_tokens, mix.output_tokens)
-    else:
-        tier = price.prices_for(mix)
-
-    def conv(v: float | None, what: str) -> float | None:
-        return None if v is None else convert_to_usd(v, price.currency, usd_per_cny, what=f"price {what}")
-
-    return UsdPrices(
-        input_usd_per_m=conv(tier.input_per_m, "input_per_m"),  # type: ignore[arg-type]
-        output_usd_per_m=conv(tier.output_per_m, "output_per_m"),  # type: ignore[arg-type]
-        cached_input_usd_per_m=conv(tier.cached_input_per_m, "cached_input_per_m"),
-        cache_write_usd_per_m=conv(tier.cache_write_per_m, "cache_write_per_m"),
-    )
-
-
-def revenue_usd_per_request(mix: TrafficMix, prices: UsdPrices) -> float:
-    """(uncached - written) input x p_in + written input x p_write + cached input x p_cached
-    + output x p_out (prices per M tokens; p_write = p_in where the provider charges no write)."""
-    written = mix.written_input_tokens
-    return (
-        (mix.uncached_input_tokens - written) * prices.input_usd_per_m
-        + written * prices.cache_write_or_input_usd_per_m
-        + mix.cached_input_tokens * prices.cached_or_input_usd_per_m
-        + mix.output_tokens * prices.output_usd_per_m
-    ) / TOKENS_PER_M
-
-
-def cost_usd_per_request(mix: TrafficMix, output_tok_s_per_gpu: float, usd_per_gpu_hour: float,
-                         utilization: float) -> float:
-    """GPU cost of one request of `mix` at `utilization` (GPU-seconds for its output tokens, at the
-    hourly price); shared with bench.econ.fleet so both count cost the same way."""
-    gpu_s = mix.output_tokens / output_tok_s_per_gpu
-    return gpu_s * usd_per_gpu_hour / SECONDS_PER_HOUR / utilization
-
-
-def check_common(output_tok_s_per_gpu: float | None, usd_per_gpu_hour: float, utilization: float) -> None:
-    """Validate the inputs every margin and fleet formula takes (one error line per bad field)."""
-    if output_tok_s_per_gpu is not None:
-        require_positive("tok_s_per_gpu", output_tok_s_per_gpu)
-    require_positive("usd_per_gpu_hour", usd_per_gpu_hour)
-    require_utilization(utilization)
-
-
-def require_revenue(revenue: float) -> float:
-    """`revenue` (USD per request) when positive; a margin over zero revenue is undefined."""
-    if revenue <= 0:
-        raise UserInputError("price: revenue per request is 0 at this price and mix; prices must be > 0")
-    return revenue
+    def but(self, **changes: Any) -> Offer:
+        """The same offer with some fields changed (validated again)."""
+        return replace(self, **changes)
 
 
 def _target(target_margin: float) -> float:
@@ -216,21 +132,12 @@ class ApiMargin:
         return asdict(self)
 
 
-def api_margin(
-    mix: TrafficMix,
-    price: PriceLike,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
-    *,
-    usd_per_cny: float | None = None,
-) -> ApiMargin:
-    """Gross margin of per-token API sales of `mix` at `price`, for a GPU doing `output_tok_s_per_gpu`."""
-    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
-    prices = usd_prices(price, mix, usd_per_cny)
-    revenue = require_revenue(revenue_usd_per_request(mix, prices))
-    cost = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
-    per_m = TOKENS_PER_M / mix.total_tokens
+def api_margin(offer: Offer) -> ApiMargin:
+    """Gross margin of per-token API sales of the offer's mix at its price, throughput and utilization."""
+    revenue = offer.revenue_usd
+    cost = offer.cost_usd()
+    per_m = TOKENS_PER_M / offer.mix.total_tokens
+    tok, u = offer.output_tok_s_per_gpu, offer.utilization
     return ApiMargin(
         revenue_usd_per_request=revenue,
         cost_usd_per_request=cost,
@@ -239,37 +146,25 @@ def api_margin(
         margin_usd_per_m_tokens=(revenue - cost) * per_m,
         revenue_usd_per_m_tokens=revenue * per_m,
         cost_usd_per_m_tokens=cost * per_m,
-        cost_usd_per_m_output_tokens=usd_per_m_tokens(output_tok_s_per_gpu, usd_per_gpu_hour, utilization),
-        gpu_s_per_request=mix.output_tokens / output_tok_s_per_gpu,
-        utilization=utilization,
-        revenue_usd_per_gpu_hour=revenue_usd_per_gpu_hour(revenue, mix.output_tokens, output_tok_s_per_gpu,
-                                                          utilization),
-        cost_usd_per_gpu_hour=usd_per_gpu_hour,
+        cost_usd_per_m_output_tokens=usd_per_m_tokens(tok, offer.usd_per_gpu_hour, u),
+        gpu_s_per_request=offer.gpu_s_per_request,
+        utilization=u,
+        revenue_usd_per_gpu_hour=revenue_usd_per_gpu_hour(revenue, offer.mix.output_tokens, tok, u),
+        cost_usd_per_gpu_hour=offer.usd_per_gpu_hour,
     )
 
 
 # --- break-even -------------------------------------------------------------------------------
 
 
-def break_even_utilization(
-    mix: TrafficMix,
-    price: PriceLike,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    target_margin: float = 0.0,
-    *,
-    usd_per_cny: float | None = None,
-) -> float:
+def break_even_utilization(offer: Offer, target_margin: float = 0.0) -> float:
     """Utilization at which gross margin equals `target_margin`: U = cost(U=1) / (revenue x (1 - m)).
 
-    Below it the fleet loses (or misses the target). A value above 1 means even a fully busy fleet
-    cannot reach the target at this price and throughput.
+    The offer's own utilization is not used. Below the result the fleet loses (or misses the target).
+    A value above 1 means even a fully busy fleet cannot reach the target at this price and throughput.
     """
-    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
     m = _target(target_margin)
-    revenue = require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix, usd_per_cny)))
-    cost_full = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, 1.0)
-    return cost_full / (revenue * (1 - m))
+    return offer.cost_usd(1.0) / (offer.revenue_usd * (1 - m))
 
 
 @dataclass(frozen=True)
@@ -287,71 +182,45 @@ class BreakEvenPrice:
         return asdict(self)
 
 
-def break_even_price(
-    mix: TrafficMix,
-    price: PriceLike,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
-    target_margin: float = 0.0,
-    *,
-    usd_per_cny: float | None = None,
-) -> BreakEvenPrice:
+def break_even_price(offer: Offer, target_margin: float = 0.0) -> BreakEvenPrice:
     """Scale of today's price list at which margin equals `target_margin`: k = cost / (revenue x (1 - m)).
 
     Prices move together (the input:cached:output ratios of the entry are kept), which is how
     providers cut list prices; below k x list the mix is sold at a loss (or under the target).
     """
-    check_common(output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
     m = _target(target_margin)
-    prices = usd_prices(price, mix, usd_per_cny)
-    revenue = require_revenue(revenue_usd_per_request(mix, prices))
-    cost = cost_usd_per_request(mix, output_tok_s_per_gpu, usd_per_gpu_hour, utilization)
-    k = cost / (revenue * (1 - m))
-    p = prices.scaled(k)
+    revenue = offer.revenue_usd
+    k = offer.cost_usd() / (revenue * (1 - m))
+    p = offer.prices.scaled(k)
     return BreakEvenPrice(
         scale=k,
         input_usd_per_m=p.input_usd_per_m,
         cached_input_usd_per_m=p.cached_or_input_usd_per_m,
         output_usd_per_m=p.output_usd_per_m,
-        blended_usd_per_m_tokens=revenue * k / mix.total_tokens * TOKENS_PER_M,
+        blended_usd_per_m_tokens=revenue * k / offer.mix.total_tokens * TOKENS_PER_M,
         target_margin=m,
     )
 
 
-def break_even_tok_s_per_gpu(
-    mix: TrafficMix,
-    price: PriceLike,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
-    target_margin: float = 0.0,
-    *,
-    usd_per_cny: float | None = None,
-) -> float:
-    """Output tok/s per GPU needed for `target_margin`: out x $/h / (3600 x U x revenue x (1 - m))."""
-    check_common(None, usd_per_gpu_hour, utilization)
+def break_even_tok_s_per_gpu(offer: Offer, target_margin: float = 0.0) -> float:
+    """Output tok/s per GPU needed for `target_margin`: out x $/h / (3600 x U x revenue x (1 - m)).
+
+    The offer's own throughput is not used (it is what the answer is compared with)."""
     m = _target(target_margin)
-    revenue = require_revenue(revenue_usd_per_request(mix, usd_prices(price, mix, usd_per_cny)))
-    return mix.output_tokens * usd_per_gpu_hour / (SECONDS_PER_HOUR * utilization * revenue * (1 - m))
+    return offer.mix.output_tokens * offer.usd_per_gpu_hour / (
+        SECONDS_PER_HOUR * offer.utilization * offer.revenue_usd * (1 - m))
 
 
-def margin_vs_utilization(
-    mix: TrafficMix,
-    price: PriceLike,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilizations: Sequence[float] | None = None,
-    *,
-    usd_per_cny: float | None = None,
-) -> list[dict[str, float]]:
+def margin_vs_utilization(offer: Offer, utilizations: Sequence[float] | None = None) -> list[dict[str, float]]:
     """Rows {utilization, gross_margin, cost_usd_per_m_output_tokens, ...} for a margin-vs-U plot.
 
-    Default grid 0.05, 0.10, ..., 1.00. Mark the break-even with `break_even_utilization(...)`.
+    Default grid 0.05, 0.10, ..., 1.00 (the offer's own utilization is not used). Mark the break-even
+    with `break_even_utilization(offer)`.
     """
     grid = list(utilizations) if utilizations is not None else [round(0.05 * i, 2) for i in range(1, 21)]
     rows = []
     for u in grid:
-        r = api_margin(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, u, usd_per_cny=usd_per_cny)
+        r = api_margin(offer.but(utilization=u))
         rows.append({
             "utilization": u,
             "gross_margin": r.gross_margin,
@@ -362,108 +231,10 @@ def margin_vs_utilization(
     return rows
 
 
-# --- scenarios and sensitivity ----------------------------------------------------------------
-
-
-def price_decline_scenarios(
-    mix: TrafficMix,
-    price: PriceLike,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
-    *,
-    years: int = 3,
-    price_decline_per_year: float = 0.5,
-    hw_cost_decline_per_year: float = 0.0,
-    throughput_gain_per_year: float = 0.0,
-    usd_per_cny: float | None = None,
-) -> list[dict[str, float]]:
-    """Margin year by year when list prices fall by d a year, $/GPU-hour by h and tok/s grows by g.
-
-    Year y: price x (1-d)^y, $/GPU-hour x (1-h)^y, throughput x (1+g)^y. Year 0 is today.
-    """
-    if not isinstance(years, int) or years < 0:
-        raise UserInputError(f"years must be a whole number >= 0 (got {years})")
-    d = require_fraction("price_decline_per_year", price_decline_per_year, upper_open=True)
-    h = require_fraction("hw_cost_decline_per_year", hw_cost_decline_per_year, upper_open=True)
-    g = require_non_negative("throughput_gain_per_year", throughput_gain_per_year)
-    base = usd_prices(price, mix, usd_per_cny)
-    rows = []
-    for y in range(years + 1):
-        p = base.scaled((1 - d) ** y)
-        rate = usd_per_gpu_hour * (1 - h) ** y
-        tok = output_tok_s_per_gpu * (1 + g) ** y
-        r = api_margin(mix, p, tok, rate, utilization)
-        rows.append({
-            "year": y,
-            "price_scale": (1 - d) ** y,
-            "output_usd_per_m": p.output_usd_per_m,
-            "usd_per_gpu_hour": rate,
-            "output_tok_s_per_gpu": tok,
-            "gross_margin": r.gross_margin,
-            "margin_usd_per_m_tokens": r.margin_usd_per_m_tokens,
-            "break_even_utilization": break_even_utilization(mix, p, tok, rate),
-        })
-    return rows
-
-
-def margin_sensitivity(
-    mix: TrafficMix,
-    price: PriceLike,
-    output_tok_s_per_gpu: float,
-    usd_per_gpu_hour: float,
-    utilization: float = 1.0,
-    *,
-    swing: float = 0.2,
-    cache_swing: float = 0.2,
-    prefill_fraction: float = 0.0,
-    usd_per_cny: float | None = None,
-) -> list[dict[str, Any]]:
-    """Tornado-chart rows: gross margin when one input moves down/up, the others at base.
-
-    Utilization, price, throughput and $/GPU-hour move by x(1 -/+ swing) (utilization capped at 1);
-    the cache-hit share moves by -/+ cache_swing (clipped to [0, 1]). Caching always changes revenue;
-    it changes cost only if `prefill_fraction` (share of a request's GPU time spent in prefill when
-    nothing is cached) is given: GPU time scales as (1 - f x c) / (1 - f x c0).
-    Rows are sorted by the width of the swing in margin, widest first.
-    """
-    s = require_fraction("swing", swing, upper_open=True)
-    cs = require_fraction("cache_swing", cache_swing)
-    f = require_fraction("prefill_fraction", prefill_fraction, upper_open=True)
-    prices = usd_prices(price, mix, usd_per_cny)
-    base = api_margin(mix, prices, output_tok_s_per_gpu, usd_per_gpu_hour, utilization).gross_margin
-
-    def m(mx: TrafficMix = mix, p: UsdPrices = prices, tok: float = output_tok_s_per_gpu,
-          rate: float = usd_per_gpu_hour, u: float = utilization) -> float:
-        return api_margin(mx, p, tok, rate, u).gross_margin
-
-    c0 = mix.cached_share
-    c_lo, c_hi = max(0.0, c0 - cs), min(1.0, c0 + cs)
-
-    def with_cache(c: float) -> float:
-        tok = output_tok_s_per_gpu * (1 - f * c0) / (1 - f * c)
-        return m(mx=replace(mix, cached_share=c), tok=tok)
-
-    cases = [
-        ("utilization", utilization * (1 - s), min(1.0, utilization * (1 + s)),
-         lambda v: m(u=v)),
-        ("price", 1 - s, 1 + s, lambda v: m(p=prices.scaled(v))),
-        ("throughput", output_tok_s_per_gpu * (1 - s), output_tok_s_per_gpu * (1 + s), lambda v: m(tok=v)),
-        ("usd_per_gpu_hour", usd_per_gpu_hour * (1 - s), usd_per_gpu_hour * (1 + s), lambda v: m(rate=v)),
-        ("cached_share", c_lo, c_hi, with_cache),
-    ]
-    rows = []
-    for name, lo, hi, fn in cases:
-        m_lo, m_hi = fn(lo), fn(hi)
-        rows.append({"factor": name, "low_value": lo, "high_value": hi, "margin_at_low": m_lo,
-                     "margin_at_high": m_hi, "base_margin": base, "span": abs(m_hi - m_lo)})
-    rows.sort(key=lambda r: r["span"], reverse=True)
-    return rows
-
-
 # --- measured points --------------------------------------------------------------------------
 
 SLO_COLUMN_PREFIXES = tuple(f"{m}_" for m in SLO_METRICS)
+
 
 def margin_per_point(
     points: Any,
@@ -505,7 +276,7 @@ def margin_per_point(
             pmix = TrafficMix(rec["input_tokens"] / done, rec["output_tokens"] / done, share)
         source = (MEASURED if mix is None and measured_cached_share(rec) is not None
                   else GIVEN_REVENUE_ONLY if pmix.cached_share > 0 else NONE)
-        r = api_margin(pmix, price, float(tok), float(rate), utilization, usd_per_cny=usd_per_cny)
+        r = api_margin(Offer(pmix, price, float(tok), float(rate), utilization, usd_per_cny))
         row = {k: rec.get(k) for k in ("point_id", "model", "quantization", "gpu_type", "gpu_count",
                                         "concurrency", "request_rate")}
         row.update({

@@ -236,7 +236,7 @@ def explain_margin(mix: mg.TrafficMix, entry: Any, price_key: str, tok: float, r
     be_tok = mix.output_tokens * rate / (3600 * utilization * rev * (1 - m))
     lines.append(f"7. break-even throughput = {mix.output_tokens:g} x {rate:.6g} / (3600 x {utilization:g} x "
                  f"{rev:.6g} x {1 - m:g}) = {be_tok:.6g} output tok/s per GPU")
-    check = mg.api_margin(mix, entry, tok, rate, utilization, usd_per_cny=fx)
+    check = mg.api_margin(mg.Offer(mix, entry, tok, rate, utilization, fx))
     if abs(check.gross_margin - margin) > 1e-9 or abs(check.revenue_usd_per_request - rev) > 1e-12:
         raise AssertionError("explain_margin disagrees with bench.econ.margin.api_margin")
     return lines

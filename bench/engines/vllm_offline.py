@@ -29,7 +29,8 @@ from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
 from bench.engines.base import BatchResult, EngineStartError, NoProcessEngine
-from bench.engines.vllm_server import failure_reason_from_log, server_env
+from bench.engines.serverlog import failure_reason_from_log
+from bench.engines.vllm_server import server_env
 
 if TYPE_CHECKING:
     from bench.measure.client import ClientConfig

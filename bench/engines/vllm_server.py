@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -37,12 +36,14 @@ from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
 from bench.engines.base import EngineStartError, LocalModelEngine
+from bench.engines.serverlog import engine_root_cause, failure_reason_from_log
 from bench.errors import UserInputError
 
 if TYPE_CHECKING:
     from bench.measure.client import ClientConfig
 
-__all__ = ["SERVED_MODEL_NAME", "EngineStartError", "VllmEngine", "VllmServer", "has_nvidia_gpu"]
+__all__ = ["SERVED_MODEL_NAME", "EngineStartError", "VllmEngine", "VllmServer", "engine_root_cause",
+           "failure_reason_from_log", "has_nvidia_gpu"]
 
 SERVED_MODEL_NAME = "maas-bench-model"
 
@@ -190,10 +191,19 @@ def installed_vllm_has(source_file: str, name: str) -> bool | None:
         return False
 
 
-def check_speculative_support(specs: list[ServerSpec]) -> None:
-    """A pinned acceptance needs a vLLM with synthetic rejection sampling (SpeculativeConfig's
-    `rejection_sample_method`, vLLM PR #38045): without it vLLM rejects the unknown key at start, so
-    say so before any server starts. Skipped when vLLM is not installed on this machine (Ray workers)."""
+def check_speculative_support(specs: list[ServerSpec], version: str | None = None) -> None:
+    """Before any server starts, refuse a sweep whose features the installed vLLM lacks, in one line.
+
+    Every version-gated feature the specs use (speculative config, synthetic acceptance, fp8 KV
+    cache: `vllm_version.FEATURES`) is checked against the installed version, naming the feature
+    and the version it needs; `version` stands in for the installed one (tests). Then a pinned
+    acceptance needs synthetic rejection sampling (SpeculativeConfig's `rejection_sample_method`,
+    vLLM PR #38045) in the installed source itself (a dev build may carry a new-enough number
+    without it): without it vLLM rejects the unknown key at start. Skipped when vLLM is not
+    installed on this machine (Ray workers)."""
+    from bench.engines.vllm_version import require_features
+
+    require_features(specs, version)
     if not any(s.speculative is not None and s.speculative.synthetic for s in specs):
         return
     if installed_vllm_has("config/speculative.py", "rejection_sample_method") is False:
@@ -368,72 +378,6 @@ def group_members(pgid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             out.append(int(d.name))
     return out
-
-
-_REASON_MARKERS = ("Error", "error:", "ERROR", "Exception", "not supported", "NotImplementedError",
-                   "RuntimeError", "ValueError", "AssertionError")
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit): \S")
-_LOG_PREFIX = re.compile(r"^\([^)]*\)\s+(?:ERROR|WARNING|INFO|DEBUG|CRITICAL)\s+\S+\s+\S+\s+\[[^\]]*\]\s*")
-# vLLM wraps a worker's real error in these; they never say what went wrong.
-_GENERIC_ERRORS = ("See root cause above", "See stack trace", "in a background process",
-                   "EngineCore encountered an issue", "Engine core initialization failed")
-
-
-def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
-    """The first non-generic exception line after the last launch line (`$ cmd`) of a server log."""
-    try:
-        lines = Path(log_path).read_text(errors="replace").splitlines()[-max_lines:]
-    except OSError:
-        return None
-    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
-    tail = lines[starts[-1] if starts else 0:]
-    for i, line in enumerate(tail):
-        s = _LOG_PREFIX.sub("", line.strip())
-        if _EXCEPTION_LINE.match(s) and not any(g in s for g in _GENERIC_ERRORS):
-            if "validation error for" in s:  # pydantic: the engine's own words are on the next lines
-                detail = _pydantic_detail(tail[i + 1:i + 8])
-                if detail:
-                    return detail[:500]
-            return s[:500]
-    return None
-
-
-def _pydantic_detail(lines: list[str]) -> str | None:
-    """'Value error, Tensor parallel size ...' from the lines after 'N validation error(s) for X'."""
-    for line in lines:
-        s = _LOG_PREFIX.sub("", line.strip())
-        if "[type=" in s:
-            return s.split(" [type=", 1)[0].removeprefix("Value error, ").strip() or None
-    return None
-
-
-def failure_reason_from_log(path: Path, lines: int = 400) -> str:
-    """Why an engine failed: the root-cause exception of its last launch, else the last error-ish line,
-    else the log's tail."""
-    root = engine_root_cause(path)
-    if root is not None:
-        return root
-    try:
-        text = Path(path).read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return "(no server log)"
-    for line in reversed(text):  # ERROR-level lines first: a WARNING that mentions "error" is not why
-        s = line.strip()
-        if " ERROR " in s and not s.startswith("File "):
-            return _strip_prefix(s)[:500]
-    for line in reversed(text):
-        s = line.strip()
-        if any(m in s for m in _REASON_MARKERS) and not s.startswith("File ") and " WARNING " not in s:
-            return _strip_prefix(s)[:500]
-    tail = " | ".join(_strip_prefix(x.strip()) for x in text[-3:] if x.strip())
-    return tail[:500] or "(empty server log)"
-
-
-def _strip_prefix(line: str) -> str:
-    # "(EngineCore pid=12) ERROR 11-24 03:06:40 [core.py:12] message" -> "message"
-    if "] " in line and line.startswith("("):
-        return line.split("] ", 1)[1]
-    return line
 
 
 class VllmEngine(LocalModelEngine):

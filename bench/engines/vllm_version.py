@@ -18,8 +18,12 @@ import importlib.util
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import UserInputError
+
+if TYPE_CHECKING:
+    from bench.config.sweep import ServerSpec
 
 # The range of vLLM versions this harness is tested with (pyproject.toml's `gpu` extra pins the same).
 TESTED_RANGE = ((0, 16), (0, 33))  # >= 0.16, < 0.33
@@ -61,12 +65,13 @@ def _fmt(v: tuple[int, ...]) -> str:
     return ".".join(str(x) for x in v)
 
 
-def require_feature(name: str, version: str | None = None) -> None:
+def require_feature(name: str, version: str | None = None, where: str | None = None) -> None:
     """Raise a one-line UserInputError when the installed vLLM is too old for feature `name`.
 
     Call it while validating a sweep (before a run dir or a server exists) for every feature the
-    sweep asks for. `version` overrides the installed one (tests). No vLLM installed: nothing to
-    check here (the engine start reports that).
+    sweep asks for; `where` (the sweep field that asks, e.g. 'server.kv_cache_dtype') starts the
+    message. `version` overrides the installed one (tests). No vLLM installed: nothing to check
+    here (the engine start reports that).
     """
     if name not in FEATURES:
         raise KeyError(f"unknown vLLM feature {name!r}; known: {', '.join(FEATURES)}")
@@ -77,8 +82,29 @@ def require_feature(name: str, version: str | None = None) -> None:
     have = parse_version(text)
     if have and have < minimum:
         lo, hi = TESTED_RANGE
-        raise UserInputError(f"{what} needs vLLM >= {_fmt(minimum)}; installed vLLM is {text} (tested range "
-                             f">= {_fmt(lo)}, < {_fmt(hi)}; see README 'Choosing a vLLM version')")
+        head = f"{where}: " if where else ""
+        raise UserInputError(f"{head}{what} (vLLM feature {name}) needs vLLM >= {_fmt(minimum)}; installed vLLM is "
+                             f"{text} (tested range >= {_fmt(lo)}, < {_fmt(hi)}; see README 'Choosing a vLLM version')")
+
+
+def needed_features(spec: ServerSpec) -> list[tuple[str, str]]:
+    """(sweep field, FEATURES name) for every version-gated vLLM feature a server spec uses."""
+    out: list[tuple[str, str]] = []
+    sp = spec.speculative
+    if sp is not None:  # K = 0 is normalized to None (no speculation)
+        out.append(("server.speculative", "speculative_config"))
+        if sp.synthetic:
+            out.append(("server.speculative.acceptance_length/acceptance_rates", "speculative_synthetic"))
+    if spec.kv_cache_dtype.startswith("fp8"):
+        out.append(("server.kv_cache_dtype", "kv_cache_dtype_fp8"))
+    return out
+
+
+def require_features(specs: list[ServerSpec], version: str | None = None) -> None:
+    """`require_feature` for every feature any of `specs` uses: the first one missing is the error."""
+    for spec in specs:
+        for where, name in needed_features(spec):
+            require_feature(name, version, where)
 
 
 def in_tested_range(version: str | None = None) -> bool:

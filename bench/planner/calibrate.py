@@ -22,24 +22,22 @@ import yaml
 from bench.atomic import atomic_write_text
 from bench.config import quant as quant_registry
 from bench.errors import UserInputError
-from bench.planner import roofline
+from bench.planner import factors
+from bench.planner.deployment import Deployment
 from bench.planner.estimate import resolve_model
-from bench.planner.roofline import (
+from bench.planner.factors import (
     FITTED_FIELDS,
     CalibratedEntry,
-    Deployment,
     Efficiency,
     GpuPeaks,
-    PointRaw,
     RooflineConfig,
     calibration_key,
     efficiency_for,
     get_gpu,
     load_roofline_config,
-    memory_fit,
-    point_raw,
     resolve_quant,
 )
+from bench.planner.serving import PointRaw, replica_raw
 
 
 @dataclass(frozen=True)
@@ -160,10 +158,7 @@ def fit_efficiency(points: list[MeasuredPoint], base: Efficiency | None = None,
         _, hp = resolve_model(p.model)
         q = resolve_quant(p.quant, p.kv_bits, cfg)
         dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=p.tp, ep=p.ep, eff=base)
-        replicas = max(p.count // p.tp, 1)
-        fit = memory_fit(dep, p.isl + p.osl)
-        max_seqs = max(fit.max_concurrent_seqs, 1)
-        raws.append(point_raw(dep, p.isl, p.osl, p.concurrency / replicas, max_seqs))
+        raws.append(replica_raw(dep, p.isl, p.osl, p.concurrency, max(p.count // p.tp, 1))[1])
         meas_tpot.append(p.tpot_ms / 1e3 if p.tpot_ms else math.nan)
         meas_ttft.append(p.ttft_ms / 1e3 if p.ttft_ms else math.nan)
     arr = _RawArrays.build(raws)
@@ -254,7 +249,7 @@ def save_calibration(fits: list[FitResult], source: str = "", path: Path | None 
 
     Default file: the user's <config-dir>/roofline.yaml when one is set (created with only the
     `calibrated:` section; it layers over the shipped file), else configs/roofline.yaml."""
-    path = Path(path or roofline.writable_roofline_config())
+    path = Path(path or factors.writable_roofline_config())
     if not path.exists():
         atomic_write_text(path, "# roofline factors layered over the shipped configs/roofline.yaml\n")
     cfg = load_roofline_config(path)

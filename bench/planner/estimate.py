@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.config.catalog import Hyperparameters, ModelSpec, get_model
-from bench.econ.cost import resolve_usd_per_gpu_hour
+from bench.econ.cost import DEFAULT_UTILIZATION, require_utilization, resolve_usd_per_gpu_hour
 from bench.errors import UserInputError
 from bench.planner.roofline import (
     Deployment,
@@ -72,6 +72,8 @@ class Estimate:
     curve: list[CurvePoint]
     notes: list[str]
     source: str = "estimate"
+    dp_attention: int = 1
+    burst: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +103,8 @@ def estimate(
     spec_tokens: int = 0,
     acceptance_length: float = 1.0,
     cached_share: float = 0.0,
+    dp_attention: int = 1,
+    burst: bool = False,
 ) -> Estimate:
     """Memory fit and the throughput-latency curve of `count` GPUs serving `model`.
 
@@ -110,6 +114,9 @@ def estimate(
     emitted per sequence per step (1 <= L <= K+1); K = 0 is no speculation.
     `cached_share`: share of each prompt served from a prefix cache; its prefill work is skipped
     (roofline.point_raw), so the curve is an estimate at that hit rate.
+    `dp_attention` D > 1: data-parallel attention in D groups of tp/D GPUs (KV per group, attention per
+    DP share; bench.planner.deployment.Deployment). `burst`: each concurrency C is ONE wave of C
+    requests sent at once (bench.planner.serving.burst_latencies_s), not a steady state.
     """
     check_spec(spec_tokens, acceptance_length)
     if count <= 0:
@@ -119,6 +126,8 @@ def estimate(
     tp = count if tp is None else tp
     if tp <= 0 or count % tp:
         raise UserInputError(f"tp must divide count (got tp={tp}, count={count})")
+    if not isinstance(dp_attention, int) or dp_attention < 1 or tp % dp_attention:
+        raise UserInputError(f"dp_attention: must be a positive integer that divides tp={tp} (got {dp_attention})")
     if not concurrencies or any(int(c) <= 0 for c in concurrencies):
         raise UserInputError("concurrency values must be positive integers")
     cfg = cfg or load_roofline_config()
@@ -131,7 +140,7 @@ def estimate(
         eff, eff_source = efficiency, "given"
     else:
         eff, eff_source = efficiency_for(gpu_peaks.id, q.name, cfg, hbm_gb_s=gpu_peaks.hbm_gb_s)
-    dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=tp, ep=ep, eff=eff)
+    dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=tp, ep=ep, eff=eff, dp_attention=dp_attention)
     replicas = count // tp
     fit = memory_fit(dep, isl + osl)
     notes = _notes(dep, fit)
@@ -139,12 +148,20 @@ def estimate(
     if fit.fits:
         for c in sorted({int(c) for c in concurrencies}):
             curve.append(_curve_point(dep, isl, osl, c, replicas, fit.max_concurrent_seqs,
-                                      spec_tokens, acceptance_length, cached_share))
+                                      spec_tokens, acceptance_length, cached_share, burst))
     if cached_share:
         notes.append(f"prefix cache: {cached_share:.0%} of each prompt is a cache hit, so only {1 - cached_share:.0%} "
                      "of its prefill is computed (estimate; measure with prefix caching on for the real effect)")
     if spec_tokens:
         notes += _spec_notes(dep, curve, spec_tokens, acceptance_length)
+    if dp_attention > 1:
+        notes.append(f"DP attention: {dp_attention} attention groups of {dep.attn_tp} GPU(s) per replica, each with "
+                     "its own sequences' KV and the attention weights; MoE/dense weights over all tp GPUs")
+    if burst:
+        steady = [p.concurrency for p in curve if p.queued]
+        notes.append("burst: each concurrency is one wave of requests sent at once (prefill wave, then decode)"
+                     + (f"; at concurrency {', '.join(map(str, steady))} they do not all fit, so the steady state "
+                        "is shown" if steady else ""))
     if cfg.fit is not None and efficiency is None:
         notes.append(cfg.fit.band_text())
     _, precision = gpu_peaks.tflops(q.compute)
@@ -152,6 +169,7 @@ def estimate(
         model=name, gpu=gpu_peaks.id, count=count, tp=tp, ep=ep, replicas=replicas, quant=q.name,
         weight_bits=q.weight_bits, kv_bits=q.kv_bits, compute_precision=precision, isl=isl, osl=osl,
         efficiency=eff.model_dump(), efficiency_source=eff_source, memory=fit, curve=curve, notes=notes,
+        dp_attention=dp_attention, burst=burst,
     )
 
 
@@ -176,8 +194,10 @@ def _spec_notes(dep: Deployment, curve: list[CurvePoint], k: int, accept: float)
 
 
 def _curve_point(dep: Deployment, isl: int, osl: int, c: int, replicas: int, max_seqs: int,
-                 spec_tokens: int = 0, acceptance_length: float = 1.0, cached_share: float = 0.0) -> CurvePoint:
-    raw = point_raw(dep, isl, osl, c / replicas, max_seqs, spec_tokens, acceptance_length, cached_share=cached_share)
+                 spec_tokens: int = 0, acceptance_length: float = 1.0, cached_share: float = 0.0,
+                 burst: bool = False) -> CurvePoint:
+    raw = point_raw(dep, isl, osl, c / replicas, max_seqs, spec_tokens, acceptance_length, cached_share=cached_share,
+                    burst=burst)
     return point_from_raw(raw, dep.eff, c, isl, osl, replicas, dep.tp)
 
 
@@ -270,24 +290,27 @@ def _rate_for(
 
 
 def _money(tok_out: float, tok_total: float, rate: float | None, price: Any, mix: Any,
-           usd_per_cny: float | None) -> dict[str, float | None]:
+           usd_per_cny: float | None, utilization: float) -> dict[str, float | None]:
+    """$/M tokens (output; input + output) and, with a price, the margin of one estimated point, at fleet
+    utilization U (cost x 1/U, as `maas-bench cost` and `margin` price it): a full-load estimate priced at
+    U = 1 would understate a fleet's cost. The row carries `utilization` next to the $ figures."""
     from bench.econ.cost import usd_per_m_tokens
-    from bench.econ.margin import api_margin, break_even_utilization
+    from bench.econ.margin import Offer, api_margin, break_even_utilization
 
     if rate is None or tok_out <= 0:
-        return {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None}
+        return {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None, "utilization": utilization}
     out: dict[str, float | None] = {
-        "usd_per_m_output_tokens": usd_per_m_tokens(tok_out, rate),
-        "usd_per_m_tokens": usd_per_m_tokens(tok_total, rate),
+        "usd_per_m_output_tokens": usd_per_m_tokens(tok_out, rate, utilization),
+        "usd_per_m_tokens": usd_per_m_tokens(tok_total, rate, utilization),
+        "utilization": utilization,
     }
     if price is not None:
-        m = api_margin(mix, price, tok_out, rate, 1.0, usd_per_cny=usd_per_cny)
+        offer = Offer(mix, price, tok_out, rate, utilization, usd_per_cny)
+        m = api_margin(offer)
         out["gross_margin"] = m.gross_margin
-        out["revenue_usd_per_gpu_hour"] = m.revenue_usd_per_gpu_hour  # at U = 1, cached tokens at the cached price
+        out["revenue_usd_per_gpu_hour"] = m.revenue_usd_per_gpu_hour  # at U, cached tokens at the cached price
         out["cost_usd_per_gpu_hour"] = m.cost_usd_per_gpu_hour
-        out["break_even_utilization"] = break_even_utilization(
-            mix, price, tok_out, rate, usd_per_cny=usd_per_cny
-        )
+        out["break_even_utilization"] = break_even_utilization(offer)
     return out
 
 
@@ -299,22 +322,26 @@ def plan_estimate(
     price: Any = None, cached_share: float = 0.0, usd_per_gpu_hour: float | None = None,
     usd_per_cny: float | None = None, compare_gpus: tuple[str, ...] | None = None,
     compare_quants: tuple[str, ...] = COMPARE_QUANTS, catalog: Any = None,
-    spec_tokens: int = 0, acceptance_length: float = 1.0,
+    spec_tokens: int = 0, acceptance_length: float = 1.0, utilization: float = DEFAULT_UTILIZATION,
+    dp_attention: int = 1, burst: bool = False,
 ) -> dict[str, Any]:
     """What `maas-bench plan` prints without measured points: the estimated curve, the best point
     under the SLO, $/M tokens at every price tier of the GPU, the gross margin at `price` (a
-    PriceEntry) at full utilization, and optionally a GPU x quantization comparison.
+    PriceEntry), and optionally a GPU x quantization comparison. Every $ and margin figure is at fleet
+    utilization `utilization` (default bench.econ.cost's) and every money row says so.
     Every row carries source="estimate"."""
     from bench.config.hardware import load_hardware
     from bench.econ.margin import TrafficMix
 
+    require_utilization(utilization)
     catalog = catalog or load_hardware()
     catalog.gpu(gpu)
     slo = slo or {}
     mix = TrafficMix(float(isl), float(osl), cached_share)
     cfg = load_roofline_config()
     est = estimate(model, gpu, count, quant, isl, osl, concurrencies, tp=tp, ep=ep, kv_bits=kv_bits, cfg=cfg,
-                   spec_tokens=spec_tokens, acceptance_length=acceptance_length, cached_share=cached_share)
+                   spec_tokens=spec_tokens, acceptance_length=acceptance_length, cached_share=cached_share,
+                   dp_attention=dp_attention, burst=burst)
     best = best_point(est, slo)
     if usd_per_gpu_hour is not None:
         main_rate, main_tier = usd_per_gpu_hour, "given"
@@ -324,7 +351,8 @@ def plan_estimate(
     for p in est.curve:
         row = asdict(p)
         row["meets_slo"] = meets_slo(p, slo)
-        row.update(_money(p.output_tok_s_per_gpu, p.total_tok_s_per_gpu, main_rate, price, mix, usd_per_cny))
+        row.update(_money(p.output_tok_s_per_gpu, p.total_tok_s_per_gpu, main_rate, price, mix, usd_per_cny,
+                          utilization))
         curve.append(row)
     tiers: list[dict[str, Any]] = []
     if best is not None:
@@ -334,17 +362,18 @@ def plan_estimate(
             tiers.append({"tier": t, "usd_per_gpu_hour": rate, "concurrency": best.concurrency,
                           "output_tok_s_per_gpu": best.output_tok_s_per_gpu,
                           **_money(best.output_tok_s_per_gpu, best.total_tok_s_per_gpu, rate, price, mix,
-                                   usd_per_cny), "source": "estimate"})
+                                   usd_per_cny, utilization), "source": "estimate"})
     out: dict[str, Any] = {
         "source": "estimate",
         "model": est.model, "gpu": est.gpu, "count": est.count, "tp": est.tp, "ep": est.ep,
         "replicas": est.replicas, "quant": est.quant, "weight_bits": est.weight_bits, "kv_bits": est.kv_bits,
         "compute_precision": est.compute_precision, "isl": isl, "osl": osl, "slo": slo,
-        "tier": main_tier, "usd_per_gpu_hour": main_rate,
+        "tier": main_tier, "usd_per_gpu_hour": main_rate, "utilization": utilization,
         "efficiency_source": est.efficiency_source, "efficiency": est.efficiency,
         "error_band": cfg.fit.band_text() if cfg.fit is not None else "estimate (no published-run error band fitted)",
         "error_band_detail": {k: v.model_dump() for k, v in cfg.fit.band.items()} if cfg.fit is not None else None,
         "spec_tokens": spec_tokens, "acceptance_length": acceptance_length,
+        "dp_attention": dp_attention, "burst": burst,
         "memory": asdict(est.memory), "notes": est.notes, "curve": curve,
         "best_under_slo": asdict(best) if best is not None else None, "cost_by_tier": tiers,
     }
@@ -353,7 +382,8 @@ def plan_estimate(
         for g in compare_gpus:
             rate, used = _rate_for(catalog, g, tier, usd_per_cny)
             for qn in compare_quants:
-                e = estimate(model, g, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg)
+                e = estimate(model, g, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg,
+                             dp_attention=dp_attention, burst=burst)
                 b = best_point(e, slo)
                 row = {"gpu": g, "quant": qn, "count": count, "fits": e.memory.fits,
                        "weights_gib_per_gpu": e.memory.weights_gib_per_gpu,
@@ -363,9 +393,9 @@ def plan_estimate(
                        "tpot_ms": b.tpot_ms if b else None, "ttft_ms": b.ttft_ms if b else None,
                        "output_tok_s_per_gpu": b.output_tok_s_per_gpu if b else None,
                        "tier": used, "usd_per_gpu_hour": rate, "efficiency_source": e.efficiency_source}
-                no_money = {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None}
+                no_money = {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None, "utilization": utilization}
                 row.update(_money(b.output_tok_s_per_gpu, b.total_tok_s_per_gpu, rate, price, mix,
-                                  usd_per_cny) if b else no_money)
+                                  usd_per_cny, utilization) if b else no_money)
                 row["source"] = "estimate"
                 rows.append(row)
         out["compare"] = rows

@@ -33,24 +33,22 @@ from bench.atomic import atomic_write_text
 from bench.config.catalog import load_models
 from bench.config.hardware import load_hardware
 from bench.errors import UserInputError
+from bench.planner.deployment import Deployment
 from bench.planner.estimate import point_from_raw, resolve_model
-from bench.planner.published import PublishedRun, load_published_runs
-from bench.planner.roofline import (
+from bench.planner.factors import (
     GLOBAL_FIT_FIELDS,
     PLANNER_FIT,
-    Deployment,
     Efficiency,
     ErrorBand,
     PlannerFit,
-    PointRaw,
     RooflineConfig,
     efficiency_for,
     get_gpu,
     load_roofline_config,
-    memory_fit,
-    point_raw,
     resolve_quant,
 )
+from bench.planner.published import PublishedRun, load_published_runs
+from bench.planner.serving import PointRaw, replica_raw
 
 # log-space box for each parameter and the prior's width
 # multipliers on the kernel curves stop where curve x multiplier would pass the datasheet peak
@@ -71,6 +69,12 @@ class Prepared:
     tp: int
     osl: int
 
+    def mode(self) -> str:
+        """How the row is modelled: 'dp-attn N' and/or 'burst' (one wave), '' for plain steady state."""
+        dp = self.run.attention_groups()
+        parts = ([f"dp-attn {dp}"] if dp > 1 else []) + (["burst"] if self.raw0.wave is not None else [])
+        return " ".join(parts)
+
     def predict(self, params: dict[str, float]) -> tuple[float, float]:
         """(deployment output tok/s, TPOT ms) at the global parameters."""
         lat = params.get("collective_latency_us", self.base.collective_latency_us)
@@ -84,7 +88,8 @@ def _at_latency(r0: PointRaw, r1: PointRaw, lat_us: float) -> PointRaw:
     def mix(a: Any, b: Any) -> Any:
         return replace(a, comm_s=a.comm_s + lat_us * (b.comm_s - a.comm_s))
     return replace(r0, decode=mix(r0.decode, r1.decode), mixed=mix(r0.mixed, r1.mixed),
-                   prefill_marginal=mix(r0.prefill_marginal, r1.prefill_marginal))
+                   prefill_marginal=mix(r0.prefill_marginal, r1.prefill_marginal),
+                   wave=mix(r0.wave, r1.wave) if r0.wave is not None and r1.wave is not None else None)
 
 
 def prepare(run: PublishedRun, cfg: RooflineConfig) -> Prepared | str:
@@ -98,20 +103,22 @@ def prepare(run: PublishedRun, cfg: RooflineConfig) -> Prepared | str:
     tp = run.tensor_parallel or run.gpu_count
     if run.gpu_count % tp:
         return f"tp {tp} does not divide {run.gpu_count} GPUs"
+    dp = run.attention_groups()
+    if tp % dp:
+        return f"data_parallel {dp} does not divide tp {tp} (dp_attention)"
     _, hp = resolve_model(run.model)
     osl = run.mean_osl() or 2
     k = run.spec.draft_tokens() if run.spec else 0
     accept = (run.spec.acceptance_length or 1.0) if run.spec else 1.0
     raws = []
     for lat in (0.0, 1.0):
-        dep = Deployment(hp=hp, gpu=gpu, quant=q, tp=tp, ep=bool(run.expert_parallel),
+        dep = Deployment(hp=hp, gpu=gpu, quant=q, tp=tp, ep=bool(run.expert_parallel), dp_attention=dp,
                          eff=base.model_copy(update={"collective_latency_us": lat}))
-        fit = memory_fit(dep, (run.isl or 0) + osl)
+        fit, raw = replica_raw(dep, run.isl or 0, osl, run.concurrency, run.gpu_count // tp, k, min(accept, k + 1.0),
+                               burst=run.single_wave())
         if not fit.fits:
             return "does not fit in memory by the planner's memory model"
-        replicas = run.gpu_count // tp
-        raws.append(point_raw(dep, run.isl or 0, osl, run.concurrency / replicas, fit.max_concurrent_seqs,
-                              k, min(accept, k + 1.0)))
+        raws.append(raw)
     return Prepared(run=run, raw0=raws[0], raw1=raws[1], base=base, replicas=run.gpu_count // tp, tp=tp, osl=osl)
 
 
@@ -216,6 +223,7 @@ def check_published(path: Path | None = None, cfg: RooflineConfig | None = None)
                    prior_ratio_output_tok_s=tok_prior / r.output_tok_s() if r.output_tok_s() else None,
                    prior_ratio_tpot_ms=tpot_prior / r.tpot_ms() if r.tpot_ms() else None,
                    spec=f"K={r.spec.draft_tokens()} L={r.spec.acceptance_length}" if r.spec else "",
+                   mode=p.mode(),
                    decode_bound=p.raw0.decode.bound(loo["bandwidth_efficiency"], loo["compute_efficiency"]),
                    fitted_without_it=r.weight > 0, loo_params=loo)
         rows.append(row)

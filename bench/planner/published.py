@@ -54,11 +54,14 @@ class PublishedRun(StrictModel):
     tensor_parallel: int | None = Field(None, gt=0)
     expert_parallel: bool | None = None
     data_parallel: int | None = Field(None, gt=0)
+    dp_attention: bool | None = Field(None, description="data-parallel attention: data_parallel attention groups "
+                                      "inside the tensor_parallel GPUs of one server (SGLang --enable-dp-attention)")
     weight_quant: str | None = None
     kv_cache_dtype: str | None = None
     isl: int | None = Field(None, gt=0)
     osl: int | None = Field(None, gt=1)
     concurrency: int = Field(gt=0)
+    num_prompts: int | None = Field(None, gt=0)
     spec: SpecSettings | None = None
     published: dict[str, float]
     derived: dict[str, float] = Field(default_factory=dict)
@@ -88,6 +91,15 @@ class PublishedRun(StrictModel):
         """Output tokens per request the point really generated (a cap without --ignore-eos is not)."""
         v = self.derived.get("mean_output_len")
         return int(v) if v else self.osl
+
+    def attention_groups(self) -> int:
+        """DP-attention groups of one server: data_parallel when dp_attention, else 1."""
+        return (self.data_parallel or 1) if self.dp_attention else 1
+
+    def single_wave(self) -> bool:
+        """One burst: every prompt is in flight at once (num_prompts <= concurrency), so the run is one
+        prefill wave then decode, not a steady state (bench.planner.serving.burst_latencies_s)."""
+        return self.num_prompts is not None and self.num_prompts <= self.concurrency
 
     def preset(self) -> str | None:
         return _QUANT_PRESET.get(self.weight_quant or "")

@@ -229,8 +229,8 @@ def margin_columns(
             continue
         for r in mg.margin_per_point(grp, choice.entry, utilization, usd_per_cny=usd_per_cny):
             mix = mg.TrafficMix(r["input_tokens_per_request"], r["output_tokens_per_request"])
-            be = mg.break_even_utilization(mix, choice.entry, r["output_tok_s_per_gpu"], r["usd_per_gpu_hour"],
-                                           usd_per_cny=usd_per_cny)
+            be = mg.break_even_utilization(mg.Offer(mix, choice.entry, r["output_tok_s_per_gpu"],
+                                                    r["usd_per_gpu_hour"], usd_per_cny=usd_per_cny))
             rows.append({"run_id": run_id, "point_id": r["point_id"], "gross_margin": r["gross_margin"],
                          "break_even_utilization": be, "price_key": choice.key,
                          "revenue_usd_per_gpu_hour": r["revenue_usd_per_gpu_hour"],
@@ -247,11 +247,12 @@ def margin_curve(
     done = row["completed"]
     mix = mg.TrafficMix(row["input_tokens"] / done, row["output_tokens"] / done)
     tok, rate = float(row["output_tok_s_per_gpu"]), float(row["usd_per_gpu_hour"])
-    be = mg.break_even_utilization(mix, choice.entry, tok, rate, usd_per_cny=usd_per_cny)
+    offer = mg.Offer(mix, choice.entry, tok, rate, usd_per_cny=usd_per_cny)
+    be = mg.break_even_utilization(offer)
     grid = {round(0.01 * i, 2) for i in range(1, 101)}
     if 0 < be < 1:  # resolve the curve around break-even even when it sits below 1%
         grid |= {u for u in (be / 2, be, min(1.0, be * 2)) if u > 0}
-    curve = mg.margin_vs_utilization(mix, choice.entry, tok, rate, sorted(grid), usd_per_cny=usd_per_cny)
+    curve = mg.margin_vs_utilization(offer, sorted(grid))
     return curve, be
 
 

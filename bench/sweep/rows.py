@@ -18,7 +18,7 @@ import numbers
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 Dtype = Literal["str", "int", "float", "bool"]
 
@@ -44,136 +44,161 @@ _STATS = (("mean", "mean"), ("p50", "50th percentile"), ("p90", "90th percentile
           ("p95", "95th percentile"), ("p99", "99th percentile"))
 
 
+def _table(text: str) -> list[Column]:
+    """Columns from a text table, one `name | dtype | unit | meaning` row a line (an empty unit: none).
+
+    Why a table: a hundred-odd declarations read as the README table they become, not as a hundred
+    constructor calls. A line without `|` continues the meaning of the row above; `#` lines are
+    section comments.
+    """
+    cols: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "|" not in line:
+            cols[-1][3] += " " + line
+            continue
+        cells = [cell.strip() for cell in line.split("|", 3)]
+        if len(cells) != 4 or cells[1] not in get_args(Dtype):  # pragma: no cover - a bug in this file
+            raise RuntimeError(f"bench.sweep.rows: bad column row {line!r}")
+        cols.append(cells)
+    return [Column(name, dtype, unit, doc) for name, dtype, unit, doc in cols]  # type: ignore[arg-type]
+
+
 def _latency_columns() -> list[Column]:
     return [Column(f"{m}_{s}", "float", "ms", f"{label} of {doc}")
             for m, doc in _PCT_DOC.items() for s, label in _STATS]
 
 
 COLUMNS: tuple[Column, ...] = (
+    *_table("""
     # identity and outcome
-    Column("run_id", "str", "", "run directory name"),
-    Column("point_id", "str", "", "hash of the resolved point (server, workload, load); resume key"),
-    Column("point_index", "int", "", "position of the point in the sweep's expansion"),
-    Column("server_hash", "str", "", "hash of the server spec; points sharing it share one engine start"),
-    Column("status", "str", "", "ok, partial (some requests failed) or failed"),
-    Column("error", "str", "", "why the point failed or was partial"),
+    run_id | str | | run directory name
+    point_id | str | | hash of the resolved point (server, workload, load); resume key
+    point_index | int | | position of the point in the sweep's expansion
+    server_hash | str | | hash of the server spec; points sharing it share one engine start
+    status | str | | ok, partial (some requests failed) or failed
+    error | str | | why the point failed or was partial
     # server config
-    Column("model", "str", "", "catalog model id or model directory"),
-    Column("engine", "str", "", "engine kind: vllm, vllm-offline or openai"),
-    Column("dtype", "str", "", "weight/activation dtype of the server"),
-    Column("quantization", "str", "", "quantization method (none = unquantized)"),
-    Column("kv_cache_dtype", "str", "", "KV-cache dtype"),
-    Column("max_model_len", "int", "tok", "context length the server was started with"),
-    Column("max_num_seqs", "int", "", "vLLM's cap on sequences batched at once"),
-    Column("max_num_batched_tokens", "int", "tok", "vLLM's cap on tokens per scheduler step (null = default)"),
-    Column("enable_prefix_caching", "bool", "", "automatic prefix caching on"),
-    Column("tensor_parallel_size", "int", "", "tensor-parallel GPUs per server"),
-    Column("expert_parallel", "bool", "", "experts sharded across the tensor-parallel GPUs (MoE)"),
-    Column("spec_method", "str", "", "speculative decoding method: mtp, eagle3, ngram, draft_model (null = off)"),
-    Column("spec_num_speculative_tokens", "int", "tok", "K: draft tokens per verification step (0 = no speculation)"),
-    Column("spec_pinned_acceptance_length", "float", "tok",
-           "acceptance length pinned by synthetic rejection sampling (null: the weights decide)"),
-    Column("spec_pinned_acceptance_rates", "str", "frac", "JSON list of pinned per-position acceptance rates"),
+    model | str | | catalog model id or model directory
+    engine | str | | engine kind: vllm, vllm-offline or openai
+    dtype | str | | weight/activation dtype of the server
+    quantization | str | | quantization method (none = unquantized)
+    kv_cache_dtype | str | | KV-cache dtype
+    max_model_len | int | tok | context length the server was started with
+    max_num_seqs | int | | vLLM's cap on sequences batched at once
+    max_num_batched_tokens | int | tok | vLLM's cap on tokens per scheduler step (null = default)
+    enable_prefix_caching | bool | | automatic prefix caching on
+    tensor_parallel_size | int | | tensor-parallel GPUs per server
+    expert_parallel | bool | | experts sharded across the tensor-parallel GPUs (MoE)
+    spec_method | str | | speculative decoding method: mtp, eagle3, ngram, draft_model (null = off)
+    spec_num_speculative_tokens | int | tok | K: draft tokens per verification step (0 = no speculation)
+    spec_pinned_acceptance_length | float | tok | acceptance length pinned by synthetic rejection sampling (null: the
+        weights decide)
+    spec_pinned_acceptance_rates | str | frac | JSON list of pinned per-position acceptance rates
     # hardware and price
-    Column("device", "str", "", "gpu or cpu: where the engine ran"),
-    Column("gpu_type", "str", "", "hardware id from configs/hardware.yaml"),
-    Column("gpu_count", "int", "", "GPUs one server uses (hardware.count, else tensor_parallel_size)"),
-    Column("hardware_tier", "str", "", "price tier of the GPU-hour, or override"),
-    Column("usd_per_gpu_hour", "float", "USD/GPU-h", "price of one GPU-hour used for the cost columns"),
+    device | str | | gpu or cpu: where the engine ran
+    gpu_type | str | | hardware id from configs/hardware.yaml
+    gpu_count | int | | GPUs one server uses (hardware.count, else tensor_parallel_size)
+    hardware_tier | str | | price tier of the GPU-hour, or override
+    usd_per_gpu_hour | float | USD/GPU-h | price of one GPU-hour used for the cost columns
     # workload and load
-    Column("workload", "str", "", "workload name"),
-    Column("workload_kind", "str", "", "fixed, ranged, chat, prefix, trace, mooncake or multiturn"),
-    Column("endpoint", "str", "", "completions or chat"),
-    Column("input_len", "int", "tok", "nominal prompt length of the workload"),
-    Column("output_len", "int", "tok", "nominal output length of the workload"),
-    Column("concurrency", "int", "", "closed loop: requests in flight"),
-    Column("request_rate", "float", "req/s", "open loop: target arrival rate"),
-    Column("num_requests", "int", "", "measured requests"),
-    Column("warmup_requests", "int", "", "warm-up requests configured (not measured)"),
-    Column("slo_ttft_ms", "float", "ms", "sweep SLO on TTFT used for goodput"),
-    Column("slo_tpot_ms", "float", "ms", "sweep SLO on TPOT used for goodput"),
-    Column("slo_e2el_ms", "float", "ms", "sweep SLO on E2EL used for goodput"),
-    Column("started_at", "str", "", "UTC ISO time the point started"),
-    Column("finished_at", "str", "", "UTC ISO time the point finished"),
+    workload | str | | workload name
+    workload_kind | str | | fixed, ranged, chat, prefix, trace, mooncake or multiturn
+    endpoint | str | | completions or chat
+    input_len | int | tok | nominal prompt length of the workload
+    output_len | int | tok | nominal output length of the workload
+    concurrency | int | | closed loop: requests in flight
+    request_rate | float | req/s | open loop: target arrival rate
+    num_requests | int | | measured requests
+    warmup_requests | int | | warm-up requests configured (not measured)
+    slo_ttft_ms | float | ms | sweep SLO on TTFT used for goodput
+    slo_tpot_ms | float | ms | sweep SLO on TPOT used for goodput
+    slo_e2el_ms | float | ms | sweep SLO on E2EL used for goodput
+    started_at | str | | UTC ISO time the point started
+    finished_at | str | | UTC ISO time the point finished
     # outcome counts and window (measure.metrics.summarize / offline_summary)
-    Column("completed", "int", "", "measured requests that completed"),
-    Column("failed", "int", "", "measured requests that failed"),
-    Column("duration_s", "float", "s", "measured window: first send to last completion"),
-    Column("input_tokens", "int", "tok", "prompt tokens of the completed requests"),
-    Column("output_tokens", "int", "tok", "output tokens (server usage) of the completed requests"),
-    Column("window_input_tokens", "float", "tok", "prompt tokens whose first chunk fell inside the window"),
-    Column("window_output_tokens", "float", "tok", "output tokens streamed inside the window"),
-    Column("request_throughput", "float", "req/s", "completed requests / window"),
-    Column("input_tok_s", "float", "tok/s", "window input tokens / window"),
-    Column("output_tok_s", "float", "tok/s", "window output tokens / window"),
-    Column("total_tok_s", "float", "tok/s", "(window input + output tokens) / window"),
-    Column("input_tok_s_per_gpu", "float", "tok/s", "input_tok_s / gpu_count"),
-    Column("output_tok_s_per_gpu", "float", "tok/s", "output_tok_s / gpu_count"),
-    Column("total_tok_s_per_gpu", "float", "tok/s", "total_tok_s / gpu_count"),
+    completed | int | | measured requests that completed
+    failed | int | | measured requests that failed
+    duration_s | float | s | measured window: first send to last completion
+    input_tokens | int | tok | prompt tokens of the completed requests
+    output_tokens | int | tok | output tokens (server usage) of the completed requests
+    window_input_tokens | float | tok | prompt tokens whose first chunk fell inside the window
+    window_output_tokens | float | tok | output tokens streamed inside the window
+    request_throughput | float | req/s | completed requests / window
+    input_tok_s | float | tok/s | window input tokens / window
+    output_tok_s | float | tok/s | window output tokens / window
+    total_tok_s | float | tok/s | (window input + output tokens) / window
+    input_tok_s_per_gpu | float | tok/s | input_tok_s / gpu_count
+    output_tok_s_per_gpu | float | tok/s | output_tok_s / gpu_count
+    total_tok_s_per_gpu | float | tok/s | total_tok_s / gpu_count
+    """),
     *_latency_columns(),
-    Column("interactivity_tok_s_user", "float", "tok/s", "1000 / median TPOT in ms: tokens per second one user sees"),
-    Column("good_requests", "int", "", "completed requests meeting every sweep SLO"),
-    Column("goodput_req_s", "float", "req/s", "good requests / window"),
-    Column("client_output_tokens", "int", "tok", "client tokenizer's count of the output tokens (a check)"),
-    Column("token_count_mismatches", "int", "", "requests where client and server token counts differ"),
-    Column("token_discrepancy_pct", "float", "%", "(client - server) output tokens / server output tokens"),
-    Column("usage_missing", "int", "", "completed requests without a usage block"),
-    Column("decode_tokens_per_chunk", "float", "tok",
-           "(output tokens - 1) / (content chunks - 1) over completed requests: tokens per streamed decode step"),
+    *_table("""
+    interactivity_tok_s_user | float | tok/s | 1000 / median TPOT in ms: tokens per second one user sees
+    good_requests | int | | completed requests meeting every sweep SLO
+    goodput_req_s | float | req/s | good requests / window
+    client_output_tokens | int | tok | client tokenizer's count of the output tokens (a check)
+    token_count_mismatches | int | | requests where client and server token counts differ
+    token_discrepancy_pct | float | % | (client - server) output tokens / server output tokens
+    usage_missing | int | | completed requests without a usage block
+    decode_tokens_per_chunk | float | tok | (output tokens - 1) / (content chunks - 1) over completed requests: tokens
+        per streamed decode step
     # prefix cache and multi-turn sessions (measure.metrics.cache_and_session_stats)
-    Column("cached_input_tokens", "int", "tok",
-           "prompt tokens of the completed requests served from the prefix cache (usage cached_tokens)"),
-    Column("cached_input_frac", "float", "frac",
-           "cached_input_tokens / prompt tokens of the requests that reported cached_tokens"),
-    Column("sessions", "int", "", "multiturn: measured sessions with a completed turn"),
-    Column("ttft_ms_p50_first_turn", "float", "ms", "multiturn: median TTFT of first turns"),
-    Column("ttft_ms_p50_later_turns", "float", "ms", "multiturn: median TTFT of turns 2 and later"),
+    cached_input_tokens | int | tok | prompt tokens of the completed requests served from the prefix cache (usage
+        cached_tokens)
+    cached_input_frac | float | frac | cached_input_tokens / prompt tokens of the requests that reported cached_tokens
+    sessions | int | | multiturn: measured sessions with a completed turn
+    ttft_ms_p50_first_turn | float | ms | multiturn: median TTFT of first turns
+    ttft_ms_p50_later_turns | float | ms | multiturn: median TTFT of turns 2 and later
     # load generator (measure.loadgen.LoadResult.columns)
-    Column("load_mode", "str", "", "concurrency, rate, trace or offline"),
-    Column("requested_rate", "float", "req/s", "the arrival rate asked for"),
-    Column("delivered_rate", "float", "req/s", "the arrival rate the client achieved"),
-    Column("trace_rate", "float", "req/s", "the trace's own mean arrival rate"),
-    Column("max_send_lag_ms", "float", "ms", "largest delay of a send behind its schedule"),
-    Column("send_lag_p50_ms", "float", "ms", "median send delay behind schedule"),
-    Column("send_lag_p99_ms", "float", "ms", "99th-percentile send delay behind schedule"),
-    Column("coalesced_chunk_frac", "float", "frac", "share of stream chunks that carried several tokens"),
-    Column("loop_lag_p50_ms", "float", "ms", "median client event-loop lag (receive side), measured window"),
-    Column("loop_lag_p99_ms", "float", "ms", "99th-percentile client event-loop lag; chunks are read this late"),
-    Column("client_kept_up", "bool", "", "the client kept its send schedule and read chunks without lag"),
-    Column("client_lag_reason", "str", "", "why the client did not keep up"),
-    Column("warmup_sent", "int", "", "warm-up requests sent"),
-    Column("cooldown_sent", "int", "", "cool-down requests sent after the measured ones"),
-    Column("stop_reason", "str", "", "count, duration or exhausted: what ended the measured phase"),
+    load_mode | str | | concurrency, rate, trace or offline
+    requested_rate | float | req/s | the arrival rate asked for
+    delivered_rate | float | req/s | the arrival rate the client achieved
+    trace_rate | float | req/s | the trace's own mean arrival rate
+    max_send_lag_ms | float | ms | largest delay of a send behind its schedule
+    send_lag_p50_ms | float | ms | median send delay behind schedule
+    send_lag_p99_ms | float | ms | 99th-percentile send delay behind schedule
+    coalesced_chunk_frac | float | frac | share of stream chunks that carried several tokens
+    loop_lag_p50_ms | float | ms | median client event-loop lag (receive side), measured window
+    loop_lag_p99_ms | float | ms | 99th-percentile client event-loop lag; chunks are read this late
+    client_kept_up | bool | | the client kept its send schedule and read chunks without lag
+    client_lag_reason | str | | why the client did not keep up
+    warmup_sent | int | | warm-up requests sent
+    cooldown_sent | int | | cool-down requests sent after the measured ones
+    stop_reason | str | | count, duration or exhausted: what ended the measured phase
     # energy (measure.nvml via session.telemetry_columns)
-    Column("telemetry_available", "bool", "", "GPU telemetry was sampled"),
-    Column("telemetry_reason", "str", "", "why telemetry is missing or partial"),
-    Column("energy_j", "float", "J", "GPU energy of the measured window"),
-    Column("energy_source", "str", "", "how energy was measured (NVML counter or power samples)"),
-    Column("mean_power_w", "float", "W", "mean GPU power over the point"),
-    Column("peak_memory_gb", "float", "GB", "peak GPU memory used"),
-    Column("gpu_util_mean_pct", "float", "%", "mean GPU utilization"),
-    Column("j_per_output_token", "float", "J/tok", "energy / output tokens"),
-    Column("output_tok_s_per_mw", "float", "tok/s/MW", "output throughput per megawatt of mean power"),
+    telemetry_available | bool | | GPU telemetry was sampled
+    telemetry_reason | str | | why telemetry is missing or partial
+    energy_j | float | J | GPU energy of the measured window
+    energy_source | str | | how energy was measured (NVML counter or power samples)
+    mean_power_w | float | W | mean GPU power over the point
+    peak_memory_gb | float | GB | peak GPU memory used
+    gpu_util_mean_pct | float | % | mean GPU utilization
+    j_per_output_token | float | J/tok | energy / output tokens
+    output_tok_s_per_mw | float | tok/s/MW | output throughput per megawatt of mean power
     # server /metrics (measure.prometheus via session's probe)
-    Column("server_metrics_available", "bool", "", "the server's /metrics was scraped before and after"),
-    Column("kv_cache_usage_frac", "float", "frac", "KV-cache usage at the end of the measured phase, 0-1"),
-    Column("prefix_cache_queries", "float", "tok", "prefix-cache lookups during the point"),
-    Column("prefix_cache_hits", "float", "tok", "prefix-cache hits during the point"),
-    Column("prefix_cache_hit_rate", "float", "frac", "prefix-cache hits / queries"),
-    Column("num_preemptions", "float", "", "sequences preempted during the point"),
-    Column("spec_num_drafts", "float", "", "speculative decoding: verification steps that carried a draft"),
-    Column("spec_num_draft_tokens", "float", "tok", "draft tokens proposed during the point"),
-    Column("spec_num_accepted_tokens", "float", "tok", "draft tokens accepted during the point"),
-    Column("spec_draft_acceptance_rate", "float", "frac", "accepted / proposed draft tokens"),
-    Column("spec_acceptance_length", "float", "tok",
-           "measured acceptance length: 1 + accepted / drafts = mean tokens emitted per verification step"),
-    Column("spec_accept_rate_per_pos", "str", "frac",
-           "JSON list, position i = 0..K-1: drafts whose i-th token was accepted / drafts"),
-    Column("server_prompt_tokens", "float", "tok", "server's prompt-token counter over the point"),
-    Column("server_generation_tokens", "float", "tok", "server's generation-token counter over the point"),
+    server_metrics_available | bool | | the server's /metrics was scraped before and after
+    kv_cache_usage_frac | float | frac | KV-cache usage at the end of the measured phase, 0-1
+    prefix_cache_queries | float | tok | prefix-cache lookups during the point
+    prefix_cache_hits | float | tok | prefix-cache hits during the point
+    prefix_cache_hit_rate | float | frac | prefix-cache hits / queries
+    num_preemptions | float | | sequences preempted during the point
+    spec_num_drafts | float | | speculative decoding: verification steps that carried a draft
+    spec_num_draft_tokens | float | tok | draft tokens proposed during the point
+    spec_num_accepted_tokens | float | tok | draft tokens accepted during the point
+    spec_draft_acceptance_rate | float | frac | accepted / proposed draft tokens
+    spec_acceptance_length | float | tok | measured acceptance length: 1 + accepted / drafts = mean tokens emitted per
+        verification step
+    spec_accept_rate_per_pos | str | frac | JSON list, position i = 0..K-1: drafts whose i-th token was accepted /
+        drafts
+    server_prompt_tokens | float | tok | server's prompt-token counter over the point
+    server_generation_tokens | float | tok | server's generation-token counter over the point
     # cost (session.cost_columns)
-    Column("usd_per_m_output", "float", "USD/M tok", "cost per million output tokens at output_tok_s_per_gpu"),
-    Column("usd_per_m_total", "float", "USD/M tok", "cost per million tokens at total_tok_s_per_gpu"),
+    usd_per_m_output | float | USD/M tok | cost per million output tokens at output_tok_s_per_gpu
+    usd_per_m_total | float | USD/M tok | cost per million tokens at total_tok_s_per_gpu
+    """),
 )
 
 SCHEMA: dict[str, Column] = {c.name: c for c in COLUMNS}

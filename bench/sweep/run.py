@@ -29,22 +29,22 @@ from bench.engines.vllm_server import check_speculative_support, has_nvidia_gpu,
 from bench.errors import UserInputError
 from bench.sweep import envinfo
 from bench.sweep.events import ProgressEvent, ProgressFn, ignore
-from bench.sweep.session import Group, run_group
+from bench.sweep.session import Group, GroupStats, run_group
 from bench.sweep.store import LOGS_DIR, RunStore
 
 EXECUTORS = ("local", "ray")
 
 
-@dataclass
-class RunSummary:
+@dataclass(kw_only=True)
+class RunSummary(GroupStats):
+    """The whole run: the groups' counters summed (GroupStats: server_starts, points_run, points_failed,
+    measured_s; declared once there, so `GroupStats.add_to` and this class cannot drift apart), plus
+    what only the run knows."""
+
     run_dir: Path
     points_total: int
-    points_run: int = 0
     points_skipped: int = 0
-    points_failed: int = 0
-    server_starts: int = 0
     wall_s: float = 0.0
-    measured_s: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
     executor: str = "local"
 

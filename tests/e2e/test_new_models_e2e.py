@@ -53,8 +53,6 @@ def test_sparse_attention_twins_fail_with_engine_reason(tmp_path):
     df = load_results(summary.run_dir)
     glm, m3 = df.iloc[0], df.iloc[1]
     assert glm["status"] == "failed" and DSA_REASON in glm["error"], glm["error"]
-    # vLLM inspects the architecture in a subprocess; the recorded reason is that subprocess failing, and
-    # the root cause (the missing torchvision import) is in the server log of the run
-    assert m3["status"] == "failed" and M3_INSPECT in m3["error"], m3["error"]
-    logs = "".join(p.read_text(errors="replace") for p in (summary.run_dir / "logs").rglob("*") if p.is_file())
-    assert M3_REASON in logs
+    # vLLM inspects the architecture in a subprocess; the recorded reason is that subprocess's own error
+    # (the missing torchvision import), and names the subprocess
+    assert m3["status"] == "failed" and M3_REASON in m3["error"] and M3_INSPECT in m3["error"], m3["error"]

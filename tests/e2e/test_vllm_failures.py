@@ -60,3 +60,66 @@ def test_server_killed_mid_point_and_fp8_start_failure(tmp_path):
     assert "fp8" in fp8["error"].lower() and "See root cause above" not in fp8["error"], fp8["error"]
     assert not _group_members(state["pgid"]), "the dead server's children must be cleaned up"
     assert summary.server_starts == 2 and summary.points_failed == 2
+
+
+def _sweep_file(path):
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "name": "ctrl-c", "engine": {"kind": "vllm", "startup_timeout_s": 600}, "hardware": {"gpu": "cpu-2core"},
+        "server": {"model": "glm-4.5-tiny", "max_model_len": 256, "max_num_seqs": 4},
+        "load": {"concurrency": [1, 2], "num_requests": 4, "warmup_requests": 0, "timeout_s": 60},
+        "workloads": [{"name": "w", "input_len": 16, "output_len": 48}]}))
+    return path
+
+
+def _busy(run_dir):
+    """(guard pid, port) once one row is written and the server has a request of point 1 in flight."""
+    import json
+    import urllib.request
+
+    recs = list((run_dir / "logs").glob("*.pid.json")) if run_dir else []
+    if not recs or len(list((run_dir / "rows").glob("*.json"))) != 1:
+        return None
+    try:
+        rec = json.loads(recs[0].read_text())
+        port = rec["command"][rec["command"].index("--port") + 1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except (OSError, ValueError, KeyError):
+        return None
+    running = sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("vllm:num_requests_running"))
+    return int(rec["pid"]) if running >= 1 else None
+
+
+def test_ctrl_c_leaves_no_vllm_and_resume_measures_only_the_missing_point(tmp_path):
+    """Ctrl-C (SIGINT to the harness's process group, as a terminal sends it) during point 1 of 2: the harness
+    exits within 30 s, no process of the server's group is left, point 0's row is on disk, and `--resume`
+    measures point 1 only (point 0's row file is byte-for-byte unchanged). Two server starts (~70-90 s)."""
+    import sys
+    import time
+
+    pytest.importorskip("vllm")
+    cfg, out = _sweep_file(tmp_path / "s.yaml"), tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench", "run", str(cfg), "--out", str(out)]
+    h = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    guard, deadline = None, time.monotonic() + 600
+    while guard is None and time.monotonic() < deadline and h.poll() is None:
+        run_dir = next(iter(out.iterdir()), None) if out.is_dir() else None
+        guard = _busy(run_dir)
+        time.sleep(0.2)
+    assert guard is not None, "point 1 never had a request in flight"
+    assert _group_members(guard), "the server's process group is alive before Ctrl-C"
+    t0 = time.monotonic()
+    os.killpg(h.pid, signal.SIGINT)
+    code = h.wait(60)
+    assert time.monotonic() - t0 < 30 and code != 0
+    assert not _group_members(guard), "Ctrl-C left vLLM processes behind"
+    row0 = list((run_dir / "rows").glob("*.json"))
+    assert len(row0) == 1
+    before = row0[0].read_bytes()
+    r = subprocess.run([*cmd, "--resume", str(run_dir)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    df = load_results(run_dir)
+    assert sorted(df["status"]) == ["ok", "ok"] and len(df) == 2
+    assert row0[0].read_bytes() == before, "resume measured the finished point again"

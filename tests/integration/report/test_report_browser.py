@@ -257,7 +257,8 @@ def test_report_html_in_headless_chromium(chromium, tmp_path):
     # the capture works: the control page's deliberate error and broken image are both reported
     assert any("control error" in e for e in out["control_errors"]), out["control_errors"]
     assert any("missing.png" in e for e in out["control_errors"]), out["control_errors"]
-    # the report: no console errors, all six figures decoded (a-e + cache; the fixture has no speculative point), headline and one table row per point
+    # the report: no console errors, all six figures decoded (a-e + cache; the fixture has no
+    # speculative point), headline and one table row per point
     assert out["errors"] == [], out["errors"]
     dom = json.loads(out["dom"])
     assert dom["images"] == 6 and dom["decoded"] == 6, dom

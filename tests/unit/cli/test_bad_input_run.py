@@ -3,7 +3,6 @@ no server started - and the seven former tracebacks are one line each."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bench.cli.app import app
-from bench.sweep.store import RunStore
-
-BASE: dict[str, Any] = {
-    "name": "bad",
-    "engine": {"kind": "vllm"},
-    "hardware": {"gpu": "cpu-2core", "tier": "on-demand"},
-    "server": {"model": "glm-4.5-tiny", "max_model_len": 512},
-    "load": {"concurrency": [1], "num_requests": 2, "warmup_requests": 0},
-    "workloads": [{"name": "w", "kind": "fixed", "input_len": 16, "output_len": 8}],
-}
-WL = BASE["workloads"][0]
-OPENAI = {"kind": "openai", "base_url": "http://127.0.0.1:9"}
+from tests.unit.cli.bad_sweeps import BASE, SWEEP_CASES, sweep_with, write_run_dir
 
 
 def _lines(text: str) -> list[str]:
@@ -49,52 +37,10 @@ def _run_bad(tmp_path: Path, sweep: dict[str, Any] | bytes, *extra: str) -> str:
     return lines[0]
 
 
-def _with(**changes: Any) -> dict[str, Any]:
-    c = copy.deepcopy(BASE)
-    for dotted, v in changes.items():
-        *parents, last = dotted.split("__")
-        node = c
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = v
-    return c
-
-
-CASES = {
-    # duplicates: naming the axis and the value
-    "concurrency twice": (_with(load__concurrency=[1, 1]), ["load.concurrency", "1", "twice"]),
-    "request_rate twice": (_with(load__concurrency=[], load__request_rate=[2, 2.0]), ["load.request_rate", "twice"]),
-    "workload listed twice": (_with(workloads=[WL, WL]), ["'w'", "unique"]),
-    "workload name reused": (_with(workloads=[WL, {**WL, "input_len": 32}]), ["'w'", "unique"]),
-    "server axis value twice": (_with(server__dtype=["bfloat16", "bfloat16"]), ["server.dtype", "twice"]),
-    # late validation, now early
-    "input+output > max_model_len": (_with(workloads=[{**WL, "input_len": 500, "output_len": 64}]),
-                                     ["564", "max_model_len", "512"]),
-    "prefix > max_model_len": (_with(workloads=[{"name": "p", "kind": "prefix", "prefix_len": 400, "input_len": 100,
-                                                 "output_len": 64}]), ["564", "max_model_len"]),
-    "base_url no scheme": (_with(engine={**OPENAI, "base_url": "localhost:8000"}), ["engine.base_url", "http(s)"]),
-    "base_url ftp": (_with(engine={**OPENAI, "base_url": "ftp://host/v1"}), ["engine.base_url", "ftp://host/v1"]),
-    "base_url markup": (_with(engine={**OPENAI, "base_url": "localhost:8000/[/v1]"}), ["[/v1]"]),
-    "api_key_env unset": (_with(engine={**OPENAI, "api_key_env": "MAAS_BENCH_TEST_UNSET_KEY"}),
-                          ["MAAS_BENCH_TEST_UNSET_KEY", "not set"]),
-    # path safety
-    "name escapes": (_with(name="../../escape"), ["name", "A-Z"]),
-    "name empty": (_with(name=""), ["name"]),
-    "name separator": (_with(name="a/b"), ["name"]),
-    "name leading dash": (_with(name="-x"), ["name"]),
-    # tracebacks and prefixes
-    "quantization []": (_with(server__quantization=[]), ["server.quantization", "empty list"]),
-    "max_num_seqs 0": (_with(server__max_num_seqs=0), ["server.max_num_seqs"]),
-    "quantization bad": (_with(server__quantization="int3"), ["server.quantization", "int3"]),
-    "dtype bad": (_with(server__dtype="fp7"), ["server.dtype", "bfloat16"]),
-    "max_model_len bad": (_with(server__max_model_len="abc"), ["server.max_model_len"]),
-}
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(SWEEP_CASES))
 def test_bad_sweep_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, case):
     monkeypatch.delenv("MAAS_BENCH_TEST_UNSET_KEY", raising=False)
-    sweep, fragments = CASES[case]
+    sweep, fragments = SWEEP_CASES[case]
     line = _run_bad(tmp_path, sweep)
     for f in fragments:
         assert f in line, (f, line)
@@ -113,7 +59,7 @@ def test_trace_problems_fail_before_the_run_dir(tmp_path, text, fragment):
     trace = tmp_path / "trace.jsonl"
     if text is not None:
         trace.write_text(text)
-    line = _run_bad(tmp_path, _with(workloads=[{"name": "t", "kind": "trace", "trace_path": str(trace)}]))
+    line = _run_bad(tmp_path, sweep_with(workloads=[{"name": "t", "kind": "trace", "trace_path": str(trace)}]))
     assert fragment in line
 
 
@@ -132,24 +78,13 @@ def test_directory_as_config_says_directory(tmp_path):
     assert _lines(r.stderr) == [f"error: {tmp_path}: is a directory, not a YAML file"]
 
 
-def _run_dir(tmp_path: Path, error: str = "boom", rows: bool = True) -> Path:
-    run = tmp_path / "run"
-    (run / "rows").mkdir(parents=True)
-    (run / "sweep.yaml").write_text(yaml.safe_dump(BASE))
-    if rows:
-        for i in range(2):
-            RunStore(run).write_point({"run_id": "run", "point_id": f"p{i}", "point_index": i, "status": "failed",
-                                       "error": error, "model": "glm-4.5-tiny", "concurrency": i + 1})
-    return run
-
-
 def _report(*args: str) -> Any:
     return CliRunner().invoke(app, ["report", *args])
 
 
 @pytest.mark.parametrize("content", [b"", b"PAR1\x00\x00trunc"])
 def test_report_on_unreadable_parquet_without_rows_is_one_line(tmp_path, content):
-    run = _run_dir(tmp_path, rows=False)
+    run = write_run_dir(tmp_path, rows=False)
     (run / "points.parquet").write_bytes(content)
     r = _report(str(run), "--out", str(tmp_path / "rep"))
     assert r.exit_code == 2, r.output
@@ -158,7 +93,7 @@ def test_report_on_unreadable_parquet_without_rows_is_one_line(tmp_path, content
 
 
 def test_report_rebuilds_a_truncated_parquet_from_rows(tmp_path):
-    run = _run_dir(tmp_path)
+    run = write_run_dir(tmp_path)
     (run / "points.parquet").write_bytes(b"PAR1trunc")
     r = _report(str(run), "--out", str(tmp_path / "rep"))
     assert "Traceback" not in r.output and not isinstance(r.exception, Exception) or r.exit_code in (0, 2)
@@ -167,7 +102,7 @@ def test_report_rebuilds_a_truncated_parquet_from_rows(tmp_path):
 
 @pytest.mark.parametrize("target", ["sweep.yaml", "points.parquet"])
 def test_report_given_a_file_is_one_line(tmp_path, target):
-    run = _run_dir(tmp_path)
+    run = write_run_dir(tmp_path)
     r = _report(str(run / target), "--out", str(tmp_path / "rep"))
     assert r.exit_code == 2
     lines = _lines(r.stderr)
@@ -175,7 +110,7 @@ def test_report_given_a_file_is_one_line(tmp_path, target):
 
 
 def test_report_with_markup_in_error_text_does_not_crash(tmp_path):
-    run = _run_dir(tmp_path, error="HTTP 404 at [/v1/completions] [/red]")
+    run = write_run_dir(tmp_path, error="HTTP 404 at [/v1/completions] [/red]")
     r = _report(str(run), "--out", str(tmp_path / "rep"))
     assert "MarkupError" not in repr(r.exception) and "Traceback" not in r.output
     assert r.exit_code in (0, 2), (r.exit_code, r.output)

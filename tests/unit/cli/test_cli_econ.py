@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from bench.cli.app import app
 from bench.config import base as cfgmod
+from tests.unit.econ.golden_points import golden_points
 
 runner = CliRunner()
 
@@ -184,60 +184,11 @@ def test_mixed_currency_without_rate_exit_2(tmp_path, monkeypatch):
 
 @pytest.fixture
 def points_file(tmp_path):
-    # two ok points and a failed one; totals: 10 requests of 2000 in / 500 out each
-    base = {
-        "run_id": "r1",
-        "status": "ok",
-        "model": "glm-4.5-air",
-        "quantization": "fp8",
-        "dtype": "bfloat16",
-        "gpu_type": "h200",
-        "gpu_count": 1,
-        "request_rate": None,
-        "completed": 10,
-        "input_tokens": 20000,
-        "output_tokens": 5000,
-        "duration_s": 10.0,
-        "usd_per_gpu_hour": 1.74,
-        "total_tok_s_per_gpu": 0.0,
-        "ttft_ms_p50": 100.0,
-        "ttft_ms_p99": 300.0,
-        "tpot_ms_p50": 15.0,
-        "tpot_ms_p99": 40.0,
-        "e2el_ms_p50": 1.0,
-        "e2el_ms_p99": 2.0,
-    }
-    df = pd.DataFrame(
-        [
-            {
-                **base,
-                "point_id": "p-low",
-                "concurrency": 8,
-                "output_tok_s_per_gpu": 500.0,
-                "ttft_ms_p90": 200.0,
-                "tpot_ms_p90": 20.0,
-            },
-            {
-                **base,
-                "point_id": "p-high",
-                "concurrency": 64,
-                "output_tok_s_per_gpu": 1000.0,
-                "ttft_ms_p90": 900.0,
-                "tpot_ms_p90": 60.0,
-            },
-            {
-                **base,
-                "point_id": "p-fail",
-                "status": "failed",
-                "concurrency": 256,
-                "output_tok_s_per_gpu": None,
-                "ttft_ms_p90": None,
-                "tpot_ms_p90": None,
-            },
-        ]
-    )
+    # the golden points of bench.econ's tests (tests/unit/econ/golden_points.py), with the columns a run writes
     path = tmp_path / "points.parquet"
-    df.to_parquet(path)
+    golden_points(run_id="r1", dtype="bfloat16", duration_s=10.0, total_tok_s_per_gpu=0.0, ttft_ms_p50=100.0,
+                  ttft_ms_p99=300.0, tpot_ms_p50=15.0, tpot_ms_p99=40.0, e2el_ms_p50=1.0,
+                  e2el_ms_p99=2.0).to_parquet(path)
     return path
 
 
@@ -268,16 +219,16 @@ def test_margin_results_missing_exit_2(tmp_path):
     bad(["margin", "--results", str(tmp_path / "nothing"), "--price", "glm-4.5-air@zai"], "--results")
 
 
+# a fleet for 8.64e9 tokens a day on H200s (the golden volume: 50 requests/s at 1500 in / 500 out)
+PLAN_FLEET = ["plan", "--tokens-per-day", "8.64e9", "--gpu", "h200"]
+
+
 def test_plan_golden():
     # 8.64e9 tokens/day at 1500 in / 500 out -> 50 req/s x 0.5 GPU-s = 25 GPUs busy; peak x2 = 50;
     # at most 0.8 busy at peak (default) -> 62.5; replicas of 8 -> 8 x 8 = 64 GPUs x $1.59 (h200
     # owning-neocloud) x 730 h = $74,284.80/month; average utilization 25 / 64 = 0.390625
     out = run_json(
-        "plan",
-        "--tokens-per-day",
-        "8.64e9",
-        "--gpu",
-        "h200",
+        *PLAN_FLEET,
         "--count",
         "8",
         "--output-tok-s-per-gpu",
@@ -305,11 +256,7 @@ def test_plan_golden():
 
 def test_plan_from_results_uses_best_point_under_slo(points_file):
     out = run_json(
-        "plan",
-        "--tokens-per-day",
-        "8.64e9",
-        "--gpu",
-        "h200",
+        *PLAN_FLEET,
         "--results",
         str(points_file),
         "--model",
@@ -345,6 +292,10 @@ def test_plan_from_results_uses_best_point_under_slo(points_file):
         ),
         (["--tokens-per-day", "1e9", "--gpu", "x9", "--tok-s-per-gpu", "100"], ["unknown GPU 'x9'", "h200"]),
         (
+            ["--tokens-per-day", "1e9", "--gpu", "h200", "--tok-s-per-gpu", "100", "--utilization", "1.5"],
+            ["utilization must be in (0, 1]"],
+        ),
+        (
             ["--tokens-per-day", "1e9", "--gpu", "h200", "--tok-s-per-gpu", "100", "--price", "nope@zai"],
             ["unknown model 'nope'"],
         ),
@@ -369,3 +320,25 @@ def test_plan_results_with_unknown_model_lists_models(points_file):
         ],
         "allowed: glm-4.5-air",
     )
+
+
+PLAN_ESTIMATE = ["plan", "--model", "glm-4.6", "--gpu", "h200", "--count", "8", "--quant", "fp8",
+                 "--usd-per-gpu-hour", "2", "--price", "glm-4.6@zai"]
+
+
+def test_plan_estimate_money_at_the_given_utilization():
+    # the estimate's $ and margins use --utilization like `cost` and `margin` (default 0.8 / 2 = 0.4), and
+    # every money row says which U. By hand, for each point's estimated T output tok/s per GPU at $2/GPU-h:
+    # $/M output = 2 / (T x 3600 x U / 1e6); revenue per GPU-hour grows with U (requests served), so from
+    # U = 0.4 to 0.5 it grows x 0.5 / 0.4 = 1.25 while the $2 cost per GPU-hour stays.
+    half = run_json(*PLAN_ESTIMATE, "--utilization", "0.5")["estimate"]
+    default = run_json(*PLAN_ESTIMATE)["estimate"]
+    assert half["utilization"] == 0.5 and default["utilization"] == 0.4
+    for r, d in zip(half["curve"], default["curve"], strict=True):
+        assert r["utilization"] == 0.5 and d["utilization"] == 0.4
+        assert r["usd_per_m_output_tokens"] == pytest.approx(2 / (r["output_tok_s_per_gpu"] * 3600 * 0.5 / 1e6))
+        assert r["revenue_usd_per_gpu_hour"] == pytest.approx(d["revenue_usd_per_gpu_hour"] * 1.25)
+        assert r["gross_margin"] == pytest.approx(1 - 2 / r["revenue_usd_per_gpu_hour"])
+    assert all(t["utilization"] == 0.5 for t in half["cost_by_tier"])
+    text = run(*PLAN_ESTIMATE, "--utilization", "0.5").stdout
+    assert "at U = 0.5" in text and "at U = 1" not in text

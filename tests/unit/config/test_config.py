@@ -1,10 +1,13 @@
 """Sweep validation (clear one-line errors) and deterministic matrix expansion."""
 
+import re
 import textwrap
 
 import pytest
+from pydantic import ValidationError
 
-from bench.config.sweep import Sweep, load_sweep
+from bench.config.speculative import SpeculativeSpec
+from bench.config.sweep import ServerSpec, Sweep, load_sweep
 from bench.errors import UserInputError
 
 BASE = """
@@ -104,3 +107,22 @@ def test_shipped_sweeps_validate():
 
     for p in sorted(Path(__file__).resolve().parents[3].glob("configs/sweeps/*.yaml")):
         assert load_sweep(p).points(), p
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ServerSpec(model="m", dtype="fp7"),
+         "dtype must be one of auto, bfloat16, float16, float32 (got 'fp7')"),
+        (lambda: ServerSpec(model="m", kv_cache_dtype="int2"),
+         "kv_cache_dtype must be one of auto, fp8, fp8_e4m3, fp8_e5m2 (got 'int2')"),
+        (lambda: SpeculativeSpec(method="medusa", num_speculative_tokens=1),
+         "method must be one of mtp, eagle3, ngram, draft_model (got 'medusa')"),
+    ],
+)
+def test_enum_like_fields_name_the_field_and_the_allowed_values(make, message):
+    """The shared `one_of_validator` on each field that uses it (messages written out by hand)."""
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        make()
+    assert ServerSpec(model="m", dtype="float16", kv_cache_dtype="fp8").kv_cache_dtype == "fp8"
+    assert SpeculativeSpec(method="ngram", num_speculative_tokens=2).method == "ngram"

@@ -256,75 +256,47 @@ def _write(tmp_path, name, text):
     return p
 
 
-def test_hardware_unknown_field_names_allowed(tmp_path):
-    p = _write(
-        tmp_path,
-        "hw.yaml",
-        """
-        gpus:
-          x1:
-            name: X
-            memory_gb: 10
-            hbm_gb_s: 100
-            tiers:
-              neocloud: {usd_per_gpu_hour: 1.0, source: s, as_of: "2026-01-01", price: 3}
-    """,
-    )
-    with pytest.raises(
-        UserInputError, match=r"gpus\.x1\.tiers\.neocloud\.price: unknown field; allowed: usd_per_gpu_hour"
-    ):
-        load_hardware(p)
+def _one_gpu_catalog(tmp_path, fields: str):
+    """A hardware.yaml with one GPU `x1` (name, memory_gb, hbm_gb_s filled in) plus `fields` under it."""
+    return _write(tmp_path, "hw.yaml", "gpus:\n  x1:\n    name: X\n    memory_gb: 10\n    hbm_gb_s: 100\n"
+                  + textwrap.indent(textwrap.dedent(fields).strip("\n"), "    ") + "\n")
 
 
-def test_hardware_rejects_non_positive_price(tmp_path):
-    p = _write(
-        tmp_path,
-        "hw.yaml",
+@pytest.mark.parametrize("fields, message", [
+    pytest.param(
         """
-        gpus:
-          x1: {name: X, memory_gb: 10, hbm_gb_s: 100,
-               tiers: {neocloud: {usd_per_gpu_hour: 0, source: s, as_of: "2026-01-01"}}}
-    """,
-    )
-    with pytest.raises(UserInputError, match=r"usd_per_gpu_hour: Input should be greater than 0"):
-        load_hardware(p)
+        tiers:
+          neocloud: {usd_per_gpu_hour: 1.0, source: s, as_of: "2026-01-01", price: 3}
+        """,
+        r"gpus\.x1\.tiers\.neocloud\.price: unknown field; allowed: usd_per_gpu_hour",
+        id="unknown-field-names-allowed",
+    ),
+    pytest.param(
+        'tiers: {neocloud: {usd_per_gpu_hour: 0, source: s, as_of: "2026-01-01"}}',
+        r"usd_per_gpu_hour: Input should be greater than 0",
+        id="non-positive-price",
+    ),
+    pytest.param(
+        """
+        tco: {capex_usd: 1000, capex_cny: 7000, amortization_years: 5, kw_all_in: 0.5, usd_per_kwh: 0.1,
+              hosting_usd_per_gpu_hour: 0.1}
+        """,
+        "give exactly one of capex_usd or capex_cny",
+        id="tco-needs-one-of-each-currency-pair",
+    ),
+])
+def test_bad_hardware_entry_is_a_user_error(tmp_path, fields, message):
+    with pytest.raises(UserInputError, match=message):
+        load_hardware(_one_gpu_catalog(tmp_path, fields))
 
 
 def test_cny_tco_without_exchange_rate_is_an_error(tmp_path):
-    p = _write(
-        tmp_path,
-        "hw.yaml",
-        """
-        gpus:
-          x1:
-            name: X
-            memory_gb: 10
-            hbm_gb_s: 100
-            tco: {capex_cny: 100000, amortization_years: 5, kw_all_in: 0.5, usd_per_kwh: 0.1,
-                  hosting_usd_per_gpu_hour: 0.1}
-    """,
-    )
-    cat = load_hardware(p)
+    cat = load_hardware(_one_gpu_catalog(tmp_path, """
+        tco: {capex_cny: 100000, amortization_years: 5, kw_all_in: 0.5, usd_per_kwh: 0.1,
+              hosting_usd_per_gpu_hour: 0.1}
+        """))
     with pytest.raises(UserInputError, match="usd_per_cny"):
         resolve_usd_per_gpu_hour("x1", "tco", cat)
-
-
-def test_tco_needs_one_of_each_currency_pair(tmp_path):
-    p = _write(
-        tmp_path,
-        "hw.yaml",
-        """
-        gpus:
-          x1:
-            name: X
-            memory_gb: 10
-            hbm_gb_s: 100
-            tco: {capex_usd: 1000, capex_cny: 7000, amortization_years: 5, kw_all_in: 0.5, usd_per_kwh: 0.1,
-                  hosting_usd_per_gpu_hour: 0.1}
-    """,
-    )
-    with pytest.raises(UserInputError, match="give exactly one of capex_usd or capex_cny"):
-        load_hardware(p)
 
 
 @pytest.mark.parametrize(

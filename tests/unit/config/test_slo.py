@@ -32,12 +32,17 @@ def test_met_by_is_inclusive_and_missing_or_nan_fails():
     assert not s.met_by({"ttft_ms_p99": 1.0, "tpot_ms_p90": math.nan})
     assert not s.met_by({"ttft_ms_p99": 1.0})
     assert Slo().met_by({})  # no terms: no constraint
+    # an explicit p50 reads the _p50 column, not the default p90 one
+    p50 = parse_slo("tpot_ms_p50<=50")
+    assert p50.met_by({"tpot_ms_p50": 50.0}) and not p50.met_by({"tpot_ms_p50": 50.5, "tpot_ms_p90": 1.0})
 
 
 @pytest.mark.parametrize("text, fragment", [
     ("ttft<=5", "unknown metric 'ttft'"),
     ("ttft_ms_p42<=5", "unknown percentile 'p42'"),
+    ("latency_p99<=5", "unknown metric 'latency'"),
     ("ttft_ms<5", "cannot parse 'ttft_ms<5'"),
+    ("ttft_ms_p99=2000", "cannot parse 'ttft_ms_p99=2000'"),
     ("ttft_ms<=inf", "finite number > 0"),
     ("ttft_ms<=nan", "finite number > 0"),
     ("ttft_ms<=0", "finite number > 0"),

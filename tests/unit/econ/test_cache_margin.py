@@ -18,7 +18,7 @@ from bench.econ import margin as mg
 def test_margin_with_cache_by_hand():
     entry = load_price_book().get("glm-4.5@zai")
     mix = mg.TrafficMix(1000, 100, 0.8)
-    r = mg.api_margin(mix, entry, 50.0, 2.0, 0.5)
+    r = mg.api_margin(mg.Offer(mix, entry, 50.0, 2.0, 0.5))
     # revenue = (200 x 0.60 + 800 x 0.11 + 100 x 2.20) / 1e6 = (120 + 88 + 220) / 1e6
     assert r.revenue_usd_per_request == pytest.approx(428e-6)
     # cost = 100 / 50 GPU-s x $2/h / 3600 / 0.5 = 4 / 1800

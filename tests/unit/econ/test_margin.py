@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bench.config.prices import PriceEntry
 from bench.config.slo import parse_slo
-from bench.econ import fleet
+from bench.econ import fleet, scenarios
 from bench.econ import margin as mg
 from bench.errors import UserInputError
+from tests.unit.econ.golden_points import golden_points
 
 # GLM-4.5-Air at Z.ai: $0.20 in, $0.03 cached, $1.10 out per M tokens (shared/reference/prices.md)
 AIR_ZAI = PriceEntry(
@@ -32,8 +31,13 @@ REV = 0.00095
 COST_U1 = 0.5 * 1.74 / 3600
 
 
+def gold(utilization: float = 1.0) -> mg.Offer:
+    """The golden case: MIX at AIR_ZAI on a GPU doing 1000 output tok/s at $1.74/GPU-hour."""
+    return mg.Offer(MIX, AIR_ZAI, 1000, 1.74, utilization)
+
+
 def test_api_margin_glm45_air_golden():
-    r = mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 1.0)
+    r = mg.api_margin(gold())
     assert r.revenue_usd_per_request == pytest.approx(REV)
     assert r.cost_usd_per_request == pytest.approx(COST_U1)
     # 1 - 0.000241667 / 0.00095 = 1 - 0.254386 = 0.745614
@@ -46,7 +50,7 @@ def test_api_margin_glm45_air_golden():
 
 def test_api_margin_at_utilization():
     # U = 0.6: cost = 0.000241667 / 0.6 = 0.000402778; margin = 1 - 0.000402778/0.00095 = 0.576023
-    r = mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 0.6)
+    r = mg.api_margin(gold(0.6))
     assert r.gross_margin == pytest.approx(1 - COST_U1 / 0.6 / REV)
     assert r.gross_margin == pytest.approx(0.5760233918, rel=1e-9)
 
@@ -54,26 +58,26 @@ def test_api_margin_at_utilization():
 def test_cached_share_changes_revenue():
     # half of 2000 input tokens cached: 1000 x 0.20 + 1000 x 0.03 + 500 x 1.10 = 780 -> $0.00078
     mix = mg.TrafficMix(2000, 500, cached_share=0.5)
-    assert mg.api_margin(mix, AIR_ZAI, 1000, 1.74).revenue_usd_per_request == pytest.approx(0.00078)
+    assert mg.api_margin(mg.Offer(mix, AIR_ZAI, 1000, 1.74)).revenue_usd_per_request == pytest.approx(0.00078)
 
 
 def test_no_cached_price_bills_cache_hits_as_input():
     entry = PriceEntry(currency="USD", as_of="2026", source="t", input_per_m=1.0, output_per_m=2.0)
     # 1000 input tokens (all cached, billed as input) x $1 + 100 x $2 = 1200 -> $0.0012
     mix = mg.TrafficMix(1000, 100, cached_share=1.0)
-    assert mg.api_margin(mix, entry, 100, 1.0).revenue_usd_per_request == pytest.approx(0.0012)
+    assert mg.api_margin(mg.Offer(mix, entry, 100, 1.0)).revenue_usd_per_request == pytest.approx(0.0012)
 
 
 def test_break_even_utilization_golden():
     # U* = cost(U=1) / revenue = 0.000241667 / 0.00095 = 0.254386
-    assert mg.break_even_utilization(MIX, AIR_ZAI, 1000, 1.74) == pytest.approx(0.2543859649, rel=1e-9)
+    assert mg.break_even_utilization(gold()) == pytest.approx(0.2543859649, rel=1e-9)
     # for a 50% margin: 0.254386 / (1 - 0.5) = 0.508772
-    assert mg.break_even_utilization(MIX, AIR_ZAI, 1000, 1.74, 0.5) == pytest.approx(0.5087719298, rel=1e-9)
+    assert mg.break_even_utilization(gold(), 0.5) == pytest.approx(0.5087719298, rel=1e-9)
 
 
 def test_break_even_price_golden():
     # U = 0.6: cost 0.000402778 / revenue 0.00095 = 0.423977 of list; output $1.10 x 0.423977 = $0.466374
-    b = mg.break_even_price(MIX, AIR_ZAI, 1000, 1.74, utilization=0.6)
+    b = mg.break_even_price(gold(0.6))
     assert b.scale == pytest.approx(0.4239766082, rel=1e-9)
     assert b.output_usd_per_m == pytest.approx(0.4663742690, rel=1e-9)
     assert b.input_usd_per_m == pytest.approx(0.20 * 0.4239766082, rel=1e-9)
@@ -81,7 +85,7 @@ def test_break_even_price_golden():
 
 def test_break_even_tok_s_golden():
     # T* = 500 x 1.74 / (3600 x 1.0 x 0.00095) = 870 / 3.42 = 254.386 output tok/s per GPU
-    assert mg.break_even_tok_s_per_gpu(MIX, AIR_ZAI, 1.74) == pytest.approx(254.3859649, rel=1e-9)
+    assert mg.break_even_tok_s_per_gpu(gold()) == pytest.approx(254.3859649, rel=1e-9)
 
 
 def test_cny_price_converts_with_explicit_rate_only():
@@ -93,12 +97,12 @@ def test_cny_price_converts_with_explicit_rate_only():
     )
     mix = mg.TrafficMix(1000, 100)
     # (1000 x 0.8 + 100 x 6) CNY/M = 1400e-6 CNY x 0.14 USD/CNY = $0.000196
-    r = mg.api_margin(mix, aliyun, 100, 1.0, usd_per_cny=0.14)
+    r = mg.api_margin(mg.Offer(mix, aliyun, 100, 1.0, usd_per_cny=0.14))
     assert r.revenue_usd_per_request == pytest.approx(0.000196)
     with pytest.raises(UserInputError, match="usd_per_cny"):
-        mg.api_margin(mix, aliyun, 100, 1.0)
+        mg.api_margin(mg.Offer(mix, aliyun, 100, 1.0))
     with pytest.raises(UserInputError, match="max_input_tokens 32000"):
-        mg.api_margin(mg.TrafficMix(40000, 100), aliyun, 100, 1.0, usd_per_cny=0.14)
+        mg.api_margin(mg.Offer(mg.TrafficMix(40000, 100), aliyun, 100, 1.0, usd_per_cny=0.14))
 
 
 def test_tiers_pick_by_input_length():
@@ -119,7 +123,7 @@ def test_tiers_pick_by_input_length():
 def test_subscriber_golden():
     # $10/month, 10,000 requests x $0.000241667 = $2.41667 cost; margin $7.58333 = 75.83%;
     # break-even at 10 / 0.000241667 = 41,379.3 requests a month
-    s = fleet.subscriber_margin(10.0, 10000, MIX, 1000, 1.74)
+    s = fleet.subscriber_margin(10.0, 10000, mg.Offer(MIX, None, 1000, 1.74))  # cost only: no price needed
     assert s["cost_usd_per_month"] == pytest.approx(2.4166666667)
     assert s["gross_margin"] == pytest.approx(0.7583333333)
     assert s["break_even_requests_per_month"] == pytest.approx(41379.3103448, rel=1e-9)
@@ -128,7 +132,7 @@ def test_subscriber_golden():
 def test_subscription_population_golden():
     # costs: 0, 20k x 0.000241667 = 4.8333, 50k -> 12.0833, 100k -> 24.1667; two of four exceed $10
     # total cost 41.0833 vs fees 40 -> gross margin 1 - 41.0833/40 = -0.0270833; mean margin -0.270833
-    r = fleet.subscription_plan(10.0, [0, 20000, 50000, 100000], MIX, 1000, 1.74)
+    r = fleet.subscription_plan(10.0, [0, 20000, 50000, 100000], gold())
     assert r.share_served_at_loss == pytest.approx(0.5)
     assert r.gross_margin == pytest.approx(-0.0270833333, rel=1e-6)
     assert r.mean_margin_usd_per_subscriber == pytest.approx(-0.2708333333, rel=1e-6)
@@ -137,7 +141,7 @@ def test_subscription_population_golden():
 def test_subscription_share_at_loss_matches_lognormal_formula():
     # P(R > R*) for lognormal R with median 20,000 and sigma 1: 1 - Phi(ln(R*/20000)), R* = 41,379.3
     samples = fleet.lognormal_samples(20000, 1.0, 200_000, seed=1)
-    r = fleet.subscription_plan(10.0, samples, MIX, 1000, 1.74)
+    r = fleet.subscription_plan(10.0, samples, gold())
     z = math.log(41379.3103448 / 20000)
     expected = 0.5 * math.erfc(z / math.sqrt(2))
     assert r.share_served_at_loss == pytest.approx(expected, abs=0.005)
@@ -180,29 +184,27 @@ def test_private_and_shared_deployment_golden():
 
 def test_price_decline_scenarios():
     # prices halve: revenue halves, cost stays -> margin_1 = 1 - 2 x (1 - m0) = 2 m0 - 1
-    rows = mg.price_decline_scenarios(MIX, AIR_ZAI, 1000, 1.74, 1.0, years=2, price_decline_per_year=0.5)
+    rows = scenarios.price_decline_scenarios(gold(), years=2, price_decline_per_year=0.5)
     m0 = rows[0]["gross_margin"]
     assert rows[1]["gross_margin"] == pytest.approx(2 * m0 - 1)
     assert rows[2]["price_scale"] == pytest.approx(0.25)
     # hardware cost falling as fast as prices keeps the margin where it was
-    rows = mg.price_decline_scenarios(
-        MIX, AIR_ZAI, 1000, 1.74, 1.0, years=1, price_decline_per_year=0.5, hw_cost_decline_per_year=0.5
-    )
+    rows = scenarios.price_decline_scenarios(gold(), years=1, price_decline_per_year=0.5, hw_cost_decline_per_year=0.5)
     assert rows[1]["gross_margin"] == pytest.approx(m0)
 
 
 def test_margin_vs_utilization_rows_and_break_even():
-    rows = mg.margin_vs_utilization(MIX, AIR_ZAI, 1000, 1.74)
+    rows = mg.margin_vs_utilization(gold())
     assert [r["utilization"] for r in rows][:3] == [0.05, 0.1, 0.15] and rows[-1]["utilization"] == 1.0
     at_half = next(r for r in rows if r["utilization"] == 0.5)
     # 1 - (0.000241667 / 0.5) / 0.00095 = 0.491228
     assert at_half["gross_margin"] == pytest.approx(0.4912280702, rel=1e-9)
-    u_star = mg.break_even_utilization(MIX, AIR_ZAI, 1000, 1.74)
-    assert mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, u_star).gross_margin == pytest.approx(0.0, abs=1e-12)
+    u_star = mg.break_even_utilization(gold())
+    assert mg.api_margin(gold(u_star)).gross_margin == pytest.approx(0.0, abs=1e-12)
 
 
 def test_sensitivity_rows():
-    rows = mg.margin_sensitivity(MIX, AIR_ZAI, 1000, 1.74, 0.5, swing=0.2)
+    rows = scenarios.margin_sensitivity(gold(0.5), swing=0.2)
     by = {r["factor"]: r for r in rows}
     assert set(by) == {"utilization", "price", "throughput", "usd_per_gpu_hour", "cached_share"}
     # price x1.2: 1 - (0.000483333 / (1.2 x 0.00095)) = 0.576023
@@ -213,84 +215,40 @@ def test_sensitivity_rows():
     assert spans == sorted(spans, reverse=True)
     # caching with no prefill saving only cuts revenue; with prefill_fraction it also cuts cost
     no_saving = by["cached_share"]["margin_at_high"]
-    with_saving = {r["factor"]: r for r in mg.margin_sensitivity(MIX, AIR_ZAI, 1000, 1.74, 0.5, prefill_fraction=0.5)}[
-        "cached_share"
-    ]["margin_at_high"]
+    with_saving = {r["factor"]: r for r in scenarios.margin_sensitivity(gold(0.5), prefill_fraction=0.5)}
+    with_saving = with_saving["cached_share"]["margin_at_high"]
     assert no_saving < by["cached_share"]["base_margin"] < with_saving
 
 
 def test_bad_inputs_name_the_field():
     with pytest.raises(UserInputError, match="utilization"):
-        mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 1.5)
+        mg.api_margin(gold(1.5))
     with pytest.raises(UserInputError, match="tok_s_per_gpu"):
-        mg.api_margin(MIX, AIR_ZAI, 0, 1.74)
+        mg.api_margin(mg.Offer(MIX, AIR_ZAI, 0, 1.74))
     with pytest.raises(UserInputError, match="usd_per_gpu_hour"):
-        mg.api_margin(MIX, AIR_ZAI, 1000, -1)
+        mg.api_margin(mg.Offer(MIX, AIR_ZAI, 1000, -1))
     with pytest.raises(UserInputError, match="cached_share"):
         mg.TrafficMix(100, 10, cached_share=1.5)
     with pytest.raises(UserInputError, match="output_tokens"):
         mg.TrafficMix(100, 0)
     with pytest.raises(UserInputError, match="target_margin"):
-        mg.break_even_utilization(MIX, AIR_ZAI, 1000, 1.74, target_margin=1.0)
+        mg.break_even_utilization(gold(), target_margin=1.0)
     with pytest.raises(UserInputError, match="prices must be > 0"):
-        mg.api_margin(MIX, mg.UsdPrices(0.0, 0.0), 1000, 1.74)
-
-
-def _points() -> pd.DataFrame:
-    # totals per point: 10 requests of 2000 in / 500 out
-    base = {
-        "status": "ok",
-        "model": "glm-4.5-air",
-        "quantization": "fp8",
-        "gpu_type": "h200",
-        "gpu_count": 1,
-        "request_rate": None,
-        "completed": 10,
-        "input_tokens": 20000,
-        "output_tokens": 5000,
-        "usd_per_gpu_hour": 1.74,
-    }
-    return pd.DataFrame(
-        [
-            {
-                **base,
-                "point_id": "a",
-                "concurrency": 8,
-                "output_tok_s_per_gpu": 500.0,
-                "ttft_ms_p90": 200.0,
-                "tpot_ms_p90": 20.0,
-            },
-            {
-                **base,
-                "point_id": "b",
-                "concurrency": 64,
-                "output_tok_s_per_gpu": 1000.0,
-                "ttft_ms_p90": 900.0,
-                "tpot_ms_p90": 60.0,
-            },
-            {
-                **base,
-                "point_id": "c",
-                "status": "failed",
-                "concurrency": 128,
-                "output_tok_s_per_gpu": np.nan,
-                "ttft_ms_p90": np.nan,
-                "tpot_ms_p90": np.nan,
-            },
-        ]
-    )
+        mg.api_margin(mg.Offer(MIX, mg.UsdPrices(0.0, 0.0), 1000, 1.74))
+    with pytest.raises(UserInputError, match="price: needed"):
+        mg.api_margin(mg.Offer(MIX, None, 1000, 1.74))
 
 
 def test_margin_per_point_and_best_under_slo():
-    rows = mg.margin_per_point(_points(), AIR_ZAI, 1.0)
-    assert [r["point_id"] for r in rows] == ["a", "b"]  # the failed point is skipped
+    rows = mg.margin_per_point(golden_points(), AIR_ZAI, 1.0)
+    assert [r["point_id"] for r in rows] == ["p-low", "p-high"]  # the failed point is skipped
     by = {r["point_id"]: r for r in rows}
     # point mix = 20000/10 in, 5000/10 out = the golden mix; at 1000 tok/s the golden margin
-    assert by["b"]["gross_margin"] == pytest.approx(0.7456140351, rel=1e-9)
+    assert by["p-high"]["gross_margin"] == pytest.approx(0.7456140351, rel=1e-9)
     # at 500 tok/s cost doubles: 1 - 2 x 0.254386 = 0.491228
-    assert by["a"]["gross_margin"] == pytest.approx(0.4912280702, rel=1e-9)
-    assert mg.best_point(rows)["point_id"] == "b"
-    assert mg.best_point(rows, parse_slo("tpot_ms<=50"))["point_id"] == "a"
+    assert by["p-low"]["gross_margin"] == pytest.approx(0.4912280702, rel=1e-9)
+    assert mg.best_point(rows)["point_id"] == "p-high"
+    assert mg.best_point(rows, parse_slo("tpot_ms<=50"))["point_id"] == "p-low"
     assert mg.best_point(rows, parse_slo("ttft_ms<=100")) is None
 
 
@@ -312,8 +270,8 @@ def test_property_margin_monotone_in_price(mix, tok, rate, u, k1, k2):
     lo, hi = sorted((k1, k2))
     p = mg.usd_prices(AIR_ZAI, mix.input_tokens)
     assert (
-        mg.api_margin(mix, p.scaled(lo), tok, rate, u).gross_margin
-        <= mg.api_margin(mix, p.scaled(hi), tok, rate, u).gross_margin + 1e-12
+        mg.api_margin(mg.Offer(mix, p.scaled(lo), tok, rate, u)).gross_margin
+        <= mg.api_margin(mg.Offer(mix, p.scaled(hi), tok, rate, u)).gross_margin + 1e-12
     )
 
 
@@ -322,25 +280,25 @@ def test_property_margin_monotone_in_price(mix, tok, rate, u, k1, k2):
 def test_property_margin_monotone_in_throughput(mix, t1, t2, rate, u):
     lo, hi = sorted((t1, t2))
     assert (
-        mg.api_margin(mix, AIR_ZAI, lo, rate, u).gross_margin
-        <= mg.api_margin(mix, AIR_ZAI, hi, rate, u).gross_margin + 1e-12
+        mg.api_margin(mg.Offer(mix, AIR_ZAI, lo, rate, u)).gross_margin
+        <= mg.api_margin(mg.Offer(mix, AIR_ZAI, hi, rate, u)).gross_margin + 1e-12
     )
 
 
 @settings(deadline=None)  # shared CI machine: time is not the property
 @given(mix=mixes, tok=pos, rate=pos, u=util)
 def test_property_cost_scales_as_inverse_utilization(mix, tok, rate, u):
-    c_u = mg.api_margin(mix, AIR_ZAI, tok, rate, u).cost_usd_per_request
-    c_1 = mg.api_margin(mix, AIR_ZAI, tok, rate, 1.0).cost_usd_per_request
+    c_u = mg.api_margin(mg.Offer(mix, AIR_ZAI, tok, rate, u)).cost_usd_per_request
+    c_1 = mg.api_margin(mg.Offer(mix, AIR_ZAI, tok, rate, 1.0)).cost_usd_per_request
     assert c_u * u == pytest.approx(c_1, rel=1e-12)
 
 
 @settings(deadline=None)  # shared CI machine: time is not the property
 @given(mix=mixes, tok=pos, rate=pos, u=util, m=st.floats(min_value=0, max_value=0.95))
 def test_property_break_even_price_gives_target_margin(mix, tok, rate, u, m):
-    b = mg.break_even_price(mix, AIR_ZAI, tok, rate, u, m)
+    b = mg.break_even_price(mg.Offer(mix, AIR_ZAI, tok, rate, u), m)
     p = mg.usd_prices(AIR_ZAI, mix.input_tokens).scaled(b.scale)
-    assert mg.api_margin(mix, p, tok, rate, u).gross_margin == pytest.approx(m, abs=1e-9)
+    assert mg.api_margin(mg.Offer(mix, p, tok, rate, u)).gross_margin == pytest.approx(m, abs=1e-9)
 
 
 @settings(deadline=None)  # shared CI machine: time is not the property
@@ -350,24 +308,24 @@ def test_property_break_even_utilization_and_throughput(mix, tok, q, m):
     rev = mg.revenue_usd_per_request(mix, mg.usd_prices(AIR_ZAI, mix.input_tokens))
     rate = q * rev * (1 - m) * 3600 * tok / mix.output_tokens
     assume(rate > 0)
-    u_star = mg.break_even_utilization(mix, AIR_ZAI, tok, rate, m)
+    u_star = mg.break_even_utilization(mg.Offer(mix, AIR_ZAI, tok, rate), m)
     assert u_star == pytest.approx(q, rel=1e-9)
-    assert mg.api_margin(mix, AIR_ZAI, tok, rate, min(u_star, 1.0)).gross_margin == pytest.approx(m, abs=1e-9)
-    t_star = mg.break_even_tok_s_per_gpu(mix, AIR_ZAI, rate, 1.0, m)
-    assert mg.api_margin(mix, AIR_ZAI, t_star, rate, 1.0).gross_margin == pytest.approx(m, abs=1e-9)
+    at_u_star = mg.Offer(mix, AIR_ZAI, tok, rate, min(u_star, 1.0))
+    assert mg.api_margin(at_u_star).gross_margin == pytest.approx(m, abs=1e-9)
+    t_star = mg.break_even_tok_s_per_gpu(mg.Offer(mix, AIR_ZAI, tok, rate, 1.0), m)
+    assert mg.api_margin(mg.Offer(mix, AIR_ZAI, t_star, rate, 1.0)).gross_margin == pytest.approx(m, abs=1e-9)
 
 
 def test_what_if_bundle_is_consistent_with_its_parts():
-    out = fleet.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, target_margin=0.3, price_declines=(0.5,), years=1)
+    out = fleet.what_if(gold(0.6), target_margin=0.3, price_declines=(0.5,), years=1)
     assert set(out) == {"margin", "break_even", "price_decline"}  # optional parts only on request
-    assert out["margin"]["gross_margin"] == pytest.approx(mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 0.6).gross_margin)
+    assert out["margin"]["gross_margin"] == pytest.approx(mg.api_margin(gold(0.6)).gross_margin)
     # at the break-even utilization for a 30% target the margin is 30%
     u = out["break_even"]["utilization"]
-    assert mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, u).gross_margin == pytest.approx(0.3, abs=1e-9)
+    assert mg.api_margin(gold(u)).gross_margin == pytest.approx(0.3, abs=1e-9)
     # year 1 of a 50% price decline halves revenue: margin = 1 - cost / (revenue / 2)
-    base = mg.api_margin(MIX, AIR_ZAI, 1000, 1.74, 0.6)
+    base = mg.api_margin(gold(0.6))
     y1 = out["price_decline"]["0.5"][1]
     assert y1["gross_margin"] == pytest.approx(1 - base.cost_usd_per_request / (base.revenue_usd_per_request / 2))
-    full = fleet.what_if(MIX, AIR_ZAI, 1000, 1.74, 0.6, sensitivity=True, curve=True,
-                      subscription=fleet.SubscriptionQuery(10.0, 100, 0.0))
+    full = fleet.what_if(gold(0.6), sensitivity=True, curve=True, subscription=fleet.SubscriptionQuery(10.0, 100, 0.0))
     assert {"sensitivity", "curve", "subscription"} <= set(full)

@@ -59,33 +59,31 @@ def test_metric_sum_over_label_sets_and_exact_names() -> None:
     assert metric_sum(m, "absent") is None
 
 
-V1_BEFORE = """
-vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.9
-vllm:prefix_cache_queries_total{engine="0",model_name="m"} 400
-vllm:prefix_cache_hits_total{engine="0",model_name="m"} 100
-vllm:num_preemptions_total{engine="0",model_name="m"} 2
-vllm:spec_decode_num_drafts_total{engine="0",model_name="m"} 10
-vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="m"} 20
-vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="m"} 10
-vllm:prompt_tokens_total{engine="0",model_name="m"} 1000
-vllm:generation_tokens_total{engine="0",model_name="m"} 500
-"""
+def _before_after(series: list[tuple[str, float, float]], labels: str) -> tuple[dict, dict]:
+    """Scraped snapshots from a (series name, value before, value after) table; every line has `labels`."""
+    before, after = (
+        scrape_prometheus("".join(f"vllm:{name}{{{labels}}} {row[col]}\n" for name, *row in series))
+        for col in (0, 1)
+    )
+    return before, after
 
-V1_AFTER = """
-vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
-vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1000
-vllm:prefix_cache_hits_total{engine="0",model_name="m"} 400
-vllm:num_preemptions_total{engine="0",model_name="m"} 5
-vllm:spec_decode_num_drafts_total{engine="0",model_name="m"} 60
-vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="m"} 120
-vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="m"} 70
-vllm:prompt_tokens_total{engine="0",model_name="m"} 3048
-vllm:generation_tokens_total{engine="0",model_name="m"} 1524
-"""
+
+# vLLM V1 names, one engine
+V1_SERIES = [
+    ("kv_cache_usage_perc", 0.9, 0.25),
+    ("prefix_cache_queries_total", 400, 1000),
+    ("prefix_cache_hits_total", 100, 400),
+    ("num_preemptions_total", 2, 5),
+    ("spec_decode_num_drafts_total", 10, 60),
+    ("spec_decode_num_draft_tokens_total", 20, 120),
+    ("spec_decode_num_accepted_tokens_total", 10, 70),
+    ("prompt_tokens_total", 1000, 3048),
+    ("generation_tokens_total", 500, 1524),
+]
 
 
 def test_vllm_deltas_v1_names() -> None:
-    d = vllm_metric_deltas(scrape_prometheus(V1_BEFORE), scrape_prometheus(V1_AFTER))
+    d = vllm_metric_deltas(*_before_after(V1_SERIES, 'engine="0",model_name="m"'))
     assert d["kv_cache_usage_frac"] == pytest.approx(0.25)  # the gauge after, not before
     assert d["prefix_cache_queries"] == 600  # 1000 - 400
     assert d["prefix_cache_hits"] == 300  # 400 - 100
@@ -97,21 +95,14 @@ def test_vllm_deltas_v1_names() -> None:
 
 
 def test_vllm_deltas_older_names_and_no_total_suffix() -> None:
-    before = scrape_prometheus(
-        'vllm:gpu_cache_usage_perc{model_name="m"} 0.1\n'
-        'vllm:gpu_prefix_cache_queries{model_name="m"} 10\n'
-        'vllm:gpu_prefix_cache_hits{model_name="m"} 0\n'
-        'vllm:num_preemptions{model_name="m"} 0\n'
-        'vllm:spec_decode_draft_acceptance_rate{model_name="m"} 0.5\n'
-    )
-    after = scrape_prometheus(
-        'vllm:gpu_cache_usage_perc{model_name="m"} 0.75\n'
-        'vllm:gpu_prefix_cache_queries{model_name="m"} 110\n'
-        'vllm:gpu_prefix_cache_hits{model_name="m"} 80\n'
-        'vllm:num_preemptions{model_name="m"} 4\n'
-        'vllm:spec_decode_draft_acceptance_rate{model_name="m"} 0.7\n'
-    )
-    d = vllm_metric_deltas(before, after)
+    older = [
+        ("gpu_cache_usage_perc", 0.1, 0.75),
+        ("gpu_prefix_cache_queries", 10, 110),
+        ("gpu_prefix_cache_hits", 0, 80),
+        ("num_preemptions", 0, 4),
+        ("spec_decode_draft_acceptance_rate", 0.5, 0.7),
+    ]
+    d = vllm_metric_deltas(*_before_after(older, 'model_name="m"'))
     assert d["kv_cache_usage_frac"] == pytest.approx(0.75)
     assert d["prefix_cache_hit_rate"] == pytest.approx(0.8)  # 80 / 100
     assert d["num_preemptions"] == 4

@@ -376,8 +376,10 @@ def test_plan_estimate_json_is_marked_and_priced_with_bench_cost():
     feasible = [r["output_tok_s_per_gpu"] for r in e["curve"] if r["meets_slo"]]
     assert max(feasible) == best["output_tok_s_per_gpu"]
     for t in e["cost_by_tier"]:
-        # InferenceX formula, by hand: $/M = $/GPU-h / (tok/s/GPU * 3600 / 1e6)
-        m_tokens_per_gpu_hour = best["output_tok_s_per_gpu"] * 3600 / 1e6
+        # InferenceX formula, by hand, at the default fleet utilization U = 0.8 / 2 = 0.4 (cost x 1/U):
+        # $/M = $/GPU-h / (tok/s/GPU * 3600 * U / 1e6)
+        m_tokens_per_gpu_hour = best["output_tok_s_per_gpu"] * 3600 * 0.4 / 1e6
+        assert t["utilization"] == 0.4
         assert t["usd_per_m_output_tokens"] == pytest.approx(t["usd_per_gpu_hour"] / m_tokens_per_gpu_hour)
         assert "gross_margin" in t
     assert {t["tier"] for t in e["cost_by_tier"]} >= {"owning-hyperscaler", "owning-neocloud", "rental-3yr"}

@@ -14,7 +14,7 @@ import pytest
 from bench.config.sweep import LoadPoint, Sweep
 from bench.errors import UserInputError
 from bench.measure.client import RequestSpec
-from bench.measure.loadgen import LOOP_LAG_P50_LIMIT_MS, LoadResult, _client_health, run_load
+from bench.measure.loadgen import LOOP_LAG_P50_LIMIT_MS, LoadResult, client_health, run_load
 from bench.sweep.run import open_run, run_sweep
 
 CLOSED = "http://127.0.0.1:9"  # nothing listens: every request fails at once
@@ -85,7 +85,7 @@ def test_huge_num_requests_is_generated_lazily_with_bounded_memory():
 def test_client_not_kept_up_from_receive_side_loop_lag():
     res = LoadResult()
     res.loop_lag_samples = [(i, 30.0 + i) for i in range(100)]  # a saturated event loop: late all the time
-    _client_health(res)
+    client_health(res)
     assert res.client_kept_up is False
     assert res.loop_lag_p50_ms == pytest.approx(79.5)  # median of 30..129
     assert "event-loop lag p50 79.5 ms" in (res.client_lag_reason or "") and LOOP_LAG_P50_LIMIT_MS < 79.5
@@ -94,5 +94,5 @@ def test_client_not_kept_up_from_receive_side_loop_lag():
 def test_idle_loop_with_one_stall_keeps_client_kept_up():
     res = LoadResult()
     res.loop_lag_samples = [(i, 0.2) for i in range(99)] + [(99, 250.0)]  # one GC pause is not saturation
-    _client_health(res)
+    client_health(res)
     assert res.client_kept_up is True and res.loop_lag_p50_ms == pytest.approx(0.2)

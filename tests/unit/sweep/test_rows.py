@@ -105,6 +105,21 @@ def test_render_markdown_by_hand():
     assert len(lines) == 2 + len(COLUMNS)
 
 
+def test_column_table_rows_comments_and_continued_meanings():
+    """The text table COLUMNS is declared in: `name | dtype | unit | meaning`, an empty unit, a `#` comment
+    skipped, a line without `|` continuing the meaning above."""
+    got = rows._table("""
+    # a section
+    a_ms | float | ms | first half
+        second half
+    b | str | | a label
+    """)
+    assert got == [rows.Column("a_ms", "float", "ms", "first half second half"), rows.Column("b", "str", "", "a label")]
+    # a wrapped meaning in the real table reads back as one line (checked against a column's own words)
+    assert SCHEMA["decode_tokens_per_chunk"].doc == ("(output tokens - 1) / (content chunks - 1) over completed "
+                                                     "requests: tokens per streamed decode step")
+
+
 def test_rewrite_readme_replaces_only_the_block(tmp_path):
     f = tmp_path / "README.md"
     f.write_text(f"# t\nbefore\n{rows.START}\nold table\n{rows.END}\nafter\n")

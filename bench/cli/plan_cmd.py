@@ -1,0 +1,302 @@
+"""`maas-bench plan` (capacity and fleet planning; --check-published grades the planner) and
+`maas-bench calibrate` (fit the planner's efficiency factors on measured runs).
+
+Argument plumbing and printing only: the estimate comes from bench.planner.estimate, fleet sizing and
+deployments from bench.econ.fleet, the throughput choice from bench.econ.queries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bench.cli import money_options as opts
+from bench.cli.output import print_json, print_table, say
+from bench.econ.cost import DEFAULT_MAX_UTILIZATION_AT_PEAK, DEFAULT_PEAK_TO_AVERAGE, DEFAULT_UTILIZATION
+from bench.econ.queries import DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS
+from bench.errors import UserInputError
+
+PLAN_COLUMNS = ["model", "gpu", "gpus_per_replica", "rate", "output_tok_s_per_gpu", "throughput_source",
+                "requests_per_day", "gpus_busy_avg", "replicas", "gpus", "avg_utilization", "monthly_cost_usd",
+                "cost_usd_per_m_tokens", "monthly_revenue_usd", "revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour",
+                "gross_margin"]
+
+
+def plan(
+    tokens_per_day: float | None = typer.Option(
+        None, "--tokens-per-day", help="Input + output tokens per day (optional for the estimate)."
+    ),
+    model: str | None = typer.Option(None, "--model", help="Catalog model (filters --results)."),
+    gpu: str | None = typer.Option(None, "--gpu", help="GPU id from configs/hardware.yaml."),
+    count: int = typer.Option(1, "--count", help="GPUs per replica (e.g. 8 for TP8)."),
+    quant: str | None = typer.Option(None, "--quant", help="Quantization (filters --results)."),
+    tier: str | None = typer.Option(None, "--tier", help=opts.TIER_HELP),
+    usd_per_gpu_hour: float | None = typer.Option(None, "--usd-per-gpu-hour", help="Override the rate."),
+    output_tok_s_per_gpu: float | None = typer.Option(None, "--output-tok-s-per-gpu",
+                                                      help="SLO-feasible " + opts.OUT_TOK_HELP),
+    total_tok_s_per_gpu: float | None = typer.Option(None, "--total-tok-s-per-gpu",
+                                                     help="SLO-feasible " + opts.TOTAL_TOK_HELP),
+    tok_s_per_gpu: float | None = typer.Option(None, "--tok-s-per-gpu", help=opts.OLD_TOK_HELP, hidden=True),
+    results: Path | None = typer.Option(None, "--results", help="Run dir: best measured point under the SLO."),
+    price: str | None = typer.Option(None, "--price", help="Price-book entry for revenue and margin."),
+    input_tokens: float = typer.Option(DEFAULT_INPUT_TOKENS, "--input-tokens", "--isl",
+                                       help="Input tokens per request."),
+    output_tokens: float = typer.Option(DEFAULT_OUTPUT_TOKENS, "--output-tokens", "--osl",
+                                        help="Output tokens per request."),
+    cached_share: float = typer.Option(0.0, "--cached-share", help="Share of input tokens that hit the cache."),
+    utilization: float = typer.Option(DEFAULT_UTILIZATION, "--utilization", help=opts.U_HELP + " Prices the estimate "
+                                      "(curve, tiers, --compare); a fleet for --tokens-per-day gets its average U "
+                                      "from --peak-to-average and --max-utilization."),
+    peak_to_average: float = typer.Option(DEFAULT_PEAK_TO_AVERAGE, "--peak-to-average",
+                                          help="Peak / average traffic, >= 1 (default: bench.econ.cost)."),
+    max_utilization: float = typer.Option(DEFAULT_MAX_UTILIZATION_AT_PEAK, "--max-utilization",
+                                          help="Utilization allowed at peak, (0, 1] (default: bench.econ.cost; "
+                                          "1 = no headroom)."),
+    slo: str | None = typer.Option(None, "--slo", help=opts.SLO_HELP + " The estimate reads every term as a limit "
+                                   "on its point estimate (it has no percentiles)."),
+    compare: bool = typer.Option(False, "--compare", help="Estimate: compare H100/H200/H20/B200/910B x quants."),
+    tp: int | None = typer.Option(None, "--tp", help="Estimate: tensor-parallel size (default --count)."),
+    ep: bool = typer.Option(False, "--ep", help="Estimate: expert parallelism over the TP group."),
+    dp_attention: int = typer.Option(1, "--dp-attention", help="Estimate: data-parallel attention groups per "
+                                     "replica (divides --tp; SGLang --dp with --enable-dp-attention; 1 = off)."),
+    burst: bool = typer.Option(False, "--burst", help="Estimate: each concurrency is one wave of requests sent "
+                               "at once (prefill wave, then decode), not a steady state."),
+    kv_bits: float | None = typer.Option(None, "--kv-bits", help="Estimate: KV-cache bits (16, 8)."),
+    concurrency: list[int] | None = typer.Option(
+        None, "--concurrency", help="Estimate: concurrency levels (repeat; default 1..256)."
+    ),
+    private_usd_per_year: float | None = typer.Option(
+        None, "--private-usd-per-year", help="Also price the fleet as a private deployment."
+    ),
+    usd_per_cny: float | None = typer.Option(None, "--usd-per-cny", help="Override the configured rate."),
+    spec_tokens: int = typer.Option(0, "--spec-tokens", help="Estimate: draft tokens per step K (0 = off)."),
+    acceptance_length: float = typer.Option(1.0, "--acceptance-length",
+                                            help="Estimate: tokens emitted per step with speculation, 1..K+1."),
+    check_published: bool = typer.Option(False, "--check-published",
+                                         help="Grade the planner on configs/published_runs.yaml (leave-one-out)."),
+    published_file: Path | None = typer.Option(None, "--published-file", help="With --check-published: another file."),
+    write_fit: bool = typer.Option(False, "--write-fit", help="With --check-published: write planner_fit.yaml."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Fleet sizing: GPUs, monthly cost and margin to serve --tokens-per-day at an SLO-feasible throughput.
+
+    Throughput: --tok-s-per-gpu (given), --results (the best measured point under --slo) or, when
+    neither is given, the analytical roofline estimate for --model/--gpu/--count/--quant.
+    --check-published grades that estimate against published GPU runs instead (leave-one-out).
+    """
+    if check_published:
+        _check_published(published_file, write_fit, json_out)
+        return
+    from bench.config.hardware import load_hardware
+    from bench.config.prices import load_price_book
+    from bench.econ import fleet
+    from bench.econ import queries as q
+    from bench.econ.cost import require_positive, require_utilization
+
+    opts.require_finite(tokens_per_day=tokens_per_day, usd_per_gpu_hour=usd_per_gpu_hour,
+                        output_tok_s_per_gpu=output_tok_s_per_gpu, total_tok_s_per_gpu=total_tok_s_per_gpu,
+                        tok_s_per_gpu=tok_s_per_gpu, isl=input_tokens, osl=output_tokens, cached_share=cached_share,
+                        utilization=utilization, peak_to_average=peak_to_average, max_utilization=max_utilization,
+                        kv_bits=kv_bits, private_usd_per_year=private_usd_per_year, usd_per_cny=usd_per_cny)
+    require_utilization(utilization)
+    require_positive("--isl/--input-tokens", input_tokens)
+    require_positive("--osl/--output-tokens", output_tokens)
+    the_slo = opts.slo_option(slo)
+    catalog = load_hardware()
+    fx = q.usd_per_cny(catalog, usd_per_cny)
+    if gpu is not None:
+        catalog.gpu(gpu)
+    # one tier for the estimate, the fleet and the margin (H20 has only 'tco': said, not swapped silently)
+    tier, tier_note = q.pick_tier(catalog, gpu, tier) if usd_per_gpu_hour is None else (tier, None)
+    given_tok, tok_note = q.output_tok_s(q.traffic_mix(input_tokens, output_tokens, cached_share),
+                                         output=output_tok_s_per_gpu, total=total_tok_s_per_gpu,
+                                         deprecated=tok_s_per_gpu)
+    if given_tok is not None and results is not None:
+        raise UserInputError("give either --output-tok-s-per-gpu / --total-tok-s-per-gpu or --results, not both")
+    est_out = None
+    if given_tok is not None:
+        flag = "--total-tok-s-per-gpu" if total_tok_s_per_gpu is not None else "--output-tok-s-per-gpu"
+        tok, source = given_tok, f"given ({flag})"
+    elif results is not None:
+        best = q.measured_throughput(opts.load_points(results), the_slo, model=model, gpu=gpu, quant=quant)
+        tok, source = float(best["output_tok_s_per_gpu"]), f"measured: {results} point {best.get('point_id')}"
+    else:
+        est_out = _plan_estimate(
+            model, gpu, count, quant, input_tokens, output_tokens, the_slo, tp, ep, kv_bits,
+            concurrency, compare, tier or "tco", price, cached_share, usd_per_gpu_hour, catalog, fx,
+            spec_tokens, acceptance_length, utilization=utilization, dp_attention=dp_attention, burst=burst,
+        )
+        best = est_out["best_under_slo"]
+        if tokens_per_day is not None and not est_out["memory"].get("fits", True):
+            mem = est_out["memory"]
+            raise UserInputError(
+                f"--model: {model} {quant} does not fit in {gpu} memory with {count} GPU(s) per replica "
+                f"(weights {mem.get('weights_gib_per_gpu', float('nan')):.4g} GiB/GPU, usable "
+                f"{mem.get('usable_gib_per_gpu', float('nan')):.4g} GiB/GPU): no fleet to size; allowed: more "
+                "GPUs (--count/--tp), a smaller --quant, or a GPU with more memory")
+        if tokens_per_day is None or best is None:
+            print_json({"estimate": est_out}) if json_out else _print_estimate(est_out)
+            if tokens_per_day is not None:
+                raise UserInputError("no estimated point meets the SLO: no fleet to size; relax --slo")
+            opts.print_notes(tier_note)
+            return
+        tok = best["output_tok_s_per_gpu"]
+        source = f"estimate (roofline; best point under SLO: concurrency {best['concurrency']})"
+    if tokens_per_day is None:
+        raise UserInputError("--tokens-per-day is required with --output-tok-s-per-gpu / --total-tok-s-per-gpu "
+                             "or --results")
+    rate, rate_src = q.gpu_rate(catalog, gpu, tier, usd_per_gpu_hour, fx)
+    entry = load_price_book().get(price) if price is not None else None
+    fp = fleet.fleet_size(
+        tokens_per_day, q.traffic_mix(input_tokens, output_tokens, cached_share), tok, rate,
+        peak_to_average=peak_to_average, gpus_per_replica=count, max_utilization_at_peak=max_utilization,
+        price=entry, usd_per_cny=fx,
+    )
+    row = {"model": model, "gpu": gpu, "gpus_per_replica": count, "rate": rate_src, "usd_per_gpu_hour": rate,
+           "output_tok_s_per_gpu": tok, "throughput_source": source, "price": price, **fp.to_dict()}
+    from bench.econ.cache import fleet_usd_per_gpu_hour
+
+    row.update(fleet_usd_per_gpu_hour(fp.monthly_revenue_usd, fp.gpus, rate))
+    out: dict[str, Any] = {"plan": row}
+    if est_out is not None:
+        out["estimate"] = est_out
+        if not json_out:
+            _print_estimate(est_out)
+    if private_usd_per_year is not None:
+        out["private_deployment"] = fleet.private_deployment(fp.gpus, private_usd_per_year, rate)
+    if json_out:
+        print_json(out)
+        opts.print_notes(tier_note, tok_note)
+        return
+    print_table(f"Fleet for {tokens_per_day:.3g} tokens/day: peak-to-average {peak_to_average:g}, at most "
+                f"{max_utilization:g} utilization at peak -> average U = {fp.avg_utilization:.3g}; "
+                "cost_usd_per_m_tokens counts input + output tokens", opts.pct([row]), PLAN_COLUMNS)
+    if "private_deployment" in out:
+        print_table("As a private deployment (paid for all 8760 h; utilization does not enter)",
+                    opts.pct([out["private_deployment"]]))
+    opts.print_notes(tier_note, tok_note)
+
+
+def _plan_estimate(
+    model: str | None, gpu: str | None, count: int, quant: str | None, isl: float, osl: float,
+    slo: Any, tp: int | None, ep: bool, kv_bits: float | None, concurrency: list[int] | None,
+    compare: bool, tier: str, price: str | None, cached_share: float, usd_per_gpu_hour: float | None,
+    catalog: Any, fx: float | None, spec_tokens: int = 0, acceptance_length: float = 1.0, *,
+    utilization: float, dp_attention: int = 1, burst: bool = False,
+) -> dict[str, Any]:
+    """`plan` without --tok-s-per-gpu / --results: the analytical estimate (bench.planner.estimate.plan_estimate).
+
+    The roofline has one value per metric and no itl_ms, so `Slo.point_limits()` refuses an itl_ms
+    term (rather than dropping it) and the output carries a note that percentiles are not modelled.
+    """
+    from bench.config.prices import load_price_book
+    from bench.config.slo import POINT_ESTIMATE_NOTE
+    from bench.planner import estimate as roofline
+
+    if model is None or gpu is None or quant is None:
+        raise UserInputError("the estimate needs --model, --gpu and --quant (or give --output-tok-s-per-gpu / "
+                             "--total-tok-s-per-gpu / --results)")
+    est = roofline.plan_estimate(
+        model, gpu, count, quant, int(isl), int(osl), slo=slo.point_limits(), tp=tp, ep=ep, kv_bits=kv_bits,
+        concurrencies=tuple(concurrency) if concurrency else roofline.DEFAULT_CONCURRENCIES, tier=tier,
+        price=load_price_book().get(price) if price is not None else None, cached_share=cached_share,
+        usd_per_gpu_hour=usd_per_gpu_hour, usd_per_cny=fx,
+        compare_gpus=roofline.COMPARE_GPUS if compare else None, catalog=catalog,
+        spec_tokens=spec_tokens, acceptance_length=acceptance_length, utilization=utilization,
+        dp_attention=dp_attention, burst=burst,
+    )
+    if slo:
+        est["slo_text"] = str(slo)
+        est["notes"] = [*est["notes"], f"SLO {slo}: {POINT_ESTIMATE_NOTE}"]
+    return est
+
+
+def _print_estimate(e: dict[str, Any]) -> None:
+    """Tables of a plan estimate; every title says ESTIMATE so nobody mistakes it for a measurement."""
+    say(f"(analytical roofline, not measured): {e['model']} on {e['count']}x{e['gpu']} "
+        f"{e['quant']} (tp {e['tp']}{', ep' if e['ep'] else ''}"
+        f"{', dp-attention ' + str(e['dp_attention']) if e.get('dp_attention', 1) > 1 else ''}"
+        f"{', burst' if e.get('burst') else ''}, {e['replicas']} replica(s), GEMMs at "
+        f"{e['compute_precision']}), ISL {e['isl']} / OSL {e['osl']}; efficiency factors: {e['efficiency_source']}",
+        prefix="ESTIMATE ", prefix_style="bold")
+    say(e["error_band"], prefix="ERROR BAND ", prefix_style="bold")
+    print_table("Memory fit per GPU (estimate)", [e["memory"]], [
+        "weights_gib_per_gpu", "usable_gib_per_gpu", "kv_budget_gib_per_gpu", "kv_kib_per_token_per_gpu",
+        "context_tokens", "max_concurrent_seqs", "fits"])
+    for n in e["notes"]:
+        say(f"note: {n}")
+    cols = ["concurrency", "batch_per_replica", "tpot_ms", "ttft_ms", "interactivity_tok_s_user",
+            "output_tok_s_per_gpu", "decode_bound", "meets_slo", "usd_per_m_output_tokens", "utilization"]
+    if any("gross_margin" in r for r in e["curve"]):
+        cols += ["revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour", "gross_margin"]
+    rate = f"{e['tier']} ${e['usd_per_gpu_hour']:.3g}/GPU-h" if e["usd_per_gpu_hour"] else "no rate known"
+    at_u = f"at U = {e['utilization']:g}"
+    print_table(f"Throughput-latency curve (estimate; $ at {rate}, {at_u}: cost x 1/U; "
+                "usd_per_m_output_tokens counts output tokens)", opts.pct(e["curve"]), cols)
+    best = e["best_under_slo"]
+    slo = ", ".join(f"{k}<={v:g}" for k, v in e["slo"].items()) or "none"
+    say(f"best under SLO ({slo}, point estimate): concurrency {best['concurrency']}, "
+        f"{best['output_tok_s_per_gpu']:.4g} output tok/s/GPU, TPOT {best['tpot_ms']:.4g} ms, "
+        f"TTFT {best['ttft_ms']:.4g} ms (estimate)"
+        if best else (f"no estimated point meets the SLO ({slo}, point estimate)" if e["memory"].get("fits", True)
+                      else "the model does not fit in GPU memory at this --count/--quant: no point to serve "
+                           "(more GPUs, a smaller quantization or a larger GPU; relaxing --slo will not help)"))
+    if e["cost_by_tier"]:
+        print_table(f"$/M tokens by price tier at the best point (estimate, {at_u}; usd_per_m_tokens counts "
+                    "input + output tokens)", opts.pct(e["cost_by_tier"]),
+                    [c for c in e["cost_by_tier"][0] if c != "source"])
+    if e.get("compare"):
+        cols = ["gpu", "quant", "fits", "max_concurrent_seqs", "best_concurrency", "tpot_ms",
+                "output_tok_s_per_gpu", "tier", "usd_per_m_output_tokens", "utilization"]
+        cols += ["gross_margin"] if any("gross_margin" in r for r in e["compare"]) else []
+        print_table(f"GPU x quantization (estimate; best point under the SLO; $ {at_u}; all fields: --json)",
+                    opts.pct(e["compare"]), cols)
+
+
+CHECK_COLUMNS = ["id", "engine", "gpu", "spec", "mode", "weight", "predicted_output_tok_s", "published_output_tok_s",
+                 "ratio_output_tok_s", "predicted_tpot_ms", "published_tpot_ms", "ratio_tpot_ms", "status"]
+
+
+def _check_published(path: Path | None, write: bool, json_out: bool) -> None:
+    """`plan --check-published`: predicted vs published, leave-one-out (bench.planner.fit)."""
+    from bench.planner import fit
+
+    res = fit.check_published(path)
+    if write:
+        res["written"] = str(fit.write_fit(res))
+    if json_out:
+        print_json(res)
+        return
+    print_table("Planner vs published GPU runs (each graded row predicted by a fit WITHOUT it)", res["rows"],
+                CHECK_COLUMNS)
+    for k, b in res["band"].items():
+        say(f"{k}: median ratio {b['median_ratio']:.3g}, worst {b['worst_ratio']:.3g} "
+            f"(typical x{b['typical_factor']:.3g}, worst x{b['worst_factor']:.3g}) over {b['n_points']} points")
+    say(f"within 1.5x on both: {res['within_1_5x']} of {res['graded']} graded points")
+    say("global parameters (fit on all weighted points): "
+        + ", ".join(f"{k}={v:.4g}" for k, v in res["params"].items()))
+    if write:
+        say(f"wrote {res['written']}")
+
+
+def calibrate(
+    results: list[Path] = typer.Argument(..., help="Run dir(s) with measured points."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Fit and print; do not write configs/roofline.yaml."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Fit roofline efficiency factors per GPU/quantization from measured runs (configs/roofline.yaml)."""
+    import pandas as pd
+
+    from bench.planner import calibrate as roofline
+
+    df = pd.concat([opts.load_points(r) for r in results], ignore_index=True)
+    fits = roofline.calibrate(df)
+    if not dry_run:
+        roofline.save_calibration(fits, source=", ".join(str(r) for r in results))
+    rows = [{**f.__dict__, "written": not dry_run} for f in fits]
+    if json_out:
+        print_json(rows)
+    else:
+        print_table("Calibrated roofline factors", rows)

@@ -1,0 +1,92 @@
+"""`engine:` of a sweep file: which engine serves the points, and what each engine kind needs.
+
+Why its own module: the engine block is read by the engines layer (bench.engines.registry checks
+that it runs exactly these kinds) without the rest of the sweep expansion. Re-exported by
+bench.config.sweep, where a sweep file's models are assembled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+
+from bench.config.base import StrictModel
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """What a sweep file must give, and what it defaults to, for one `engine.kind`.
+
+    Only the config-side facts live here (config must not import engines); the class that runs
+    each kind is in bench.engines.registry, which checks that it knows exactly these kinds.
+    """
+
+    pins_output_length: bool  # default of engine.ignore_eos: send ignore_eos/min_tokens
+    needs_base_url: bool  # serves through an endpoint that already runs
+    one_batch_per_point: bool  # a point is one offline batch: one concurrency label, no request rate
+
+
+ENGINE_KINDS: dict[str, EngineKind] = {
+    "vllm": EngineKind(pins_output_length=True, needs_base_url=False, one_batch_per_point=False),
+    "openai": EngineKind(pins_output_length=False, needs_base_url=True, one_batch_per_point=False),
+    "vllm-offline": EngineKind(pins_output_length=False, needs_base_url=False, one_batch_per_point=True),
+}
+EngineKindName = Literal["vllm", "openai", "vllm-offline"]
+if set(get_args(EngineKindName)) != set(ENGINE_KINDS):  # pragma: no cover - a bug in this file
+    raise RuntimeError("EngineKindName and ENGINE_KINDS name different engine kinds")
+
+
+class EngineSpec(StrictModel):
+    """Which engine serves the points: a vLLM server we start, or an endpoint that already runs."""
+
+    kind: EngineKindName = Field(
+        "vllm", description="vllm: start a server; openai: an endpoint at base_url; vllm-offline: LLM.generate batch"
+    )
+    startup_timeout_s: float = Field(600.0, gt=0)
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE, applied only on CPU")
+    cpu_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="applied only on CPU")
+    # kinds that need a base_url (openai): an already-running server or a provider API.
+    base_url: str | None = Field(None, description=(
+        "a server root (http://host:8000, or a proxy prefix; /v1/... is appended) or an OpenAI-SDK-style API root "
+        "whose last segment is a version (https://api.example.com/v1, .../api/paas/v4; only /completions or "
+        "/chat/completions is appended). Redirects are not followed."))
+    ca_file: str | None = Field(None, description="https: PEM CA bundle to trust instead of the system store")
+    verify_tls: bool = Field(True, description="https: False skips certificate checks (self-signed test servers)")
+    api_key_env: str | None = Field(None, description="name of the env var holding the API key")
+    served_model_name: str | None = None
+    ignore_eos: bool | None = Field(
+        None, description="send vLLM's ignore_eos/min_tokens to pin output length; default on for vllm, off for openai"
+    )
+
+    @property
+    def pin_output_length(self) -> bool:
+        return self.ignore_eos if self.ignore_eos is not None else self.capabilities.pins_output_length
+
+    @property
+    def capabilities(self) -> EngineKind:
+        return ENGINE_KINDS[self.kind]
+
+    @model_validator(mode="after")
+    def _check_base_url(self) -> EngineSpec:
+        if self.capabilities.needs_base_url and not self.base_url:
+            raise ValueError(f"engine.base_url is required when engine.kind is {self.kind!r}")
+        if self.base_url is not None:
+            check_base_url(self.base_url)
+        return self
+
+
+def check_base_url(url: str) -> None:
+    """A base_url must be http(s)://host[:port][/path]: checked when the sweep is read, not when the
+    first request fails after a run dir exists (`localhost:8000` parses as scheme "localhost")."""
+    try:
+        u = urlsplit(url.strip())
+        u.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"engine.base_url must be http(s)://host[:port][/path] (got {url!r})")

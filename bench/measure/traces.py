@@ -1,0 +1,137 @@
+"""Trace replay: maas-bench JSONL traces (kind trace) and Mooncake traces (kind mooncake).
+
+The semantics of both kinds are in bench.measure.workloads (which re-exports these names). Every
+row is read and checked when the sweep starts (`check_workload_files`), so a bad row is one line
+naming the file and line (exit 2) before any server starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.config.workload_spec import WorkloadSpec
+from bench.errors import UserInputError
+from bench.measure.client import RequestSpec
+from bench.measure.prompts import PromptFactory, sized_request
+
+
+def _trace_lines(path: str | None) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a JSONL trace's non-blank lines; a missing file is a user error."""
+    if not path or not Path(path).is_file():
+        raise UserInputError(f"workload.trace_path: no such file {path!r}")
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            yield lineno, line
+
+
+def read_trace(path: str | None) -> list[tuple[float, int, int, int | None]]:
+    """(timestamp_s, input_len, output_len, prefix_id) rows of a JSONL trace, sorted by time."""
+    rows = []
+    for lineno, line in _trace_lines(path):
+        try:
+            row = json.loads(line)
+            ts, isl, osl = float(row["timestamp"]), int(row["input_len"]), int(row["output_len"])
+            pid = row.get("prefix_id")
+            pid = None if pid is None else int(pid)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserInputError(f"{path}:{lineno}: need timestamp, input_len, output_len ({e})") from None
+        if isl < 1 or osl < 1 or not math.isfinite(ts):
+            raise UserInputError(f"{path}:{lineno}: input_len and output_len must be >= 1, timestamp finite")
+        rows.append((ts, isl, osl, pid))
+    if not rows:
+        raise UserInputError(f"workload.trace_path: {path} has no rows")
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+def trace_requests(spec: WorkloadSpec, factory: PromptFactory, rng: random.Random) -> Iterator[RequestSpec]:
+    """The requests of a kind-trace workload, in time order, with `arrival_s` from the trace."""
+    rows = read_trace(spec.trace_path)
+    t0 = rows[0][0]
+    prefixes: dict[tuple[int, int], str] = {}
+    for ts, isl, osl, pid in rows:
+        if pid is None or isl < 2:
+            yield sized_request(factory, spec, isl, osl, rng, arrival_s=ts - t0)
+            continue
+        p_len = min(spec.prefix_len, isl - 1)
+        key = (pid, p_len)
+        if key not in prefixes:  # same (seed, id) -> same words, so shorter cuts share the start
+            prefixes[key] = factory.make(p_len, random.Random(spec.seed * 1_000_003 + 7919 * (pid + 1)))
+        yield sized_request(factory, spec, isl, osl, rng, prefixes[key], p_len, pid, arrival_s=ts - t0)
+
+
+# --- Mooncake traces ---------------------------------------------------------------------------
+
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
+
+
+def read_mooncake(path: str | None) -> list[tuple[float, int, int, list[int]]]:
+    """(timestamp_s, input_length, output_length, hash_ids) rows of a Mooncake JSONL trace, by time.
+
+    Mooncake timestamps are milliseconds; they come back in seconds. Every row must have all four
+    fields, lengths >= 1 and hash_ids a list of integers: anything else is one line naming the file
+    and line (exit 2), before any server starts.
+    """
+    rows = []
+    for lineno, line in _trace_lines(path):
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise UserInputError(f"{where}: not a JSON object") from None
+        if not isinstance(row, dict):
+            raise UserInputError(f"{where}: not a JSON object")
+        missing = [f for f in MOONCAKE_FIELDS if f not in row]
+        if missing:
+            raise UserInputError(f"{where}: missing field(s) {', '.join(missing)}; a Mooncake row needs "
+                                 f"{', '.join(MOONCAKE_FIELDS)}")
+        ts, isl, osl, ids = (row[f] for f in MOONCAKE_FIELDS)
+        if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
+            raise UserInputError(f"{where}: hash_ids must be a list of integers (got {str(ids)[:60]})")
+        for name, v in (("input_length", isl), ("output_length", osl)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserInputError(f"{where}: {name} must be an integer >= 1 (got {v!r})")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+            raise UserInputError(f"{where}: timestamp must be a finite number of milliseconds (got {ts!r})")
+        rows.append((float(ts) / 1000.0, isl, osl, ids))
+    if not rows:
+        raise UserInputError(f"workload.trace_path: {path} has no rows")
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+def block_text(factory: PromptFactory, hash_id: int, n_tokens: int, block_tokens: int, seed: int) -> str:
+    """The first `n_tokens` of the token block of `hash_id`: the same text for the same (seed, id).
+
+    Word-level: a cut of one fixed word list, so a partial block is a prefix of the full one.
+    """
+    rng = random.Random(seed * 1_000_003 + 15_485_863 * (hash_id + 1))
+    if factory.word_level:
+        return " ".join(rng.choices(factory.words, k=block_tokens)[:n_tokens])
+    return factory.make(n_tokens, rng)
+
+
+def mooncake_prompt(factory: PromptFactory, isl: int, hash_ids: list[int], block_tokens: int, seed: int,
+                    rng: random.Random) -> str:
+    """A prompt of `isl` tokens whose i-th block is hash_ids[i]'s block (fresh tokens past the list)."""
+    parts = []
+    for i in range(math.ceil(isl / block_tokens)):
+        n = min(block_tokens, isl - i * block_tokens)
+        parts.append(block_text(factory, hash_ids[i], n, block_tokens, seed) if i < len(hash_ids)
+                     else factory.make(n, rng))
+    return " ".join(parts)
+
+
+def mooncake_requests(spec: WorkloadSpec, factory: PromptFactory, rng: random.Random) -> Iterator[RequestSpec]:
+    """The requests of a kind-mooncake workload, in time order; hash-id blocks give the shared prefixes."""
+    rows = read_mooncake(spec.trace_path)
+    t0 = rows[0][0]
+    overhead = factory.chat_overhead_tokens if spec.endpoint == "chat" else 0
+    for ts, isl, osl, ids in rows:
+        prompt = mooncake_prompt(factory, isl, ids, spec.block_tokens, spec.seed, rng)
+        yield RequestSpec(prompt=prompt, input_len=isl + overhead, output_len=osl,
+                          prefix_id=ids[0] if ids else None, arrival_s=ts - t0)
