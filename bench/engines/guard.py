@@ -85,7 +85,8 @@ def main(argv: list[str]) -> int:
     code = child.wait()
     _kill_rest_of_group()  # engine-core / worker processes the server left behind
     if code < 0:  # killed by a signal: die by the same one, so the harness sees "killed by signal N"
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # their disposition cannot be set (EINVAL)
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 

@@ -58,6 +58,21 @@ def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
     return wrapper[:500] if wrapper is not None else None
 
 
+def shutdown_line(log_path: Path) -> str | None:
+    """vLLM's first `[shutdown]` line after the last launch (e.g. '[shutdown] API server: shutdown
+    triggered'): why a server that exited with code 0 stopped. The errors logged after it (requests cut
+    off: 'cannot schedule new futures after shutdown') are its consequences, not its cause."""
+    try:
+        lines = Path(log_path).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    for line in lines[starts[-1] if starts else 0:]:
+        if "[shutdown]" in line:
+            return _strip_prefix(line.strip())[:300]
+    return None
+
+
 def _pydantic_detail(lines: list[str]) -> str | None:
     """'Value error, Tensor parallel size ...' from the lines after 'N validation error(s) for X'."""
     for line in lines:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from bench.config.catalog import Hyperparameters
 from bench.planner.factors import Efficiency, GpuPeaks, QuantSpec
+from bench.planner.rank_work import indexer_score_flops, replicated_params, sparse_head_factor
 
 GIB = 2.0**30
 ACT_BYTES = 2.0  # activations and collectives travel in BF16 in every preset
@@ -119,16 +120,37 @@ class Deployment:
                     + (routed_bytes / tp) / (hbm * c.expert_bw_fraction(tokens, q.expert_bits))
                     + c.attention_s(kv_bytes_per_gpu, self.gpu.hbm_gb_s, hp.num_hidden_layers))
 
-        logits_tokens = n_q + (1 if n_pre > 0 else 0)
-        gemm_flops = 2.0 * hp.active_params() * tokens + 2.0 * hp.hidden_size * hp.vocab_size * logits_tokens
-        # routed experts kept in BF16 (partial INT8) run their GEMMs on the BF16 units
-        bf16_gemm_flops = 2.0 * routed_active * tokens if q.routed_expert_bits is not None else 0.0
-        attn_flops = n_q * hp.attention_flops_per_token(ctx) + hp.prefill_attention_flops(n_pre)
+        return StepRaw(memory_s=memory_s, compute_s=self._compute_s(n_q, ctx, n_pre, tokens, routed_active),
+                       comm_s=self.comm_s(tokens))
+
+    def _compute_s(self, n_q: float, ctx: float, n_pre: float, tokens: float, routed_active: int) -> float:
+        """Per-GPU GEMM + attention seconds at the kernel curves. Split over tp: the GEMMs of the active
+        weights (less the replicated ones), the logits, the routed experts (at the expert-GEMM curve: tokens
+        per expert, expert width per rank) and the attention core (x the sparse head padding); on every rank
+        of an attention group over its tokens/dp: the MLA down-projections, the DSA indexers and their
+        scores (bench.planner.rank_work states these engine assumptions)."""
+        hp, q, tp, dp, c = self.hp, self.quant, self.tp, self.dp_attention, self.eff.curves
         peak, prec = self.gpu.tflops(q.compute)
-        compute_s = ((gemm_flops - bf16_gemm_flops) / (peak * 1e12 * c.gemm_fraction(prec, tokens))
-                     + (attn_flops + bf16_gemm_flops) / (self.gpu.tflops_bf16 * 1e12 * c.gemm_fraction("bf16", tokens))
-                     ) / tp
-        return StepRaw(memory_s=memory_s, compute_s=compute_s, comm_s=self.comm_s(tokens))
+        bf16_s = self.gpu.tflops_bf16 * 1e12
+        rep = replicated_params(hp)
+        logits_tokens = n_q + (1 if n_pre > 0 else 0)
+        split_gemm = 2.0 * (hp.active_params() - routed_active - rep) * tokens \
+            + 2.0 * hp.hidden_size * hp.vocab_size * logits_tokens
+        index = indexer_score_flops(hp, n_q, ctx, n_pre)
+        core = (n_q * hp.attention_flops_per_token(ctx) + hp.prefill_attention_flops(n_pre) - index) \
+            * sparse_head_factor(hp, self.attn_tp, self.eff.sparse_mla_min_heads)
+        # routed experts kept in BF16 (partial INT8) run their GEMMs on the BF16 units
+        e_peak, e_prec = (self.gpu.tflops_bf16, "bf16") if q.routed_expert_bits is not None else (peak, prec)
+        moe_i = hp.moe_intermediate_size or 0
+        per_expert = tokens * hp.num_experts_per_tok / max(hp.n_routed_experts, 1)
+        e_frac = c.expert_gemm_fraction(e_prec, per_expert, moe_i if self.ep else moe_i / tp, tokens)
+        split_s = (split_gemm / (peak * 1e12 * c.gemm_fraction(prec, tokens))
+                   + 2.0 * routed_active * tokens / (e_peak * 1e12 * e_frac)
+                   + core / (bf16_s * c.gemm_fraction("bf16", tokens))) / tp
+        group_tokens = tokens / dp
+        replicated_s = (2.0 * rep * group_tokens / (peak * 1e12 * c.gemm_fraction(prec, group_tokens))
+                        + index / dp / (bf16_s * c.gemm_fraction("bf16", group_tokens)))
+        return split_s + replicated_s
 
     def draft_raw(self, n_dec: float, ctx: float, spec_tokens: int) -> StepRaw:
         """The K draft passes of speculative decoding, per GPU.

@@ -21,6 +21,23 @@ The functions (stated once; T = tokens in the engine step, all fractions of the 
   As an efficiency: bytes / (bytes + latency x HBM x max) x max, a function of batch x context.
 - GEMM compute, fraction of the tensor peak for the precision: `gemm_max[precision]` x T / (T +
   `gemm_half_tokens`) (0.80-0.83 BF16 / 0.63-0.72 FP8 at M = 4096, 0.61-0.78 BF16 at M = 1024).
+- routed-expert GEMM compute (`expert_gemm`, optional): fraction of the tensor peak as a function of
+  the tokens per expert t = T x top_k / n_experts (the rows each expert's GEMMs get) and the expert
+  width on one rank w (moe_intermediate / tp, or the full width with EP): per precision, per measured
+  width, [t, fraction] pairs piecewise linear in log2(t) (flat outside), linear in log2(w) between
+  the measured widths (nearest outside). A precision without points falls back fp4/int4 -> fp8 ->
+  bf16; curves without `expert_gemm` use `gemm_fraction` (the dense-GEMM curve) as before. Why: a MoE
+  prefill splits T tokens into E small GEMMs (64-256 rows each at 2k-8k tokens) and, under TP, cuts
+  each expert to a narrow slice (GLM-5 TP8: 256 columns, so the down projection has K = 256); the
+  measured grouped GEMMs reach 0.17-0.44 of the BF16 peak where dense GEMMs reach 0.70-0.85.
+  DECISION (2026-11-27): the H200 points (configs/measured/prefill-h200-2026-11-27.json) are recorded in
+  configs/roofline.yaml but NOT configured, so every GPU keeps the dense curve for experts. Why: they
+  are plain-PyTorch grouped GEMMs (torch._grouped_mm / rowwise torch._scaled_grouped_mm), not the
+  fused_moe Triton (vLLM ships configs tuned for E=256, N=256 on H200) or DeepGEMM kernels engines run;
+  the FP8 one is slower than its own BF16 twin on the TP8 shape (170 vs 369 TFLOPS at 8192 tokens), a
+  kernel artifact rather than a bound; and applied directly (H200 points, H100 carried over) they made
+  the published-run check worse (within 1.5x: 6 of 8 instead of 7; worst throughput x1.53 instead of
+  x1.42, README planner section). The function stays, tested, for a measurement of the engines' kernels.
 
 GPUs not measured: the curves interpolate linearly in log(HBM GB/s) between the measured GPUs
 with the nearest bandwidths, clamped to the nearest one outside their range (A100 -> H100 curves,
@@ -56,6 +73,8 @@ class Curves(StrictModel):
     attention_latency_us: float = Field(ge=0)
     gemm_max: dict[str, float] = Field(default_factory=dict, description="bf16, fp8, int8, fp4 of tensor peak")
     gemm_half_tokens: float = Field(0.0, ge=0)
+    expert_gemm: dict[str, dict[float, list[tuple[float, float]]]] = Field(
+        default_factory=dict, description="precision -> expert width per rank -> [tokens per expert, fraction]")
     source: str = ""
 
     @classmethod
@@ -95,6 +114,23 @@ class Curves(StrictModel):
             return top
         t = max(tokens, 1.0)
         return top * t / (t + self.gemm_half_tokens)
+
+    def expert_gemm_fraction(self, precision: str, tokens_per_expert: float, width: float, tokens: float) -> float:
+        """Routed-expert GEMMs at `tokens_per_expert` rows per expert, `width` columns per rank (module
+        docstring); without measured points for the precision chain, the dense curve at `tokens`."""
+        chain = {"fp4": ("fp4", "fp8", "bf16"), "int4": ("int4", "fp8", "bf16"), "int8": ("int8", "fp8", "bf16"),
+                 "fp8": ("fp8", "bf16")}.get(precision, (precision,))
+        by_width = next((self.expert_gemm[p] for p in chain if self.expert_gemm.get(p)), None)
+        if not by_width:
+            return self.gemm_fraction(precision, tokens)
+        widths = sorted(by_width)
+        w = min(max(width, widths[0]), widths[-1])
+        lo = max(x for x in widths if x <= w)
+        hi = min(x for x in widths if x >= w)
+        f_lo, f_hi = _interp_log2(by_width[lo], tokens_per_expert), _interp_log2(by_width[hi], tokens_per_expert)
+        if hi == lo:
+            return f_lo
+        return f_lo + (f_hi - f_lo) * math.log2(w / lo) / math.log2(hi / lo)
 
 
 def _interp_log2(points: list[tuple[float, float]], tokens: float) -> float:
@@ -145,5 +181,6 @@ def _blend(a: Curves, b: Curves, w: float, hbm_gb_s: float) -> Curves:
         attention_latency_us=(1 - w) * a.attention_latency_us + w * b.attention_latency_us,
         gemm_max=mixd(a.gemm_max, b.gemm_max),
         gemm_half_tokens=(1 - w) * a.gemm_half_tokens + w * b.gemm_half_tokens,
+        expert_gemm=a.expert_gemm if w < 0.5 or not b.expert_gemm else b.expert_gemm,  # nearest GPU's points
         source=f"interpolated in log(HBM) between {a.source or 'a'} and {b.source or 'b'}",
     )

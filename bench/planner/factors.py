@@ -61,6 +61,8 @@ class Efficiency(StrictModel):
     inter_node_latency_us: float = Field(0.0, ge=0)
     step_overhead_ms: float = Field(1.0, ge=0)
     mtp_layers_per_draft_token: float = Field(1.0, ge=0)
+    # query heads a sparse-MLA (DSA) kernel runs per rank at least (bench.planner.rank_work, assumption 3)
+    sparse_mla_min_heads: float = Field(64.0, ge=1)
     curves: Curves = Field(default_factory=Curves.flat)
     curves_source: str = "flat"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

@@ -34,6 +34,11 @@ The model (stated once, here; units in every name):
   (Hyperparameters.attention_flops_per_token / prefill_attention_flops, BF16 peak: GQA 4 x heads x
   head_dim x context per layer, MLA in absorbed form, sparse layers capped at the selected tokens)
   + 2 x hidden x vocab for each token whose logits are computed (decodes and the last prompt token).
+  Per GPU these are split over tp EXCEPT the work the engines replicate on every rank of an attention
+  group (MLA/DSA only; bench.planner.rank_work states the engine assumptions with their vLLM source):
+  the MLA q/kv down-projection, the DSA indexer projections and its causal n^2/2 (decode: ctx) scores,
+  which run over the group's tokens/D on each rank; and sparse (DSA) attention runs max(H/attn_tp,
+  sparse_mla_min_heads) heads per rank (FlashMLA-sparse pads to 64 heads on Hopper).
   Time = max(bytes / (HBM x bandwidth_efficiency), FLOPs / (peak x compute_efficiency))
   + communication + step_overhead_ms.
 - Communication per layer: two ring all-reduces of tokens x hidden x 2 bytes:

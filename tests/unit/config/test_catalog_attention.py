@@ -285,6 +285,9 @@ def test_sparse_twin_config_json_shapes():
     assert m3["text_config"]["intermediate_size"] == 128 and m3["text_config"]["dense_intermediate_size"] == 512
     # MiniMax-M2.5 and M2.7 twins are the same engine path: identical config.json
     assert hf_config(get_model("minimax-m2.5-tiny"), None) == hf_config(get_model("minimax-m2.7-tiny"), None)
+    # GLM-4.7 changed no architecture field that a twin carries: its twin is the GLM-4.5 twin, byte for byte
+    # (so the e2e suite runs it once, as the session server)
+    assert hf_config(get_model("glm-4.7-tiny"), None) == hf_config(get_model("glm-4.5-tiny"), None)
 
 
 # --- GPU sweep configs for the new models ----------------------------------------------------------------

@@ -188,3 +188,14 @@ def test_gpu_extra_is_pinned_to_the_tested_range():
     gpu = py["project"]["optional-dependencies"]["gpu"]
     lo, hi = TESTED_RANGE
     assert gpu == [f"vllm>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])
+def test_guard_dies_by_the_signal_that_killed_the_server(tmp_path, sig):
+    # a server killed from outside (kill -9 of the API server, a crash) must read as "killed by signal N"
+    # through the guard, not as the guard's own error (SIGKILL's disposition cannot be set: EINVAL)
+    log = open(tmp_path / "server.log", "ab")
+    proc = vs.spawn_guarded([sys.executable, "-c", f"import os; os.kill(os.getpid(), {int(sig)})"], log,
+                            dict(os.environ))
+    assert proc.wait(timeout=30) == -int(sig)
+    assert "Error" not in (tmp_path / "server.log").read_text()

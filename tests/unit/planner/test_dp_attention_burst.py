@@ -82,8 +82,11 @@ def test_dp_attention_decode_step_reads_its_share_by_hand():
     # DP4: attention weights 25,841,800 (whole, per group); KV: 2 of the 8 sequences: 4,000,000 -> 94,841,800 B
     assert mla(4, 1).step_raw(8, 1000).memory_s == pytest.approx(87.46045e-6)
     assert mla(4, 4).step_raw(8, 1000).memory_s == pytest.approx(94.8418e-6)
-    # FLOPs per GPU are the same (a group's tokens/4 on one GPU = tokens/4)
-    assert mla(4, 4).step_raw(8, 1000).compute_s == pytest.approx(mla(4, 1).step_raw(8, 1000).compute_s)
+    # FLOPs per GPU: the split work is the same (a group's tokens/4 on one GPU = tokens/4), but TP4 runs the
+    # replicated MLA kv down-projection (h x (r_kv + rope) = 1000 x 100 x 10 layers = 1,000,000 params) over
+    # all 8 tokens on every GPU, DP4 over its 2: 2 x 1e6 x (8 - 2) = 12e6 FLOPs more at 100 TFLOPS = 0.12 us
+    dp4, tp4 = mla(4, 4).step_raw(8, 1000).compute_s, mla(4, 1).step_raw(8, 1000).compute_s
+    assert tp4 - dp4 == pytest.approx(0.12e-6)
 
 
 def test_dp_attention_comm_drops_the_attention_allreduce():
