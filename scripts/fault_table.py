@@ -2,10 +2,11 @@
 the outcome from the outside.
 
 Each case runs `maas-bench run` (the console script, as a user would) on a 2-point sweep of the tiny GLM
-twin on vLLM (CPU build is fine; 6 requests per point, 16-token prompts, 64-token outputs), injects one
+twin on vLLM (CPU build is fine; 8 requests per point, 16-token prompts, 128-token outputs), injects one
 fault, and then checks what it left WITHOUT asking the harness: the row files and points.parquet read
-here, the processes read from `ps` (anything with "vllm" or "bench.engines.guard" in its command line that
-was not running before the case), and the server's own /metrics to know a point is in flight.
+here, the processes read from `ps` (a vLLM server's processes by command line, VLLM_MARKERS, that were not
+running before the case, and the members of the server's process group), and the server's own /metrics to
+know a point is in flight.
 
     a  SIGKILL the vLLM API server mid-point   -> point failed "server died: killed by signal 9 (SIGKILL)",
                                                   the next point restarts the server and is ok
@@ -17,7 +18,7 @@ was not running before the case), and the server's own /metrics to know a point 
     f  a server that cannot start (fp8 on CPU) -> its point failed with the engine's reason, the next ok
 
 Times are wall-clock seconds from the signal: to the harness's exit, to the next server answering /health
-(a, b), to the last vLLM process gone. Not part of CI (about 10 minutes on 2 cores). Run it alone:
+(a, b), to the last vLLM process gone. Not part of CI (about 12 minutes on 2 cores). Run it alone:
 
     flock /tmp/vllm.lock .venv/bin/python scripts/fault_table.py [--only a,c] [--keep DIR]
 """
@@ -51,12 +52,17 @@ def sweep(name: str, quantization: list[str | None] | None = None, concurrency: 
         "name": name, "engine": {"kind": "vllm", "startup_timeout_s": 600}, "hardware": {"gpu": "cpu-2core"},
         "server": {"model": "glm-4.5-tiny", "max_model_len": 512, "max_num_seqs": 8,
                    "quantization": quantization or [None]},
-        "load": {"concurrency": concurrency or [1, 2], "num_requests": 6, "warmup_requests": 0, "timeout_s": 120},
-        "workloads": [{"name": "w", "input_len": 16, "output_len": 64}],
+        "load": {"concurrency": concurrency or [1, 2], "num_requests": 8, "warmup_requests": 0, "timeout_s": 120},
+        "workloads": [{"name": "w", "input_len": 16, "output_len": 128}],
     }
 
 
 # ---- the outside view: processes, the server's metrics, the run dir ---------------------------------------
+
+# what a vLLM server's processes show in `ps`: the guard, the API server, and the engine core and workers
+# (vLLM retitles them VLLM::EngineCore, VLLM::Worker...). Not "vllm" alone: `flock /tmp/vllm.lock ...` matches.
+VLLM_MARKERS = ("bench.engines.guard", "vllm.entrypoints", "vllm serve", "VLLM::", "vllm.v1.", "-m vllm")
+
 
 def vllm_processes() -> dict[int, str]:
     """pid -> command of every live process that belongs to a vLLM server (by `ps`, zombies excluded)."""
@@ -66,9 +72,16 @@ def vllm_processes() -> dict[int, str]:
         parts = line.split(None, 2)
         if len(parts) < 3 or parts[1].startswith("Z") or int(parts[0]) == os.getpid():
             continue
-        if "vllm" in parts[2].lower() or "bench.engines.guard" in parts[2]:
+        if any(m in parts[2] for m in VLLM_MARKERS):
             procs[int(parts[0])] = parts[2][:120]
     return procs
+
+
+def group_members(pgid: int) -> set[int]:
+    """Live members of a process group, by `ps` (the server's guard leads its group)."""
+    out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True, check=True).stdout
+    return {int(p) for p, g, st in (ln.split()[:3] for ln in out.splitlines()) if int(g) == pgid
+            and not st.startswith("Z")}
 
 
 def children(pid: int) -> list[int]:
@@ -175,10 +188,15 @@ def point_in_flight(out: Path, finished: int) -> tuple[Path, int, int] | None:
     return (rd, *rec) if requests_running(rec[1]) >= 1 else None
 
 
-def leftover_after(baseline: dict[int, str], t0: float, timeout_s: float) -> tuple[int, float | None]:
-    """(vLLM processes alive now that were not there before the case, seconds from t0 until none is left)."""
-    at_call = len(set(vllm_processes()) - set(baseline))
-    gone = wait(lambda: not (set(vllm_processes()) - set(baseline)) or None, timeout_s, 0.1)
+def leftover_after(baseline: dict[int, str], t0: float, timeout_s: float, pgids: tuple[int, ...] = ()
+                   ) -> tuple[int, float | None]:
+    """(vLLM processes alive now that were not there before the case, or members of the servers' process
+    groups `pgids`; seconds from t0 until none is left)."""
+    def left() -> set[int]:
+        return (set(vllm_processes()) - set(baseline)).union(*(group_members(g) for g in pgids))
+
+    at_call = len(left())
+    gone = wait(lambda: not left() or None, timeout_s, 0.1)
     return at_call, (time.monotonic() - t0) if gone else None
 
 
@@ -212,7 +230,7 @@ def server_fault(case: Case, tmp: Path, sig: signal.Signals) -> None:
     case.result["recover_s"] = time.monotonic() - t0 if isinstance(new, tuple) else None
     code = h.wait(600)
     case.result["exit_code"] = code
-    case.result["orphans"], _ = leftover_after(baseline, t0, 0)
+    case.result["orphans"], _ = leftover_after(baseline, t0, 0, (guard, new[0]) if isinstance(new, tuple) else (guard,))
     st = disk_state(rd)
     case.result["disk"] = st
     by_index = {r["point_index"]: r for r in rows(rd)}
@@ -233,14 +251,14 @@ def harness_fault(case: Case, tmp: Path, sig: signal.Signals) -> None:
     started = start_until_in_flight(case, tmp, 1)
     if started is None:
         return
-    h, rd, _guard, baseline = started
+    h, rd, guard, baseline = started
     cfg, out, log = tmp / "sweep.yaml", tmp / "out", tmp / "harness.log"
-    case.result["server_procs"] = len(set(vllm_processes()) - set(baseline))
     t0 = time.monotonic()
     if sig == signal.SIGINT:
         os.killpg(h.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground process group
     else:
         os.kill(h.pid, sig)
+    case.result["server_group_size"] = len(group_members(guard))  # read after the signal: not to delay it
     try:
         code = h.wait(120)
     except subprocess.TimeoutExpired:
@@ -249,7 +267,7 @@ def harness_fault(case: Case, tmp: Path, sig: signal.Signals) -> None:
         h.wait()
     case.result["exit_s"] = time.monotonic() - t0
     case.result["exit_code"] = code
-    orphans, gone_s = leftover_after(baseline, t0, 60)
+    orphans, gone_s = leftover_after(baseline, t0, 60, (guard,))
     case.result["orphans"], case.result["vllm_gone_s"] = orphans, gone_s
     case.result["orphans_after_60s"] = len(set(vllm_processes()) - set(baseline))
     st = disk_state(rd)
@@ -260,6 +278,7 @@ def harness_fault(case: Case, tmp: Path, sig: signal.Signals) -> None:
     else:
         case.check("harness exits within 30 s", code is not None and case.result["exit_s"] <= 30)
         case.check("no vLLM process left at the harness's exit", orphans == 0)
+    case.check("the signal came mid-point: point 1 has no row", len(rows(rd)) == 1)
     case.check("finished point intact: 1 ok row, points.parquet has it, no temp file",
                st["statuses"] == ["ok"] and st["parquet_rows"] == 1 and not st["tmp_files"])
     # resume: only the missing point is measured
@@ -338,6 +357,8 @@ def table(cases: list[Case]) -> str:
         else:
             exit_s_txt = fmt(exit_s)
         left = fmt(r.get("orphans"))
+        if r.get("orphans") and r.get("orphans_after_60s") == 0:  # SIGKILL: the guard stops them after
+            left = f"0 ({r['orphans']} still stopping at the harness's death)"
         if "orphans_after_resume" in r:
             left += f"; after resume {r['orphans_after_resume']}"
         okf = r.get("ok_failed")

@@ -1,10 +1,11 @@
 """Failure isolation on the real vLLM engine (CPU build): one sweep, two groups, two failures.
 
-Group 1 (bf16) starts a real server, which is SIGKILLed (API server process only, as a crash would)
-once the point's first request is done: that point fails with 'server died', and no process of the
-server's group is left afterwards. Group 2 (fp8) cannot start on CPU: its point fails with the engine's
-reason. This test starts its own servers because it kills one (the session server is shared).
-About one vLLM start plus one failed start (~40-70 s on 2 cores).
+Group 1 (bf16) starts a real server, whose API server process (the guard's child, as a crash would) is
+SIGKILLed once the point's first request is done: that point fails with 'server died: killed by signal 9
+(SIGKILL)', and no process of the server's group is left afterwards. Group 2 (fp8) cannot start on CPU: its
+point fails with the engine's reason. About one vLLM start plus one failed start (~60-100 s on 2 cores).
+The second test presses Ctrl-C on `python -m bench run` mid-point (~50 s). Both start their own servers
+because they kill them (the session server is shared). The full fault table: scripts/fault_table.py.
 """
 
 from __future__ import annotations
