@@ -26,6 +26,16 @@ _SUBPROCESS_WRAPPERS = ("CalledProcessError: ", "Error raised in subprocess")
 _SUBPROCESS_MODULE = re.compile(r"'-m', '([\w.]+)'")
 
 
+def _last_launch(log_path: Path, max_lines: int = 5000) -> list[str] | None:
+    """The log's lines from its last launch line (`$ cmd`) on; None when it cannot be read."""
+    try:
+        lines = Path(log_path).read_text(errors="replace").splitlines()[-max_lines:]
+    except OSError:
+        return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    return lines[starts[-1] if starts else 0:]
+
+
 def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
     """The first non-generic exception line after the last launch line (`$ cmd`) of a server log.
 
@@ -34,12 +44,11 @@ def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
     appended ("... (in subprocess vllm.model_executor.models.registry)"); the wrapper itself only
     when no exception follows it.
     """
-    try:
-        lines = Path(log_path).read_text(errors="replace").splitlines()[-max_lines:]
-    except OSError:
-        return None
-    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
-    tail = lines[starts[-1] if starts else 0:]
+    tail = _last_launch(log_path, max_lines)
+    return None if tail is None else _root_cause_in(tail)
+
+
+def _root_cause_in(tail: list[str]) -> str | None:
     wrapper: str | None = None
     for i, line in enumerate(tail):
         s = _LOG_PREFIX.sub("", line.strip())
@@ -58,19 +67,22 @@ def engine_root_cause(log_path: Path, max_lines: int = 5000) -> str | None:
     return wrapper[:500] if wrapper is not None else None
 
 
-def shutdown_line(log_path: Path) -> str | None:
-    """vLLM's first `[shutdown]` line after the last launch (e.g. '[shutdown] API server: shutdown
-    triggered'): why a server that exited with code 0 stopped. The errors logged after it (requests cut
-    off: 'cannot schedule new futures after shutdown') are its consequences, not its cause."""
-    try:
-        lines = Path(log_path).read_text(errors="replace").splitlines()
-    except OSError:
+def clean_exit_reason(log_path: Path) -> str | None:
+    """Why a server that exited with code 0 stopped, from the log after its last launch.
+
+    vLLM also exits 0 when its engine died on an error (the API server then shuts down in order), so
+    an exception logged BEFORE the first `[shutdown]` line is the cause ("AssertionError: Synthetic
+    acceptance not supported ..."). Otherwise the first `[shutdown]` line says who stopped it
+    ('[shutdown] API server: shutdown triggered'); the errors logged after it (requests cut off:
+    'cannot schedule new futures after shutdown') are consequences, not the cause."""
+    tail = _last_launch(log_path)
+    if tail is None:
         return None
-    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
-    for line in lines[starts[-1] if starts else 0:]:
-        if "[shutdown]" in line:
-            return _strip_prefix(line.strip())[:300]
-    return None
+    first = next((i for i, line in enumerate(tail) if "[shutdown]" in line), len(tail))
+    root = _root_cause_in(tail[:first])
+    if root is not None:
+        return root
+    return _strip_prefix(tail[first].strip())[:300] if first < len(tail) else None
 
 
 def _pydantic_detail(lines: list[str]) -> str | None:

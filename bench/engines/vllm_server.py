@@ -36,7 +36,7 @@ from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
 from bench.engines.base import EngineStartError, LocalModelEngine
-from bench.engines.serverlog import engine_root_cause, failure_reason_from_log, shutdown_line
+from bench.engines.serverlog import clean_exit_reason, engine_root_cause, failure_reason_from_log
 from bench.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -424,8 +424,8 @@ class VllmEngine(LocalModelEngine):
         if code < 0:  # killed from outside: the log's last lines are not why (often a startup warning)
             root = engine_root_cause(self.server.log_path)
             return exit_description(code) + (f"; log: {root}" if root else "")
-        if code == 0:  # a clean exit mid-point: vLLM was told to shut down (e.g. SIGTERM from outside)
-            said = shutdown_line(self.server.log_path)
+        if code == 0:  # exit 0 mid-point: told to shut down (SIGTERM from outside), or its engine died first
+            said = clean_exit_reason(self.server.log_path)
             return "exit code 0: the server shut down" + (f" ({said})" if said else "")
         return f"{exit_description(code)}; log: {reason}"
 

@@ -77,8 +77,10 @@ def _within(samples: list[float], told: float) -> None:
     tol = _tol(told)
     assert abs(statistics.median(samples) - told) <= tol, (told, sorted(samples))
     assert abs(statistics.mean(samples) - told) <= tol, (told, sorted(samples))
-    share = sum(abs(x - told) <= tol for x in samples) / len(samples)
-    assert share >= 0.9, (told, sorted(samples))
+    # at most 10% outliers, and at least one allowed: with 8 samples on a 2-core CI box one scheduler
+    # hiccup (a single late sample) is not a timing error of the client; median and mean above still are
+    outliers = sum(abs(x - told) > tol for x in samples)
+    assert outliers <= max(1, len(samples) // 10), (told, sorted(samples))
 
 
 def _check_timing(recs, out_len: int, k: int) -> None:

