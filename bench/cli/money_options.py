@@ -67,7 +67,5 @@ def load_points(results: Path) -> Any:
 
     try:
         return load_results(results)
-    except FileNotFoundError as e:
-        raise UserInputError(f"--results: {e}") from None
     except UserInputError as e:
-        raise UserInputError(e.args[0] if str(e).startswith("--results") else f"--results: {e}") from None
+        raise UserInputError(f"--results: {e}") from None

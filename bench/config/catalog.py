@@ -33,7 +33,6 @@ from bench.errors import UserInputError
 MODELS_DIR = CONFIG_DIR / "models"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 AttentionType = Literal["gqa", "mla", "mla+dsa", "msa"]
-ATTENTION_TYPES: tuple[str, ...] = ("gqa", "mla", "mla+dsa", "msa")
 # Fields each attention type needs in `hyperparameters:` (HF config.json names where HF has one).
 REQUIRED_ATTENTION_FIELDS: dict[str, tuple[str, ...]] = {
     "gqa": (),

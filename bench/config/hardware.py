@@ -202,11 +202,6 @@ class HardwareCatalog(StrictModel):
         return allowed[0], f"gpu {gpu_id!r} has no {DEFAULT_TIER!r} tier; priced at {allowed[0]!r} " \
                            f"(its tiers: {', '.join(allowed)}; choose with --tier)"
 
-    def check_tier(self, gpu_id: str, tier: str) -> None:
-        """`tier` must be one of the GPU's cost tiers ('tco' needs a TCO model; old names are
-        accepted); the price itself is computed in bench.econ.cost.resolve_usd_per_gpu_hour."""
-        self.canonical_tier(gpu_id, tier)
-
 
 def load_hardware(path: str | Path | None = None) -> HardwareCatalog:
     """configs/hardware.yaml with the user's hardware.yaml (--config-dir) layered over it, GPUs by id;

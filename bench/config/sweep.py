@@ -25,19 +25,17 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bench.config import speculative
 from bench.config.base import StrictModel, format_validation_error, read_yaml, stable_hash
-from bench.config.engine_spec import ENGINE_KINDS, EngineKind, EngineKindName, EngineSpec, check_base_url
+from bench.config.engine_spec import ENGINE_KINDS, EngineSpec
 from bench.config.hardware import TCO_TIER, load_hardware
 from bench.config.load_spec import LoadMatrix, LoadPoint
-from bench.config.server_spec import DTYPES, KV_CACHE_DTYPES, QUANTIZATIONS, ServerSpec
+from bench.config.server_spec import ServerSpec
 from bench.config.slo import Slo
-from bench.config.workload_spec import ENDPOINTS, WORKLOAD_PRESETS, WorkloadSpec, max_request_tokens
+from bench.config.workload_spec import WorkloadSpec, max_request_tokens
 from bench.errors import UserInputError
 
 __all__ = [
-    "DTYPES", "ENDPOINTS", "ENGINE_KINDS", "KV_CACHE_DTYPES", "QUANTIZATIONS", "RUN_NAME_PATTERN", "RUN_NAME_RULE",
-    "SERVER_AXES", "WORKLOAD_PRESETS", "EngineKind", "EngineKindName", "EngineSpec", "HardwareRef", "LoadMatrix",
-    "LoadPoint", "Point", "ServerSpec", "Sweep", "WorkloadSpec", "check_base_url", "check_lengths", "load_sweep",
-    "max_request_tokens",
+    "ENGINE_KINDS", "RUN_NAME_PATTERN", "RUN_NAME_RULE", "SERVER_AXES", "EngineSpec", "HardwareRef", "LoadMatrix",
+    "LoadPoint", "Point", "ServerSpec", "Sweep", "WorkloadSpec", "check_lengths", "load_sweep", "max_request_tokens",
 ]
 
 # A run name becomes a directory under --out: no path separators, no leading dot or dash.
@@ -276,7 +274,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if sweep.hardware.usd_per_gpu_hour is None:
         try:
             catalog = load_hardware()
-            catalog.check_tier(sweep.hardware.gpu, sweep.hardware.tier)
+            catalog.canonical_tier(sweep.hardware.gpu, sweep.hardware.tier)
             tco = catalog.gpu(sweep.hardware.gpu).tco
             if sweep.hardware.tier == TCO_TIER and tco is not None:
                 tco.usd_inputs(catalog.exchange_rates.usd_per_cny)  # CNY inputs need a rate

@@ -14,8 +14,6 @@ from pydantic import Field, model_validator
 
 from bench.config.base import StrictModel
 
-ENDPOINTS = ("completions", "chat")
-
 # Named workloads that match the field (`workloads: [{preset: agentic}]`; fields given beside `preset`
 # override the preset's). 8k1k: InferenceX's fixed 8192-in / 1024-out scenario, which replaced its 1k/1k
 # (SemiAnalysis InferenceX, inferencemax.ai, seen 2026-11). agentic: multi-turn coding-agent sessions;

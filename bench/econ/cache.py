@@ -22,10 +22,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.econ.cost import SECONDS_PER_HOUR, require_fraction, require_positive, require_utilization
+from bench.econ.cost import HOURS_PER_MONTH, SECONDS_PER_HOUR, require_fraction, require_positive, require_utilization
 
-MEASURED, GIVEN_ESTIMATE, GIVEN_REVENUE_ONLY, NONE = ("measured", "given (estimate: prefill x (1 - share))",
-                                                      "given (revenue only: throughput as measured)", "none")
+MEASURED, GIVEN_REVENUE_ONLY, NONE = ("measured", "given (revenue only: throughput as measured)", "none")
 
 
 def measured_cached_share(point: dict[str, Any]) -> float | None:
@@ -63,7 +62,5 @@ def prefill_scaled_tok_s(output_tok_s_per_gpu: float, cached_share: float, prefi
 def fleet_usd_per_gpu_hour(monthly_revenue_usd: float | None, gpus: int, usd_per_gpu_hour: float) -> dict[str, Any]:
     """A sized fleet's revenue and cost per GPU-hour (at its average utilization: every GPU is paid
     for every hour, revenue comes from the traffic it serves)."""
-    from bench.econ.cost import HOURS_PER_MONTH
-
-    revenue = monthly_revenue_usd / (gpus * HOURS_PER_MONTH) if monthly_revenue_usd is not None and gpus else None
+    revenue = monthly_revenue_usd / (gpus * HOURS_PER_MONTH) if monthly_revenue_usd is not None else None
     return {"revenue_usd_per_gpu_hour": revenue, "cost_usd_per_gpu_hour": usd_per_gpu_hour}

@@ -36,9 +36,6 @@ JOULES_PER_KWH = 3.6e6
 DEFAULT_PEAK_TO_AVERAGE = 2.0
 DEFAULT_MAX_UTILIZATION_AT_PEAK = 0.8
 DEFAULT_UTILIZATION = DEFAULT_MAX_UTILIZATION_AT_PEAK / DEFAULT_PEAK_TO_AVERAGE
-UTILIZATION_NOTE = (f"default U = {DEFAULT_UTILIZATION:g} = max utilization at peak "
-                    f"{DEFAULT_MAX_UTILIZATION_AT_PEAK:g} / peak-to-average {DEFAULT_PEAK_TO_AVERAGE:g} "
-                    "(bench.econ.cost; U = 1 only when asked)")
 
 SplitMethod = Literal["output", "price-ratio", "time"]
 SPLIT_METHODS: tuple[str, ...] = ("output", "price-ratio", "time")

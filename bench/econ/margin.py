@@ -265,6 +265,7 @@ def margin_per_point(
         rate = usd_per_gpu_hour if usd_per_gpu_hour is not None else rec.get("usd_per_gpu_hour")
         if not _num_ok(tok) or not _num_ok(rate):
             continue
+        measured = None
         if mix is not None:
             pmix = mix
         else:
@@ -274,7 +275,7 @@ def margin_per_point(
             measured = measured_cached_share(rec)
             share = measured if measured is not None else cached_share
             pmix = TrafficMix(rec["input_tokens"] / done, rec["output_tokens"] / done, share)
-        source = (MEASURED if mix is None and measured_cached_share(rec) is not None
+        source = (MEASURED if measured is not None
                   else GIVEN_REVENUE_ONLY if pmix.cached_share > 0 else NONE)
         r = api_margin(Offer(pmix, price, float(tok), float(rate), utilization, usd_per_cny))
         row = {k: rec.get(k) for k in ("point_id", "model", "quantization", "gpu_type", "gpu_count",

@@ -48,20 +48,28 @@ def _stop_group(grace_s: float, child: subprocess.Popen[bytes] | None) -> None:
     os.killpg(0, signal.SIGKILL)  # the rest of the group (engine core, workers), and this wrapper
 
 
-def _others() -> list[int]:
-    """Live (non-zombie) members of this process group other than this wrapper, read from /proc."""
-    me, pgid, out = os.getpid(), os.getpgid(0), []
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc."""
+    out = []
     for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
+        if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                stat = f.read()
         except OSError:
             continue
+        # fields after the ")" that closes the command name: state ppid pgrp ...
+        fields = stat.rsplit(")", 1)[1].split()
         if fields[0] != "Z" and int(fields[2]) == pgid:
             out.append(int(d))
     return out
+
+
+def _others() -> list[int]:
+    """Live (non-zombie) members of this process group other than this wrapper, read from /proc."""
+    me = os.getpid()
+    return [pid for pid in group_members(os.getpgid(0)) if pid != me]
 
 
 def _kill_rest_of_group() -> None:

@@ -36,6 +36,7 @@ from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
 from bench.engines.base import EngineStartError, LocalModelEngine
+from bench.engines.guard import group_members
 from bench.engines.serverlog import clean_exit_reason, engine_root_cause, failure_reason_from_log
 from bench.errors import UserInputError
 
@@ -363,23 +364,6 @@ def exit_description(code: int) -> str:
     return f"exit code {code}"
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        # fields after the ")" that closes the command name: state ppid pgrp ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out.append(int(d.name))
-    return out
-
-
 class VllmEngine(LocalModelEngine):
     """Engine kind "vllm": a vLLM OpenAI-compatible server this process starts and owns."""
 
@@ -418,16 +402,15 @@ class VllmEngine(LocalModelEngine):
             return "server not started"
         proc = self.server.proc
         code = proc.poll() if proc is not None else None
-        reason = self.server.failure_reason()
         if code is None:
-            return reason
+            return self.server.failure_reason()
         if code < 0:  # killed from outside: the log's last lines are not why (often a startup warning)
             root = engine_root_cause(self.server.log_path)
             return exit_description(code) + (f"; log: {root}" if root else "")
         if code == 0:  # exit 0 mid-point: told to shut down (SIGTERM from outside), or its engine died first
             said = clean_exit_reason(self.server.log_path)
             return "exit code 0: the server shut down" + (f" ({said})" if said else "")
-        return f"{exit_description(code)}; log: {reason}"
+        return f"{exit_description(code)}; log: {self.server.failure_reason()}"
 
     def client_config(self, endpoint: str, timeout_s: float) -> ClientConfig:
         from bench.measure.client import ClientConfig

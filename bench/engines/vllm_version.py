@@ -34,8 +34,6 @@ FEATURES: dict[str, tuple[tuple[int, ...], str]] = {
     # --speculative-config as one JSON argument (replacing the --speculative-model flags)
     "speculative_config": ((0, 8), "--speculative-config JSON"),
     "kv_cache_dtype_fp8": ((0, 5), "kv_cache_dtype fp8 / fp8_e4m3 / fp8_e5m2"),
-    "glm5": ((0, 16), "GLM-5 model support (vLLM recipes)"),
-    "minimax_m3": ((0, 24), "MiniMax-M3 model support (vLLM recipes)"),
 }
 
 

@@ -51,19 +51,16 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import chain, islice
 from typing import Any
 
 from bench.config.load_spec import LoadPoint
 from bench.measure.client import RequestSpec
 from bench.measure.load_health import (
-    COALESCED_SATURATED_FRAC,
     COALESCED_WARN_FRAC,
     LAG_P99_LIMIT_MS,
-    LOOP_LAG_BUSY_P50_MS,
     LOOP_LAG_P50_LIMIT_MS,
-    LOOP_PROBE_MS,
     LoadResult,
     client_health,
     probe_loop_lag,
@@ -73,9 +70,8 @@ from bench.measure.metrics import RequestRecord
 from bench.measure.sessions import Session
 
 __all__ = [
-    "COALESCED_SATURATED_FRAC", "COALESCED_WARN_FRAC", "COOLDOWN_PREFETCH", "LAG_P99_LIMIT_MS",
-    "LOOP_LAG_BUSY_P50_MS", "LOOP_LAG_P50_LIMIT_MS", "LOOP_PROBE_MS", "MEASURED_PREFETCH", "DoneFn",
-    "LoadResult", "PhaseFn", "SendFn", "client_health", "ramp_time_s", "run_load",
+    "COALESCED_WARN_FRAC", "COOLDOWN_PREFETCH", "LAG_P99_LIMIT_MS", "LOOP_LAG_P50_LIMIT_MS",
+    "MEASURED_PREFETCH", "DoneFn", "LoadResult", "PhaseFn", "SendFn", "client_health", "ramp_time_s", "run_load",
 ]
 
 SendFn = Callable[[int, RequestSpec, bool, int | None], Awaitable[RequestRecord]]
@@ -126,7 +122,7 @@ async def _send_item(send: SendFn, ph: str, idx: int, item: RequestSpec | Sessio
     if not isinstance(item, Session):
         keep(await send(idx, item, ph != MEASURED, scheduled_ns))
         return
-    item.session_id = idx  # unique across phases (bench.measure.loadgen gives each phase its own range)
+    item.session_id = idx  # unique across phases (load_phases.Phases.next gives each phase its own range)
     for t, turn in enumerate(item.turns):
         if t and turn.think_s > 0:
             await asyncio.sleep(turn.think_s)
@@ -244,6 +240,12 @@ async def _open_loop(send: SendFn, plan: Phases, lp: LoadPoint, seed: int, trace
     await _until_measured_done(plan, tasks)
 
 
+def _prefetch(items: Iterable[Any], n: int) -> Iterator[Any]:
+    """The first `n` items generated now (before the clock starts), the rest lazily."""
+    it = iter(items)
+    return chain(list(islice(it, n)), it)
+
+
 async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterable[RequestSpec], lp: LoadPoint,
                    seed: int = 0, on_done: DoneFn | None = None, *,
                    cooldown: Iterable[RequestSpec] | None = None, on_phase: PhaseFn | None = None) -> LoadResult:
@@ -259,18 +261,12 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
         if lp.num_requests <= MEASURED_PREFETCH:
             measured = list(islice(measured, lp.num_requests))  # generate before the clock starts
         else:
-            meas_iter = iter(measured)
-            measured = chain(list(islice(meas_iter, MEASURED_PREFETCH)), meas_iter)
+            measured = _prefetch(measured, MEASURED_PREFETCH)
     if not lp.ramp_s:
         warmup = list(islice(warmup, lp.effective_warmup))
     else:
-        warm_iter = iter(warmup)
-        warmup = chain(list(islice(warm_iter, lp.effective_warmup)), warm_iter)
-    if cooldown is not None and lp.cooldown:
-        cool_iter = iter(cooldown)
-        cooldown = chain(list(islice(cool_iter, COOLDOWN_PREFETCH)), cool_iter)
-    else:
-        cooldown = None
+        warmup = _prefetch(warmup, lp.effective_warmup)
+    cooldown = _prefetch(cooldown, COOLDOWN_PREFETCH) if cooldown is not None and lp.cooldown else None
 
     res = LoadResult()
     trace_scale = 1.0

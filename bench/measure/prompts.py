@@ -23,6 +23,7 @@ handling reads on its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -163,11 +164,17 @@ class PromptFactory:
         raise RuntimeError(f"could not build a prompt of exactly {n_tokens} tokens with this tokenizer")
 
 
-def _render_template(template: str, messages: list[dict[str, str]], special: dict[str, Any]) -> str:
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Any:
+    """Compiling a chat template costs ms (rendering costs µs), and multi-turn sessions render one per
+    turn on the client's event loop: compile each template once."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(template)
+
+
+def _render_template(template: str, messages: list[dict[str, str]], special: dict[str, Any]) -> str:
+    return _compiled(template).render(
         messages=messages, add_generation_prompt=True,
         bos_token=special.get("bos_token") or "", eos_token=special.get("eos_token") or "")
 

@@ -20,7 +20,6 @@ class Turn:
     """One planned turn: the new user message, the output length asked for, the pause before it."""
 
     user_text: str
-    user_tokens: int
     output_len: int
     think_s: float  # pause after the previous answer (0 for the first turn)
 
@@ -84,7 +83,7 @@ def iter_sessions(spec: WorkloadSpec, factory: PromptFactory, seed_offset: int =
         turns = []
         for t in range(n_turns):
             n_user = ranged_len(rng, spec.input_len, spec.range_ratio)
-            turns.append(Turn(user_text=factory.make(n_user, rng), user_tokens=n_user,
+            turns.append(Turn(user_text=factory.make(n_user, rng),
                               output_len=ranged_len(rng, spec.output_len, spec.range_ratio),
                               think_s=_think_s(spec, rng) if t else 0.0))
         yield Session(session_id=k, turns=turns, factory=factory, endpoint=spec.endpoint, system_text=system)

@@ -67,6 +67,7 @@ def trace_requests(spec: WorkloadSpec, factory: PromptFactory, rng: random.Rando
 # --- Mooncake traces ---------------------------------------------------------------------------
 
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
+_BLOCK_MEMO = 4096  # block texts kept by mooncake_requests (~3 KB each at 512 tokens)
 
 
 def read_mooncake(path: str | None) -> list[tuple[float, int, int, list[int]]]:
@@ -116,13 +117,26 @@ def block_text(factory: PromptFactory, hash_id: int, n_tokens: int, block_tokens
 
 
 def mooncake_prompt(factory: PromptFactory, isl: int, hash_ids: list[int], block_tokens: int, seed: int,
-                    rng: random.Random) -> str:
-    """A prompt of `isl` tokens whose i-th block is hash_ids[i]'s block (fresh tokens past the list)."""
+                    rng: random.Random, blocks: dict[tuple[int, int], str] | None = None) -> str:
+    """A prompt of `isl` tokens whose i-th block is hash_ids[i]'s block (fresh tokens past the list).
+
+    `blocks` memoizes block texts by (hash_id, tokens): the format's point is that ids repeat, and a
+    block is the same text every time (its rng is seeded by (seed, hash_id) alone)."""
     parts = []
     for i in range(math.ceil(isl / block_tokens)):
         n = min(block_tokens, isl - i * block_tokens)
-        parts.append(block_text(factory, hash_ids[i], n, block_tokens, seed) if i < len(hash_ids)
-                     else factory.make(n, rng))
+        if i >= len(hash_ids):
+            parts.append(factory.make(n, rng))
+            continue
+        key = (hash_ids[i], n)
+        text = blocks.get(key) if blocks is not None else None
+        if text is None:
+            text = block_text(factory, hash_ids[i], n, block_tokens, seed)
+            if blocks is not None:
+                if len(blocks) >= _BLOCK_MEMO:  # bounded: drop the oldest (a public trace has ~1e5 ids)
+                    blocks.pop(next(iter(blocks)))
+                blocks[key] = text
+        parts.append(text)
     return " ".join(parts)
 
 
@@ -131,7 +145,8 @@ def mooncake_requests(spec: WorkloadSpec, factory: PromptFactory, rng: random.Ra
     rows = read_mooncake(spec.trace_path)
     t0 = rows[0][0]
     overhead = factory.chat_overhead_tokens if spec.endpoint == "chat" else 0
+    blocks: dict[tuple[int, int], str] = {}
     for ts, isl, osl, ids in rows:
-        prompt = mooncake_prompt(factory, isl, ids, spec.block_tokens, spec.seed, rng)
+        prompt = mooncake_prompt(factory, isl, ids, spec.block_tokens, spec.seed, rng, blocks)
         yield RequestSpec(prompt=prompt, input_len=isl + overhead, output_len=osl,
                           prefix_id=ids[0] if ids else None, arrival_s=ts - t0)

@@ -56,16 +56,13 @@ from itertools import islice
 from bench.config.workload_spec import WorkloadSpec
 from bench.measure.client import RequestSpec
 from bench.measure.prompts import (
-    CHAT_PROBE,
     PromptFactory,
-    chat_overhead_tokens,
     lognormal_len,
     ranged_len,
     sized_request,
 )
-from bench.measure.sessions import Session, Turn, iter_sessions
+from bench.measure.sessions import Session, iter_sessions
 from bench.measure.traces import (
-    MOONCAKE_FIELDS,
     block_text,
     mooncake_prompt,
     mooncake_requests,
@@ -75,8 +72,7 @@ from bench.measure.traces import (
 )
 
 __all__ = [
-    "CHAT_PROBE", "MOONCAKE_FIELDS", "PromptFactory", "Session", "Turn", "block_text",
-    "chat_overhead_tokens", "check_workload_files", "generate", "iter_requests", "iter_sessions",
+    "PromptFactory", "Session", "block_text", "check_workload_files", "generate", "iter_requests", "iter_sessions",
     "lognormal_len", "mooncake_prompt", "ranged_len", "read_mooncake", "read_trace",
 ]
 

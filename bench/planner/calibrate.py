@@ -150,7 +150,7 @@ def fit_efficiency(points: list[MeasuredPoint], base: Efficiency | None = None,
     key = keys.pop()
     cfg = cfg or load_roofline_config()
     gpu_peaks = gpu or get_gpu(points[0].gpu)
-    base = base or efficiency_for(gpu_peaks.id, points[0].quant, cfg)[0]
+    base = base or efficiency_for(gpu_peaks.id, points[0].quant, cfg, hbm_gb_s=gpu_peaks.hbm_gb_s)[0]
     raws: list[PointRaw] = []
     meas_tpot: list[float] = []
     meas_ttft: list[float] = []

@@ -171,6 +171,11 @@ class Deployment:
                        compute_s=n * (base.compute_s - lm.compute_s) / layers + spec_tokens * lm.compute_s,
                        comm_s=n * base.comm_s / layers)
 
+    def spec_step_raw(self, n_dec: float, ctx: float, n_pre: float = 0.0, spec_tokens: int = 0) -> StepRaw:
+        """One step with speculation: the verify step (`step_raw`) plus its K draft passes (`draft_raw`)."""
+        return self.step_raw(n_dec, ctx, n_pre=n_pre, spec_tokens=spec_tokens).plus(
+            self.draft_raw(n_dec, ctx, spec_tokens))
+
     def _lm_head_raw(self, n_tokens: float) -> StepRaw:
         """The LM head's share of a step over n_tokens (BF16 weights; logits GEMM at the preset's peak)."""
         c, hp = self.eff.curves, self.hp

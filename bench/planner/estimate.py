@@ -14,6 +14,7 @@ from typing import Any
 from bench.config.catalog import Hyperparameters, ModelSpec, get_model
 from bench.econ.cost import DEFAULT_UTILIZATION, require_utilization, resolve_usd_per_gpu_hour
 from bench.errors import UserInputError
+from bench.planner.factors import NO_BAND_TEXT
 from bench.planner.roofline import (
     Deployment,
     Efficiency,
@@ -72,8 +73,6 @@ class Estimate:
     curve: list[CurvePoint]
     notes: list[str]
     source: str = "estimate"
-    dp_attention: int = 1
-    burst: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,7 +168,6 @@ def estimate(
         model=name, gpu=gpu_peaks.id, count=count, tp=tp, ep=ep, replicas=replicas, quant=q.name,
         weight_bits=q.weight_bits, kv_bits=q.kv_bits, compute_precision=precision, isl=isl, osl=osl,
         efficiency=eff.model_dump(), efficiency_source=eff_source, memory=fit, curve=curve, notes=notes,
-        dp_attention=dp_attention, burst=burst,
     )
 
 
@@ -370,7 +368,7 @@ def plan_estimate(
         "compute_precision": est.compute_precision, "isl": isl, "osl": osl, "slo": slo,
         "tier": main_tier, "usd_per_gpu_hour": main_rate, "utilization": utilization,
         "efficiency_source": est.efficiency_source, "efficiency": est.efficiency,
-        "error_band": cfg.fit.band_text() if cfg.fit is not None else "estimate (no published-run error band fitted)",
+        "error_band": cfg.fit.band_text() if cfg.fit is not None else NO_BAND_TEXT,
         "error_band_detail": {k: v.model_dump() for k, v in cfg.fit.band.items()} if cfg.fit is not None else None,
         "spec_tokens": spec_tokens, "acceptance_length": acceptance_length,
         "dp_attention": dp_attention, "burst": burst,
@@ -381,8 +379,9 @@ def plan_estimate(
         rows = []
         for g in compare_gpus:
             rate, used = _rate_for(catalog, g, tier, usd_per_cny)
+            peaks = get_gpu(g)
             for qn in compare_quants:
-                e = estimate(model, g, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg,
+                e = estimate(model, peaks, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg,
                              dp_attention=dp_attention, burst=burst)
                 b = best_point(e, slo)
                 row = {"gpu": g, "quant": qn, "count": count, "fits": e.memory.fits,
@@ -393,9 +392,8 @@ def plan_estimate(
                        "tpot_ms": b.tpot_ms if b else None, "ttft_ms": b.ttft_ms if b else None,
                        "output_tok_s_per_gpu": b.output_tok_s_per_gpu if b else None,
                        "tier": used, "usd_per_gpu_hour": rate, "efficiency_source": e.efficiency_source}
-                no_money = {"usd_per_m_output_tokens": None, "usd_per_m_tokens": None, "utilization": utilization}
-                row.update(_money(b.output_tok_s_per_gpu, b.total_tok_s_per_gpu, rate, price, mix,
-                                  usd_per_cny, utilization) if b else no_money)
+                row.update(_money(b.output_tok_s_per_gpu if b else 0.0, b.total_tok_s_per_gpu if b else 0.0,
+                                  rate, price, mix, usd_per_cny, utilization))
                 row["source"] = "estimate"
                 rows.append(row)
         out["compare"] = rows

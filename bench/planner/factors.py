@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from bench.config import base
 from bench.config import quant as quant_registry
 from bench.config.base import StrictModel, load_config
-from bench.config.hardware import GpuSpec, load_hardware
+from bench.config.hardware import GpuSpec, HardwareCatalog, load_hardware
 from bench.errors import UserInputError
 from bench.planner.efficiency import Curves, curves_for
 
@@ -75,6 +75,7 @@ FITTED_FIELDS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms
 # The FEW global parameters fitted on published runs (bench.planner.fit), the same for every GPU/model.
 GLOBAL_FIT_FIELDS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms", "collective_latency_us")
 PLANNER_FIT = base.CONFIG_DIR / "planner_fit.yaml"
+NO_BAND_TEXT = "estimate (no published-run error band fitted)"  # the error band where none was fitted
 
 
 class ErrorBand(StrictModel):
@@ -100,7 +101,7 @@ class PlannerFit(StrictModel):
         """'estimate, typically within x1.2 (worst x1.5) of published GPU runs (leave-one-out, 6 points)'."""
         t, p = self.band.get("output_tok_s"), self.band.get("tpot_ms")
         if t is None or p is None:
-            return "estimate (no published-run error band fitted)"
+            return NO_BAND_TEXT
         return (f"estimate: throughput typically within x{t.typical_factor:.2f} (worst x{t.worst_factor:.2f}), "
                 f"TPOT x{p.typical_factor:.2f} (worst x{p.worst_factor:.2f}) of published GPU runs "
                 f"(leave-one-out, {t.n_points} points)")
@@ -254,9 +255,10 @@ class GpuPeaks(GpuSpec):
         return self.tflops_bf16, "bf16"
 
 
-def get_gpu(gpu_id: str) -> GpuPeaks:
-    """The hardware catalog's GPU `gpu_id` as roofline peaks; unknown ids name the allowed ones."""
-    spec = load_hardware().gpu(gpu_id)
+def get_gpu(gpu_id: str, catalog: HardwareCatalog | None = None) -> GpuPeaks:
+    """The hardware catalog's GPU `gpu_id` as roofline peaks (from `catalog`, else configs/hardware.yaml);
+    unknown ids name the allowed ones."""
+    spec = (catalog or load_hardware()).gpu(gpu_id)
     try:
         return GpuPeaks(id=gpu_id, **{k: v for k, v in spec.model_dump().items() if v is not None})
     except ValidationError as e:

@@ -31,7 +31,7 @@ import yaml
 
 from bench.atomic import atomic_write_text
 from bench.config.catalog import load_models
-from bench.config.hardware import load_hardware
+from bench.config.hardware import HardwareCatalog, load_hardware
 from bench.errors import UserInputError
 from bench.planner.deployment import Deployment
 from bench.planner.estimate import point_from_raw, resolve_model
@@ -92,12 +92,14 @@ def _at_latency(r0: PointRaw, r1: PointRaw, lat_us: float) -> PointRaw:
                    wave=mix(r0.wave, r1.wave) if r0.wave is not None and r1.wave is not None else None)
 
 
-def prepare(run: PublishedRun, cfg: RooflineConfig) -> Prepared | str:
-    """The row ready to predict, or why it cannot be graded (one short reason)."""
-    why = run.why_not_gradable(set(load_models()), set(load_hardware().gpus))
+def prepare(run: PublishedRun, cfg: RooflineConfig, hw: HardwareCatalog | None = None) -> Prepared | str:
+    """The row ready to predict, or why it cannot be graded (one short reason); `hw` is the hardware
+    catalog (read from configs/hardware.yaml when not given)."""
+    hw = hw or load_hardware()
+    why = run.why_not_gradable(set(load_models()), set(hw.gpus))
     if why:
         return why
-    gpu = get_gpu(run.gpu)
+    gpu = get_gpu(run.gpu, hw)
     q = resolve_quant(run.preset() or "", run.kv_bits(), cfg)
     base, _ = efficiency_for(gpu.id, q.name, cfg, hbm_gb_s=gpu.hbm_gb_s)
     tp = run.tensor_parallel or run.gpu_count
@@ -201,7 +203,8 @@ def check_published(path: Path | None = None, cfg: RooflineConfig | None = None)
     # the check is independent of an earlier published fit and of the user's own calibrations
     cfg = cfg.model_copy(update={"fit": None, "calibrated": {}})
     prior = {n: getattr(cfg.defaults, n) for n in GLOBAL_FIT_FIELDS}
-    prepared = {r.id: prepare(r, cfg) for r in runs}
+    hw = load_hardware()
+    prepared = {r.id: prepare(r, cfg, hw) for r in runs}
     pts = [p for p in prepared.values() if isinstance(p, Prepared)]
     full = fit_params(pts, prior)
     rows: list[dict[str, Any]] = []

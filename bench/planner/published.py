@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 
 from bench.config import base
 from bench.config.base import StrictModel
+from bench.config.quant import kv_bits_of
 from bench.errors import UserInputError
 
 PUBLISHED_RUNS = base.CONFIG_DIR / "published_runs.yaml"
@@ -105,7 +106,7 @@ class PublishedRun(StrictModel):
         return _QUANT_PRESET.get(self.weight_quant or "")
 
     def kv_bits(self) -> float | None:
-        return 8.0 if (self.kv_cache_dtype or "").startswith("fp8") else None
+        return kv_bits_of(self.kv_cache_dtype)
 
     def why_not_gradable(self, known_models: set[str], known_gpus: set[str]) -> str | None:
         """Why the planner cannot grade this row (None = it can)."""

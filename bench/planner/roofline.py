@@ -76,40 +76,29 @@ The model (stated once, here; units in every name):
 from __future__ import annotations
 
 from bench.planner.deployment import (
-    ACT_BYTES,
     GIB,
     Deployment,
     MemoryFit,
-    StepRaw,
     expected_experts_touched,
     memory_fit,
 )
 from bench.planner.factors import (
-    FITTED_FIELDS,
-    GLOBAL_FIT_FIELDS,
-    PLANNER_FIT,
     ROOFLINE_CONFIG,
     CalibratedEntry,
     Efficiency,
-    ErrorBand,
     GpuPeaks,
-    PlannerFit,
     QuantSpec,
     RooflineConfig,
     calibration_key,
     efficiency_for,
     get_gpu,
-    load_planner_fit,
     load_roofline_config,
     resolve_quant,
-    writable_roofline_config,
 )
-from bench.planner.serving import Latencies, PointRaw, latencies_s, point_raw
+from bench.planner.serving import PointRaw, latencies_s, point_raw
 
 __all__ = [
-    "ACT_BYTES", "FITTED_FIELDS", "GIB", "GLOBAL_FIT_FIELDS", "PLANNER_FIT", "ROOFLINE_CONFIG", "CalibratedEntry",
-    "Deployment", "Efficiency", "ErrorBand", "GpuPeaks", "Latencies", "MemoryFit", "PlannerFit", "PointRaw",
-    "QuantSpec", "RooflineConfig", "StepRaw", "calibration_key", "efficiency_for", "expected_experts_touched",
-    "get_gpu", "latencies_s", "load_planner_fit", "load_roofline_config", "memory_fit", "point_raw",
-    "resolve_quant", "writable_roofline_config",
+    "GIB", "ROOFLINE_CONFIG", "CalibratedEntry", "Deployment", "Efficiency", "GpuPeaks", "MemoryFit", "PointRaw",
+    "QuantSpec", "RooflineConfig", "calibration_key", "efficiency_for", "expected_experts_touched", "get_gpu",
+    "latencies_s", "load_roofline_config", "memory_fit", "point_raw", "resolve_quant",
 ]

@@ -40,8 +40,8 @@ def point_raw(dep: Deployment, isl: int, osl: int, concurrency_per_replica: floa
     dec = max(batch - 1.0, 0.0)
     return PointRaw(
         concurrency_per_replica=concurrency_per_replica, batch=batch, osl=osl,
-        decode=dep.step_raw(batch, ctx, spec_tokens=spec_tokens).plus(dep.draft_raw(batch, ctx, spec_tokens)),
-        mixed=dep.step_raw(dec, ctx, n_pre=n_pre, spec_tokens=spec_tokens).plus(dep.draft_raw(dec, ctx, spec_tokens)),
+        decode=dep.spec_step_raw(batch, ctx, spec_tokens=spec_tokens),
+        mixed=dep.spec_step_raw(dec, ctx, n_pre=n_pre, spec_tokens=spec_tokens),
         prefill_marginal=_marginal(dep, n_pre), tokens_per_step=float(acceptance_length),
         wave=_wave(dep, batch, ctx, n_pre, spec_tokens) if burst and concurrency_per_replica <= max_seqs else None,
     )
@@ -63,8 +63,7 @@ def _wave(dep: Deployment, n: float, ctx: float, n_pre: float, spec_tokens: int)
     """Mean step of a burst's prefill wave: prompt i (0..N-1) is prefilled next to the i sequences
     prefilled before it, i.e. (N-1)/2 decodes on average."""
     mean_dec = max(n - 1.0, 0.0) / 2.0
-    return dep.step_raw(mean_dec, ctx, n_pre=n_pre, spec_tokens=spec_tokens).plus(
-        dep.draft_raw(mean_dec, ctx, spec_tokens))
+    return dep.spec_step_raw(mean_dec, ctx, n_pre=n_pre, spec_tokens=spec_tokens)
 
 
 def _marginal(dep: Deployment, isl: float) -> StepRaw:

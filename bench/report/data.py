@@ -99,10 +99,7 @@ def load_run(run_dir: str | Path) -> tuple[RunInfo, pd.DataFrame]:
     if not d.is_dir():  # checked first: a file (a points.parquet, a sweep.yaml) is not a run
         what = "is a file" if d.is_file() else "no such results directory"
         raise UserInputError(f"run: {d} must be a results/<run_id> directory ({what})")
-    try:
-        df = load_results(d)
-    except FileNotFoundError as e:
-        raise UserInputError(f"run: {e}") from None
+    df = load_results(d)
     env_path, sweep_path = d / "env.json", d / "sweep.yaml"
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     sweep_text = sweep_path.read_text() if sweep_path.is_file() else ""

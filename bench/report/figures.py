@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.config.slo import Slo
 from bench.report.pareto import pareto_front
-from bench.report.tables import spec_text
+from bench.report.tables import finite_float, spec_text
 
 FIGURES = {
     "a": ("fig_a_throughput_vs_interactivity.png", "Output throughput per GPU vs interactivity"),
@@ -203,8 +203,8 @@ def fig_spec(points: pd.DataFrame, path: Path) -> Path:
             g = g.sort_values("interactivity_tok_s_user")
             ax.plot(g["interactivity_tok_s_user"], g["output_tok_s_per_gpu"], "-o", color=colors[label], label=label)
             for r in g.to_dict("records"):
-                acc = pd.to_numeric(pd.Series([r.get("spec_acceptance_length")]), errors="coerce").iloc[0]
-                note = r.get("load_short", "") + (f", accept {acc:.2f}" if acc == acc else "")
+                acc = finite_float(r.get("spec_acceptance_length"))
+                note = r.get("load_short", "") + (f", accept {acc:.2f}" if acc is not None else "")
                 ax.annotate(note, (r["interactivity_tok_s_user"], r["output_tok_s_per_gpu"]),
                             textcoords="offset points", xytext=(4, 4), fontsize=7, color="#444")
         ax.legend(fontsize=8, loc="best")

@@ -196,10 +196,13 @@ def run_sweep(sweep: Sweep, out_root: Path = Path("results"), resume: Path | Non
     for note in filter(None, {uncataloged_note(s.model) for s in sweep.server_specs()}):
         emit({"type": "note", "message": note})
     points = sweep.points()
-    groups, skipped = group_points(points, store.finished_point_ids(keep_failed=keep_failed))
+    rows, _ = store.read_rows()  # once: the same sets as store.finished_point_ids(keep_failed=...)
+    all_ids = {r["point_id"] for r in rows}
+    ok_ids = {r["point_id"] for r in rows if r.get("status") == "ok"}
+    groups, skipped = group_points(points, all_ids if keep_failed else ok_ids)
     if resume:
         ids = {p.point_id for p in points}
-        retried = len((store.finished_point_ids() - store.finished_point_ids(keep_failed=False)) & ids)
+        retried = len((all_ids - ok_ids) & ids)
         if retried and not keep_failed:
             emit({"type": "warning", "message": f"resume: measuring {retried} failed or partial point(s) again "
                                                 "(--keep-failed keeps their rows instead)"})
