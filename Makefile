@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 
-.PHONY: help install smoke bench report test test-unit test-e2e perf lint clean
+.PHONY: help install smoke bench report test test-unit test-fast docs perf lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,11 +45,17 @@ report: install  ## rebuild the cost report of the latest run (or RUN=results/<i
 bench: install  ## run a sweep: make bench CONFIG=configs/sweeps/X.yaml
 	$(BENCH) run $(CONFIG) --out $(RESULTS)
 
-test: install  ## the CI test suite: unit, integration and end-to-end on the real vLLM engine
+test: install docs  ## the CI test suite: the docs build (broken links fail it), then unit, integration and end-to-end on the real vLLM engine
 	$(PY) -m pytest tests/unit tests/integration tests/e2e -q -p no:cacheprovider
 
-test-unit: install  ## fast tests only
+test-fast: install  ## inner loop: unit + integration tests marked neither e2e nor slow (no vLLM server)
+	$(PY) -m pytest tests/unit tests/integration -m "not e2e and not slow" -q -p no:cacheprovider
+
+test-unit: install  ## unit tests only
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider
+
+docs: install  ## build the documentation site into site/ (mkdocs build --strict: a warning fails it)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 perf: install  ## harness benchmarks (pytest-benchmark)
 	$(PY) -m pytest tests/perf --benchmark-enable -q -p no:cacheprovider
@@ -57,5 +63,5 @@ perf: install  ## harness benchmarks (pytest-benchmark)
 lint: install  ## ruff
 	$(VENV)/bin/ruff check bench tests
 
-clean:  ## remove the venv and caches (keeps results/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+clean:  ## remove the venv, caches and the built docs (keeps results/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

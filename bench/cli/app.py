@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 
 from bench.cli import measure, money, report
 from bench.cli.output import say
-from bench.config.base import set_user_config_dir
+from bench.config.base import format_validation_error, set_user_config_dir
 from bench.errors import UserInputError
 
 BAD_INPUT_EXIT = 2
@@ -41,10 +41,7 @@ def one_line(text: str) -> str:
 
 
 def _validation_text(e: ValidationError) -> str:
-    first = e.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return f"{e.title}: {loc}: {first['msg']}{more}"
+    return format_validation_error(e.title, e, top_level="(top level)", raw=True)
 
 
 class _OneLineErrors(TyperGroup):

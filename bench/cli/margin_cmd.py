@@ -15,7 +15,6 @@ from bench.cli import money_options as opts
 from bench.cli.output import print_json, print_table, say
 from bench.econ.cost import DEFAULT_UTILIZATION
 from bench.econ.queries import DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS
-from bench.errors import UserInputError
 
 
 def cache_note(rows: list[dict[str, Any]], utilization: float) -> str:
@@ -44,6 +43,7 @@ def margin(
     gpu: str | None = typer.Option(None, "--gpu", help="GPU id for the $/GPU-hour (what-if mode)."),
     tier: str | None = typer.Option(None, "--tier", help=opts.TIER_HELP),
     usd_per_gpu_hour: float | None = typer.Option(None, "--usd-per-gpu-hour", help="Override the rate."),
+    pue: float | None = typer.Option(None, "--pue", help=opts.PUE_HELP),
     utilization: float = typer.Option(DEFAULT_UTILIZATION, "--utilization", help=opts.U_HELP),
     input_tokens: float | None = typer.Option(
         None, "--input-tokens", help=f"Input tokens/request (default {DEFAULT_INPUT_TOKENS:g})."
@@ -53,8 +53,15 @@ def margin(
     ),
     cached_share: float = typer.Option(0.0, "--cached-share", help="Share of input tokens that hit the cache."),
     cache_write_share: float | None = typer.Option(
-        None, "--cache-write-share", help="Share of input tokens written to the cache (billed at the provider's "
-        "cache-write price). Default: the uncached input when --cached-share > 0, else none."),
+        None, "--cache-write-share", help="Share of input tokens billed as cache writes (at the provider's cache-write "
+        "price). Default 0: MiniMax bills writes only for prompts marked with cache_control (its active caching); "
+        "state the share a workload marks."),
+    input_tokens_sigma: float = typer.Option(
+        0.0, "--input-tokens-sigma", help="What-if: lognormal spread of input lengths around --input-tokens; each "
+        "request is priced at its own tier (0 = every request the mean)."),
+    output_tokens_sigma: float = typer.Option(
+        0.0, "--output-tokens-sigma", help="What-if: lognormal spread of output lengths around --output-tokens "
+        "(output-length tiers, e.g. bigmodel's < 200 tokens)."),
     target_margin: float = typer.Option(0.0, "--target-margin", help="Gross margin the break-evens aim at."),
     price_decline: list[float] = typer.Option([0.5, 0.8], "--price-decline", help="Yearly list-price cut(s)."),
     years: int = typer.Option(1, "--years", help="Years of price decline to show."),
@@ -74,121 +81,108 @@ def margin(
     """Gross margin at a price-book entry: of measured points (--results) or a given throughput.
 
     Every figure is at the stated utilization U (default in bench.econ.cost); --explain prints the
-    arithmetic (revenue, GPU-seconds, cost per request, margin, break-evens) to redo by hand.
+    arithmetic (revenue, GPU-seconds, cost per request, margin, break-evens) to redo by hand. With --results
+    each measured request is priced at its own price tier. Inputs outside bench.econ.bounds exit 2.
     """
-    from bench.config.hardware import convert_to_usd, load_hardware
+    from bench.config.hardware import load_hardware
     from bench.config.prices import load_price_book
-    from bench.econ import fleet
     from bench.econ import queries as q
-    from bench.econ.margin import Offer
 
     opts.require_finite(output_tok_s_per_gpu=output_tok_s_per_gpu, total_tok_s_per_gpu=total_tok_s_per_gpu,
                         tok_s_per_gpu=tok_s_per_gpu, usd_per_gpu_hour=usd_per_gpu_hour, utilization=utilization,
                         input_tokens=input_tokens, output_tokens=output_tokens, cached_share=cached_share,
                         cache_write_share=cache_write_share, target_margin=target_margin, price_decline=price_decline,
                         hw_decline=hw_decline, prefill_fraction=prefill_fraction, subscription_fee=subscription_fee,
-                        requests_per_month=requests_per_month, requests_sigma=requests_sigma, usd_per_cny=usd_per_cny)
-    if requests_sigma < 0:
-        raise UserInputError(f"--requests-sigma: must be >= 0 (0 = every subscriber sends the median; "
-                             f"got {requests_sigma:g})")
-    the_slo = opts.slo_option(slo)
-    catalog = load_hardware()
-    fx = q.usd_per_cny(catalog, usd_per_cny)
-    entry = load_price_book().get(price)
-    tier, tier_note = q.pick_tier(catalog, gpu, tier) if usd_per_gpu_hour is None else (tier, None)
-    tok_s_per_gpu, tok_note = q.output_tok_s(
-        q.traffic_mix(input_tokens, output_tokens, cached_share), output=output_tok_s_per_gpu,
-        total=total_tok_s_per_gpu, deprecated=tok_s_per_gpu)
-    if results is not None:
-        if tok_s_per_gpu is not None:
-            raise UserInputError("give either --output-tok-s-per-gpu / --total-tok-s-per-gpu or --results, not both")
-        if explain:
-            raise UserInputError("--explain: works on the what-if form (one throughput); allowed: without --results")
-        rate = None if usd_per_gpu_hour is None and gpu is None else q.gpu_rate(catalog, gpu, tier,
-                                                                                usd_per_gpu_hour, fx)[0]
-        m = q.margin_of_points(opts.load_points(results), entry, utilization, the_slo, input_tokens=input_tokens,
-                               output_tokens=output_tokens, cached_share=cached_share, usd_per_gpu_hour=rate,
-                               usd_per_cny=fx)
-        if json_out:
-            print_json({"price": price, "utilization": utilization, "slo": str(the_slo), "points": m.rows,
-                        "best_under_slo": m.best})
-            opts.print_notes(tier_note)
-            return
-        slo_cols = [t.column for t in the_slo.terms] or ["ttft_ms_p90", "tpot_ms_p90"]
-        cols = ["point_id", "model", "quantization", "gpu_count", "concurrency", "request_rate",
-                "enable_prefix_caching", "cached_share", "output_tok_s_per_gpu", *dict.fromkeys(slo_cols),
-                "cost_usd_per_m_output_tokens", "revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour", "gross_margin",
-                "meets_slo"]
-        print_table(f"Margin per point at {price}, at U = {utilization:g}", opts.pct(m.rows), cols)
-        say(cache_note(m.rows, utilization))
-        slo_text = the_slo.describe() if the_slo else "no SLO"
-        say(f"best under SLO ({slo_text}): {m.best['point_id']} gross margin {m.best['gross_margin']:.1%} "
-            f"at U = {utilization:g}" if m.best else f"no point meets the SLO ({slo_text})")
-        opts.print_notes(tier_note)
-        return
-    if slo is not None:
-        raise UserInputError("--slo needs --results (a what-if throughput has no latency to check)")
-    if tok_s_per_gpu is None:
-        raise UserInputError("give --output-tok-s-per-gpu or --total-tok-s-per-gpu (what-if) or --results "
-                             "(measured points)")
-    rate, rate_src = q.gpu_rate(catalog, gpu, tier, usd_per_gpu_hour, fx)
-    mix = q.traffic_mix(input_tokens, output_tokens, cached_share, cache_write_share)
-    tok_s_per_gpu, cache_source = q.what_if_cache_throughput(tok_s_per_gpu, mix.cached_share, prefill_fraction)
-    inputs = {
-        "price": price, "currency": entry.currency, "rate": rate_src, "usd_per_gpu_hour": rate,
-        "output_tok_s_per_gpu": tok_s_per_gpu, "utilization": utilization, "input_tokens": mix.input_tokens,
-        "cached_share": mix.cached_share, "cached_share_source": cache_source,
-        "cache_written_input_tokens": mix.written_input_tokens, "output_tokens": mix.output_tokens,
-    }
-    if total_tok_s_per_gpu is not None:
-        inputs["total_tok_s_per_gpu"] = total_tok_s_per_gpu
-    subscription = None
-    if subscription_fee is not None or requests_per_month is not None:
-        if subscription_fee is None or requests_per_month is None:
-            raise UserInputError("a subscription needs both --subscription-fee and --requests-per-month")
-        if fee_currency not in ("USD", "CNY"):
-            raise UserInputError(f"--fee-currency must be one of USD, CNY (got {fee_currency!r})")
-        fee_usd = convert_to_usd(subscription_fee, fee_currency, fx, what="--subscription-fee")
-        subscription = fleet.SubscriptionQuery(fee_usd, requests_per_month, requests_sigma)
-    out: dict[str, Any] = {
-        "inputs": inputs,
-        **fleet.what_if(
-            Offer(mix, entry, tok_s_per_gpu, rate, utilization, fx), target_margin=target_margin, years=years,
-            price_declines=price_decline, hw_decline=hw_decline, sensitivity=sensitivity,
-            prefill_fraction=prefill_fraction, curve=curve, subscription=subscription,
-        ),
-    }
-    if explain:
-        out["explain"] = q.explain_margin(mix, entry, price, tok_s_per_gpu, rate, rate_src, utilization,
-                                          target_margin, fx)
+                        requests_per_month=requests_per_month, requests_sigma=requests_sigma, usd_per_cny=usd_per_cny,
+                        input_tokens_sigma=input_tokens_sigma, output_tokens_sigma=output_tokens_sigma, pue=pue)
+    query = q.MarginQuery(
+        price=price, utilization=utilization, output_tok_s_per_gpu=output_tok_s_per_gpu,
+        total_tok_s_per_gpu=total_tok_s_per_gpu, tok_s_per_gpu=tok_s_per_gpu, gpu=gpu, tier=tier,
+        usd_per_gpu_hour=usd_per_gpu_hour, pue=pue, input_tokens=input_tokens, output_tokens=output_tokens,
+        input_sigma=input_tokens_sigma, output_sigma=output_tokens_sigma, cached_share=cached_share,
+        cache_write_share=cache_write_share, target_margin=target_margin, price_declines=tuple(price_decline),
+        years=years, hw_decline=hw_decline, sensitivity=sensitivity, prefill_fraction=prefill_fraction, curve=curve,
+        slo=opts.slo_option(slo), slo_given=slo is not None, subscription_fee=subscription_fee,
+        fee_currency=fee_currency, requests_per_month=requests_per_month, requests_sigma=requests_sigma,
+        usd_per_cny=usd_per_cny, explain=explain)
+    points = opts.load_points(results) if results is not None else None
+    ans = q.answer_margin(query, load_hardware(), load_price_book().get(price), points=points,
+                          requests=opts.load_requests(results, points) if results is not None else None)
     if json_out:
-        print_json(out)
-        opts.print_notes(tier_note, tok_note)
-        return
-    at_u = f"at U = {utilization:g}"
-    print_table(f"Margin at {price}, {at_u}", opts.pct([{**inputs, **out["margin"]}]), [
+        print_json(ans.out)
+    elif ans.mode == "results":
+        _print_results(ans.out, query)
+    else:
+        _print_what_if(ans.out, query)
+    opts.print_notes(*ans.notes)
+
+
+def _context_lines(out: dict[str, Any]) -> None:
+    """The exchange rate (where CNY became USD) and the cache-write assumption, under every table."""
+    fx = out.get("exchange_rate")
+    if fx:
+        say(f"CNY prices converted at {fx['usd_per_cny']:g} USD/CNY (as of {fx['as_of'] or 'undated'}; {fx['source']})")
+    cw = out.get("cache_write") or {}
+    if cw.get("share"):
+        say(f"cache writes: {cw['share']:g} of input tokens billed at the cache-write price ({cw['source']})")
+
+
+def _print_results(out: dict[str, Any], query: Any) -> None:
+    u = query.utilization
+    rows = out["points"]
+    slo_cols = [t.column for t in query.slo.terms] or ["ttft_ms_p90", "tpot_ms_p90"]
+    cols = ["point_id", "model", "quantization", "gpu_count", "concurrency", "request_rate",
+            "enable_prefix_caching", "cached_share", "output_tok_s_per_gpu", *dict.fromkeys(slo_cols),
+            "cost_usd_per_m_output_tokens", "revenue_usd_per_request", "revenue_usd_per_gpu_hour",
+            "cost_usd_per_gpu_hour", "gross_margin", "break_even_utilization", "meets_slo"]
+    print_table(f"Margin per point at {out['price']}, at U = {u:g} (each point at its measured cache share)",
+                opts.pct(rows), cols)
+    say(cache_note(rows, u))
+    bases = sorted({r["revenue_basis"] for r in rows})
+    if bases:
+        say("revenue per request priced on: " + "; ".join(bases))
+    _context_lines(out)
+    best = out["best_under_slo"]
+    slo_text = query.slo.describe() if query.slo else "no SLO"
+    say(f"best under SLO ({slo_text}): {best['point_id']} gross margin {best['gross_margin']:.1%} "
+        f"at U = {u:g}, cache share {best['cached_share']:.0%}" if best else f"no point meets the SLO ({slo_text})")
+    if "explain" in out:
+        say(f"How point {out['explain']['point_id']}'s figures are computed (USD, at U = {u:g}; redo by hand):")
+        for line in out["explain"]["lines"]:
+            say("  " + line)
+
+
+def _print_what_if(out: dict[str, Any], query: Any) -> None:
+    inputs = out["inputs"]
+    at_u = f"at U = {query.utilization:g}, cache share {inputs['cached_share']:g}"
+    print_table(f"Margin at {inputs['price']}, {at_u}", opts.pct([{**inputs, **out["margin"]}]), [
         "price", "rate", "usd_per_gpu_hour", "output_tok_s_per_gpu", "utilization", "input_tokens", "cached_share",
         "output_tokens", "revenue_usd_per_request", "cost_usd_per_request", "gross_margin",
         "margin_usd_per_m_tokens", "cost_usd_per_m_output_tokens", "revenue_usd_per_gpu_hour",
         "cost_usd_per_gpu_hour"])
-    if mix.cached_share > 0:
-        say(f"cache: {cache_source}")
+    if inputs["cached_share"] > 0:
+        say(f"cache: {inputs['cached_share_source']}")
+    if "revenue_usd_per_request_mean_request" in out["margin"]:
+        say(f"revenue per request: {inputs['revenue_basis']}: ${out['margin']['revenue_usd_per_request']:.6g} "
+            f"(the mean request alone: ${out['margin']['revenue_usd_per_request_mean_request']:.6g})")
+    _context_lines(out)
+    tm = query.target_margin
     be = dict(out["break_even"])
     be["break_even_utilization"] = be.pop("utilization")  # the U that reaches the target, not the U in use
-    print_table(f"Break-even for gross margin {target_margin:.0%} (price and throughput {at_u})", opts.pct([be]))
+    print_table(f"Break-even for gross margin {tm:.0%} (price and throughput {at_u})", opts.pct([be]))
     for d, rows in out["price_decline"].items():
-        print_table(f"Price falls {float(d):.0%} a year (hardware {hw_decline:.0%} a year), {at_u}", opts.pct(rows))
-    if sensitivity:
+        print_table(f"Price falls {float(d):.0%} a year (hardware {query.hw_decline:.0%} a year), {at_u}; "
+                    f"break-even U for gross margin {tm:.0%}", opts.pct(rows))
+    if "sensitivity" in out:
         print_table(f"Sensitivity of gross margin (tornado), base {at_u}", opts.pct(out["sensitivity"]))
-    if curve:
-        print_table("Gross margin vs utilization U", opts.pct(out["curve"]))
+    if "curve" in out:
+        print_table(f"Gross margin vs utilization U (cache share {inputs['cached_share']:g})", opts.pct(out["curve"]))
     if "subscription" in out:
         print_table(f"Subscriber, {at_u}", opts.pct([out["subscription"]["one_subscriber"]]))
         if "population" in out["subscription"]:
-            print_table(f"Subscribers (lognormal requests, sigma {requests_sigma:g}), {at_u}",
+            print_table(f"Subscribers (lognormal requests, sigma {query.requests_sigma:g}), {at_u}",
                         opts.pct([out["subscription"]["population"]]))
-    if explain:
+    if "explain" in out:
         say(f"How the headline figures are computed (USD, {at_u}; redo by hand):")
         for line in out["explain"]:
             say("  " + line)
-    opts.print_notes(tier_note, tok_note)

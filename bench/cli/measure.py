@@ -10,7 +10,10 @@ from typing import Any
 import typer
 
 from bench.cli.output import err_console, print_json, print_table, say
+from bench.config.sweep import load_sweep
+from bench.engines import registry  # noqa: F401 - registers every engine kind before a sweep file is read
 from bench.errors import UserInputError
+from bench.planner import virtual  # noqa: F401 - registers the virtual engine kind (it needs the planner)
 
 
 def models(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
@@ -49,19 +52,18 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
-    from bench.config.sweep import load_sweep
-    from bench.engines.vllm_server import check_speculative_support
-    from bench.sweep.run import EXECUTORS, preflight, run_sweep
+    from bench.econ.row_cost import ROW_PRICING
+    from bench.sweep.prepare import check_executor, prepare
+    from bench.sweep.run import run_sweep
 
     if address is not None and executor != "ray":
         raise UserInputError("--address is only used with --executor ray")
-    if executor not in EXECUTORS:
-        raise UserInputError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    check_executor(executor)  # an argument error comes before the sweep file's errors
     if keep_failed and resume is None:
         raise UserInputError("--keep-failed is only used with --resume")
     sweep = load_sweep(config)
-    preflight(sweep, resume)  # trace files etc.: before the progress bar draws, so an error is one line
-    check_speculative_support(sweep.server_specs())  # before the progress bar: a refusal is one line
+    # every pre-start check, once: before the progress bar draws, so an error is one line
+    plan = prepare(sweep, resume, executor, ROW_PRICING)
     # markup=False: descriptions carry model names and paths from data
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=False, disable=json_out) as bar:
@@ -89,8 +91,7 @@ def run(
             elif kind == "point_done" and e.get("skipped_requests"):
                 bar.advance(task, e["skipped_requests"])
 
-        summary = run_sweep(sweep, out_root=out, resume=resume, progress=on_event, executor=executor,
-                            ray_address=address, keep_failed=keep_failed)
+        summary = run_sweep(plan, out_root=out, progress=on_event, ray_address=address, keep_failed=keep_failed)
     if json_out:
         print_json(summary.rows)
     else:
@@ -162,12 +163,14 @@ def tune(
 ) -> None:
     """Measure adaptively: the best config meeting an SLO, bisecting each load ladder toward its SLO knee."""
     from bench.config.slo import parse_slo
-    from bench.config.sweep import load_sweep
+    from bench.econ.row_cost import ROW_PRICING
+    from bench.sweep.prepare import prepare
     from bench.sweep.tune import check_objective, feasible, run_tune
 
     constraints = parse_slo(slo)
     check_objective(objective)
     sweep = load_sweep(config)
+    plan = prepare(sweep, resume, "local", ROW_PRICING)  # the same checks as `run`
 
     def on_event(e: dict[str, Any]) -> None:
         if json_out:
@@ -181,8 +184,7 @@ def tune(
         elif e["type"] == "server_failed":
             say(str(e["error"]), style="red", err=True)
 
-    result = run_tune(sweep, constraints, objective, out_root=out, resume=resume, verify=verify,
-                      progress=on_event)
+    result = run_tune(plan, constraints, objective, out_root=out, verify=verify, progress=on_event)
     if json_out:
         print_json(result.to_dict())
         return

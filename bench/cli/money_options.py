@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli.output import say
-from bench.econ.cost import DEFAULT_MAX_UTILIZATION_AT_PEAK, DEFAULT_PEAK_TO_AVERAGE, DEFAULT_UTILIZATION
+from bench.econ.cost import (
+    DEFAULT_MAX_UTILIZATION_AT_PEAK,
+    DEFAULT_PEAK_TO_AVERAGE,
+    DEFAULT_PUE_SOURCE,
+    DEFAULT_UTILIZATION,
+)
 from bench.errors import UserInputError
 
 SLO_HELP = "SLO 'metric[_pNN]<=ms,...' (metrics ttft_ms, tpot_ms, itl_ms, e2el_ms; default p90), e.g. 'tpot_ms<=50'."
@@ -23,10 +28,12 @@ U_HELP = (f"Fleet utilization in (0, 1]: share of hours the GPUs run at the give
           f"{DEFAULT_PEAK_TO_AVERAGE:g}, bench.econ.cost); 1 = best case.")
 OUT_TOK_HELP = "Output tokens/s per GPU (generated tokens only)."
 TOTAL_TOK_HELP = "Total (input + output) tokens/s per GPU, as InferenceX publishes; converted through the mix."
+PUE_HELP = ("Power usage effectiveness for the 'tco' tier (facility / IT power; the TCO kW figure is chip plus "
+            "host share before PUE). Default: the hardware entry's own, else " + DEFAULT_PUE_SOURCE + ".")
 OLD_TOK_HELP = "Deprecated: read as --output-tok-s-per-gpu."
 # table cells holding a fraction that a finance reader reads as a percentage
 PERCENT_KEYS = ("gross_margin", "margin_at_low", "margin_at_high", "base_margin", "target_margin",
-                "share_served_at_loss", "avg_utilization", "break_even_utilization")
+                "share_served_at_loss", "avg_utilization", "break_even_utilization", "cached_share")
 
 
 def require_finite(**flags: Any) -> None:
@@ -69,3 +76,21 @@ def load_points(results: Path) -> Any:
         return load_results(results)
     except UserInputError as e:
         raise UserInputError(f"--results: {e}") from None
+
+
+def load_requests(results: Path, points: Any) -> dict[str, Any]:
+    """Per-request tables of a run's points (point_id -> DataFrame, bench.sweep.store.load_requests), for
+    pricing each request at its own tier; points without a readable file are left out (priced on the mean)."""
+    from bench.sweep.store import REQUESTS_DIR
+    from bench.sweep.store import load_requests as load
+
+    out: dict[str, Any] = {}
+    if not Path(results).is_dir() or points is None or "point_id" not in points:
+        return out
+    for pid in points["point_id"].dropna().astype(str):
+        if (Path(results) / REQUESTS_DIR / f"{pid}.parquet").is_file():
+            try:
+                out[pid] = load(results, pid)
+            except (OSError, ValueError):
+                continue
+    return out

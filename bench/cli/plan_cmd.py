@@ -54,8 +54,16 @@ def plan(
     max_utilization: float = typer.Option(DEFAULT_MAX_UTILIZATION_AT_PEAK, "--max-utilization",
                                           help="Utilization allowed at peak, (0, 1] (default: bench.econ.cost; "
                                           "1 = no headroom)."),
-    slo: str | None = typer.Option(None, "--slo", help=opts.SLO_HELP + " The estimate reads every term as a limit "
-                                   "on its point estimate (it has no percentiles)."),
+    slo: str | None = typer.Option(None, "--slo", help=opts.SLO_HELP + " The simulated estimate reads each term at "
+                                   "its percentile; --closed-form reads every term as a limit on its point value."),
+    closed_form: bool = typer.Option(False, "--closed-form", help="Estimate: the closed-form serving formulas "
+                                     "instead of the scheduler simulation (faster; no queueing, one value per "
+                                     "metric)."),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Estimate: vLLM max_num_seqs per replica "
+                                            "(default: vLLM's for the GPU: 1024 on >= 70 GiB GPUs, 256 others)."),
+    max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Estimate: vLLM's "
+                                                      "token budget per step (default: vLLM's for the GPU: 8192 on "
+                                                      "H100/H200, 16384 on >= 160 GiB GPUs, 2048 others)."),
     compare: bool = typer.Option(False, "--compare", help="Estimate: compare H100/H200/H20/B200/910B x quants."),
     tp: int | None = typer.Option(None, "--tp", help="Estimate: tensor-parallel size (default --count)."),
     ep: bool = typer.Option(False, "--ep", help="Estimate: expert parallelism over the TP group."),
@@ -127,6 +135,8 @@ def plan(
             model, gpu, count, quant, input_tokens, output_tokens, the_slo, tp, ep, kv_bits,
             concurrency, compare, tier or "tco", price, cached_share, usd_per_gpu_hour, catalog, fx,
             spec_tokens, acceptance_length, utilization=utilization, dp_attention=dp_attention, burst=burst,
+            method="closed-form" if closed_form else "simulate", max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
         )
         best = est_out["best_under_slo"]
         if tokens_per_day is not None and not est_out["memory"].get("fits", True):
@@ -143,7 +153,8 @@ def plan(
             opts.print_notes(tier_note)
             return
         tok = best["output_tok_s_per_gpu"]
-        source = f"estimate (roofline; best point under SLO: concurrency {best['concurrency']})"
+        how = "simulated" if not closed_form else "roofline closed form"
+        source = f"estimate ({how}; best point under SLO: concurrency {best['concurrency']})"
     if tokens_per_day is None:
         raise UserInputError("--tokens-per-day is required with --output-tok-s-per-gpu / --total-tok-s-per-gpu "
                              "or --results")
@@ -184,12 +195,14 @@ def _plan_estimate(
     slo: Any, tp: int | None, ep: bool, kv_bits: float | None, concurrency: list[int] | None,
     compare: bool, tier: str, price: str | None, cached_share: float, usd_per_gpu_hour: float | None,
     catalog: Any, fx: float | None, spec_tokens: int = 0, acceptance_length: float = 1.0, *,
-    utilization: float, dp_attention: int = 1, burst: bool = False,
+    utilization: float, dp_attention: int = 1, burst: bool = False, method: str = "simulate",
+    max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
 ) -> dict[str, Any]:
     """`plan` without --tok-s-per-gpu / --results: the analytical estimate (bench.planner.estimate.plan_estimate).
 
-    The roofline has one value per metric and no itl_ms, so `Slo.point_limits()` refuses an itl_ms
-    term (rather than dropping it) and the output carries a note that percentiles are not modelled.
+    The simulation gives every percentile, so each SLO term is read at its own (`ttft_ms_p90`); the closed
+    form has one value per metric and no itl_ms, so `Slo.point_limits()` refuses an itl_ms term (rather than
+    dropping it) and the output carries a note that percentiles are not modelled.
     """
     from bench.config.prices import load_price_book
     from bench.config.slo import POINT_ESTIMATE_NOTE
@@ -198,24 +211,29 @@ def _plan_estimate(
     if model is None or gpu is None or quant is None:
         raise UserInputError("the estimate needs --model, --gpu and --quant (or give --output-tok-s-per-gpu / "
                              "--total-tok-s-per-gpu / --results)")
+    limits = slo.point_limits() if method == "closed-form" else {t.column: t.limit_ms for t in slo.terms}
     est = roofline.plan_estimate(
-        model, gpu, count, quant, int(isl), int(osl), slo=slo.point_limits(), tp=tp, ep=ep, kv_bits=kv_bits,
+        model, gpu, count, quant, int(isl), int(osl), slo=limits, tp=tp, ep=ep, kv_bits=kv_bits,
         concurrencies=tuple(concurrency) if concurrency else roofline.DEFAULT_CONCURRENCIES, tier=tier,
         price=load_price_book().get(price) if price is not None else None, cached_share=cached_share,
         usd_per_gpu_hour=usd_per_gpu_hour, usd_per_cny=fx,
         compare_gpus=roofline.COMPARE_GPUS if compare else None, catalog=catalog,
         spec_tokens=spec_tokens, acceptance_length=acceptance_length, utilization=utilization,
-        dp_attention=dp_attention, burst=burst,
+        dp_attention=dp_attention, burst=burst, method=method, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
     )
     if slo:
         est["slo_text"] = str(slo)
-        est["notes"] = [*est["notes"], f"SLO {slo}: {POINT_ESTIMATE_NOTE}"]
+        if method == "closed-form":
+            est["notes"] = [*est["notes"], f"SLO {slo}: {POINT_ESTIMATE_NOTE}"]
     return est
 
 
 def _print_estimate(e: dict[str, Any]) -> None:
     """Tables of a plan estimate; every title says ESTIMATE so nobody mistakes it for a measurement."""
-    say(f"(analytical roofline, not measured): {e['model']} on {e['count']}x{e['gpu']} "
+    how = "scheduler simulation over the roofline step model" if e.get("method") == "simulate" else \
+        "analytical roofline, closed form"
+    say(f"({how}, not measured): {e['model']} on {e['count']}x{e['gpu']} "
         f"{e['quant']} (tp {e['tp']}{', ep' if e['ep'] else ''}"
         f"{', dp-attention ' + str(e['dp_attention']) if e.get('dp_attention', 1) > 1 else ''}"
         f"{', burst' if e.get('burst') else ''}, {e['replicas']} replica(s), GEMMs at "
@@ -227,7 +245,9 @@ def _print_estimate(e: dict[str, Any]) -> None:
         "context_tokens", "max_concurrent_seqs", "fits"])
     for n in e["notes"]:
         say(f"note: {n}")
-    cols = ["concurrency", "batch_per_replica", "tpot_ms", "ttft_ms", "interactivity_tok_s_user",
+    sim = e.get("method") == "simulate"
+    cols = ["concurrency", "batch_per_replica", "tpot_ms", *(["tpot_ms_p90"] if sim else []), "ttft_ms",
+            *(["ttft_ms_p90", "ttft_ms_p99"] if sim else []), "interactivity_tok_s_user",
             "output_tok_s_per_gpu", "decode_bound", "meets_slo", "usd_per_m_output_tokens", "utilization"]
     if any("gross_margin" in r for r in e["curve"]):
         cols += ["revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour", "gross_margin"]
@@ -237,10 +257,11 @@ def _print_estimate(e: dict[str, Any]) -> None:
                 "usd_per_m_output_tokens counts output tokens)", opts.pct(e["curve"]), cols)
     best = e["best_under_slo"]
     slo = ", ".join(f"{k}<={v:g}" for k, v in e["slo"].items()) or "none"
-    say(f"best under SLO ({slo}, point estimate): concurrency {best['concurrency']}, "
+    kind = "simulated percentiles" if sim else "point estimate"
+    say(f"best under SLO ({slo}, {kind}): concurrency {best['concurrency']}, "
         f"{best['output_tok_s_per_gpu']:.4g} output tok/s/GPU, TPOT {best['tpot_ms']:.4g} ms, "
         f"TTFT {best['ttft_ms']:.4g} ms (estimate)"
-        if best else (f"no estimated point meets the SLO ({slo}, point estimate)" if e["memory"].get("fits", True)
+        if best else (f"no estimated point meets the SLO ({slo}, {kind})" if e["memory"].get("fits", True)
                       else "the model does not fit in GPU memory at this --count/--quant: no point to serve "
                            "(more GPUs, a smaller quantization or a larger GPU; relaxing --slo will not help)"))
     if e["cost_by_tier"]:
@@ -256,7 +277,8 @@ def _print_estimate(e: dict[str, Any]) -> None:
 
 
 CHECK_COLUMNS = ["id", "engine", "gpu", "spec", "mode", "weight", "predicted_output_tok_s", "published_output_tok_s",
-                 "ratio_output_tok_s", "predicted_tpot_ms", "published_tpot_ms", "ratio_tpot_ms", "status"]
+                 "ratio_output_tok_s", "predicted_tpot_ms", "published_tpot_ms", "ratio_tpot_ms", "sim_ttft_ms",
+                 "published_ttft_ms", "sim_ratio_ttft_ms", "status"]
 
 
 def _check_published(path: Path | None, write: bool, json_out: bool) -> None:
@@ -274,7 +296,11 @@ def _check_published(path: Path | None, write: bool, json_out: bool) -> None:
     for k, b in res["band"].items():
         say(f"{k}: median ratio {b['median_ratio']:.3g}, worst {b['worst_ratio']:.3g} "
             f"(typical x{b['typical_factor']:.3g}, worst x{b['worst_factor']:.3g}) over {b['n_points']} points")
-    say(f"within 1.5x on both: {res['within_1_5x']} of {res['graded']} graded points")
+    for k, b in res.get("simulated_band", {}).items():
+        say(f"{k} (scheduler simulation): median ratio {b['median_ratio']:.3g}, worst {b['worst_ratio']:.3g} "
+            f"(typical x{b['typical_factor']:.3g}, worst x{b['worst_factor']:.3g}) over {b['n_points']} points")
+    say(f"within 1.5x on both: {res['within_1_5x']} of {res['graded']} graded points (closed form; TTFT from the "
+        "scheduler simulation, graded beside)")
     say("global parameters (fit on all weighted points): "
         + ", ".join(f"{k}={v:.4g}" for k, v in res["params"].items()))
     if write:
@@ -284,15 +310,20 @@ def _check_published(path: Path | None, write: bool, json_out: bool) -> None:
 def calibrate(
     results: list[Path] = typer.Argument(..., help="Run dir(s) with measured points."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Fit and print; do not write configs/roofline.yaml."),
+    closed_form: bool = typer.Option(False, "--closed-form", help="Fit the closed-form serving formulas only "
+                                     "(skip the refinement against the scheduler simulation)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Fit roofline efficiency factors per GPU/quantization from measured runs (configs/roofline.yaml)."""
+    """Fit roofline efficiency factors per GPU/quantization from measured runs (configs/roofline.yaml).
+
+    The closed-form fit is refined against the scheduler simulation (what `plan` and the virtual engine
+    run) on each point's TTFT p50, TPOT p50 and output tok/s, unless --closed-form."""
     import pandas as pd
 
     from bench.planner import calibrate as roofline
 
     df = pd.concat([opts.load_points(r) for r in results], ignore_index=True)
-    fits = roofline.calibrate(df)
+    fits = roofline.calibrate(df, simulate=not closed_form)
     if not dry_run:
         roofline.save_calibration(fits, source=", ".join(str(r) for r in results))
     rows = [{**f.__dict__, "written": not dry_run} for f in fits]

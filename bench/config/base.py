@@ -122,14 +122,27 @@ def read_yaml(path: Path) -> Any:
         raise UserInputError(f"{path}:{where} invalid YAML: {problem}") from None
 
 
-def format_validation_error(path: Path, err: ValidationError, root: type[BaseModel]) -> str:
-    """One line: file, dotted field path, reason; for unknown fields, the allowed field names."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+class FirstError(typing.NamedTuple):
+    """The first problem of a pydantic ValidationError, read once (`first_error`)."""
+
+    loc: tuple[int | str, ...]  # pydantic's location of the bad value
+    field: str  # the location as a dotted path ("" for a whole-model check)
+    msg: str  # the reason, without pydantic's "Value error, " prefix; for an unknown field, the allowed ones
+    raw_msg: str  # the reason exactly as pydantic wrote it
+    more: str  # " (+N more)" when pydantic found more problems, else ""
+
+
+def first_error(err: ValidationError, root: type[BaseModel] | None = None) -> FirstError:
+    """The first problem of `err`: THE one reader of a pydantic error (`format_validation_error` and the
+    loaders with a line of their own build on it). With `root` (the model validated), an unknown field's
+    reason names the fields allowed at that place."""
+    errors = err.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    if root is not None and first["type"] == "extra_forbidden":
         model: Any = root
-        for part in first["loc"][:-1]:
+        for part in loc[:-1]:
             if isinstance(part, int) or not hasattr(model, "model_fields"):
                 continue
             field = model.model_fields.get(part)
@@ -144,10 +157,31 @@ def format_validation_error(path: Path, err: ValidationError, root: type[BaseMod
         msg = f"unknown field; allowed: {', '.join(allowed)}"
     elif first["type"] == "literal_error":
         msg = first["msg"]
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    if not first["loc"]:  # a whole-file check: its message names the fields itself
-        return f"{path}: {msg}{more}"
-    return f"{path}: {loc}: {msg}{more}"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return FirstError(loc, ".".join(str(p) for p in loc), msg, first["msg"], more)
+
+
+def format_validation_error(path: Path | str, err: ValidationError, root: type[BaseModel] | None = None, *,
+                            field: str = "", sep: str = ": ", top_level: str | None = None, raw: bool = False,
+                            more: bool = True) -> str:
+    """One line: file, dotted field path, reason; for unknown fields, the allowed field names.
+
+    The default line is `<path>: <dotted.field>: <reason> (+N more)`, or `<path>: <reason>` for a
+    whole-model check (its message names the fields itself). The keywords are the few frames the
+    loaders use around the same reading of the error:
+    `field` prefixes the dotted path (`tiny.hyperparameters`); `sep` joins `path` and the field
+    (`server` + "." + `max_num_seqs`); `top_level` stands for an empty field path instead of leaving the
+    field out; `raw` keeps pydantic's own message ("Value error, ..."); `more=False` leaves out the
+    count of further problems.
+    """
+    first = first_error(err, root)
+    where = ".".join(x for x in (field, first.field) if x)
+    msg = (first.raw_msg if raw else first.msg) + (first.more if more else "")
+    if not where:
+        if top_level is None and not first.loc:
+            return f"{path}: {msg}"
+        where = "(top level)" if top_level is None else top_level
+    return f"{path}{sep}{where}: {msg}"
 
 
 # --- the user's config directory, layered over the shipped one ---------------------------------
@@ -222,7 +256,7 @@ def load_config(name: str, root: type[M], keyed: tuple[str, ...], shape: str, pa
     try:
         return root(**data)
     except ValidationError as e:
-        loc = e.errors()[0]["loc"]
+        loc = first_error(e).loc
         where = layers[0][0]
         for file, over in layers[1:]:
             if over and loc and loc[0] in over and (

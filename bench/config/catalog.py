@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bench.config import base
 from bench.config.base import CONFIG_DIR, read_yaml
 from bench.errors import UserInputError
+from bench.units import bytes_to_kib, in_billions
 
 MODELS_DIR = CONFIG_DIR / "models"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -351,13 +352,13 @@ class ModelSpec(BaseModel):
             "architecture": self.architecture,
             "attention": hp.attention,
             "twin_of": self.twin_of or "",
-            "total_params_b": round(hp.total_params() / 1e9, 4),
-            "active_params_b": round(self.active_params_published_convention() / 1e9, 4),
-            "mtp_params_b": round(hp.mtp_params() / 1e9, 4),
+            "total_params_b": round(in_billions(hp.total_params()), 4),
+            "active_params_b": round(in_billions(self.active_params_published_convention()), 4),
+            "mtp_params_b": round(in_billions(hp.mtp_params()), 4),
             "published_total_b": pub.total_params_b if pub else None,
             "published_active_b": pub.active_params_b if pub else None,
             "kv_bytes_per_token_bf16": int(hp.kv_bytes_per_token(2)),
-            "kv_kib_per_token_bf16": hp.kv_bytes_per_token(2) / 1024,
+            "kv_kib_per_token_bf16": bytes_to_kib(hp.kv_bytes_per_token(2)),
             "max_context": hp.max_position_embeddings,
         }
 
@@ -417,11 +418,8 @@ def _read_model_file(path: Path) -> dict[str, ModelSpec]:
                                          hyperparameters=Hyperparameters(**hp), twin_of=f.name,
                                          deviations=var.get("deviations"))
     except ValidationError as e:  # one line naming the file and the field
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        field = ".".join(x for x in (where, loc) if x) or where
-        msg = err["msg"].removeprefix("Value error, ")
-        raise UserInputError(f"{path}: invalid model file: {field}: {msg}") from None
+        raise UserInputError(base.format_validation_error(f"{path}: invalid model file", e, field=where, top_level="",
+                                                          more=False)) from None
     except Exception as e:  # anything else -> still one line naming the file
         raise UserInputError(f"{path}: invalid model file: {str(e).splitlines()[0]}") from None
     return out

@@ -8,10 +8,11 @@ bench.config.sweep, where a sweep file's models are assembled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from bench.config.base import StrictModel
 
@@ -20,30 +21,45 @@ from bench.config.base import StrictModel
 class EngineKind:
     """What a sweep file must give, and what it defaults to, for one `engine.kind`.
 
-    Only the config-side facts live here (config must not import engines); the class that runs
-    each kind is in bench.engines.registry, which checks that it knows exactly these kinds.
+    Only the config-side facts live here (config must not import engines). A kind is registered once,
+    by `register_engine_kind` (the built-in kinds below; a new engine module passes its EngineKind to
+    `bench.engines.base.register_engine`, which calls it), and bench.engines.registry checks that
+    every registered kind has the class that runs it.
     """
 
     pins_output_length: bool  # default of engine.ignore_eos: send ignore_eos/min_tokens
     needs_base_url: bool  # serves through an endpoint that already runs
     one_batch_per_point: bool  # a point is one offline batch: one concurrency label, no request rate
+    # the `engine:` block's model for this kind: EngineSpec, or a subclass that adds the kind's own
+    # optional fields (`engine: {kind: virtual, seed: 3}`); None = EngineSpec
+    schema: type[EngineSpec] | None = None
 
 
-ENGINE_KINDS: dict[str, EngineKind] = {
-    "vllm": EngineKind(pins_output_length=True, needs_base_url=False, one_batch_per_point=False),
-    "openai": EngineKind(pins_output_length=False, needs_base_url=True, one_batch_per_point=False),
-    "vllm-offline": EngineKind(pins_output_length=False, needs_base_url=False, one_batch_per_point=True),
-}
-EngineKindName = Literal["vllm", "openai", "vllm-offline"]
-if set(get_args(EngineKindName)) != set(ENGINE_KINDS):  # pragma: no cover - a bug in this file
-    raise RuntimeError("EngineKindName and ENGINE_KINDS name different engine kinds")
+ENGINE_KINDS: dict[str, EngineKind] = {}
+
+
+def register_engine_kind(name: str, kind: EngineKind) -> EngineKind:
+    """Make `engine.kind: <name>` valid in a sweep file, with what the kind needs (registered once)."""
+    if name in ENGINE_KINDS and ENGINE_KINDS[name] != kind:
+        raise ValueError(f"engine kind {name!r} is registered twice with different facts")
+    if kind.schema is not None and not issubclass(kind.schema, EngineSpec):
+        raise TypeError(f"engine kind {name!r}: its schema must subclass EngineSpec")
+    ENGINE_KINDS[name] = kind
+    return kind
+
+
+def _expected(names: list[str]) -> str:
+    """Names as pydantic's literal_error lists them: 'a', 'b' or 'c'."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 class EngineSpec(StrictModel):
     """Which engine serves the points: a vLLM server we start, or an endpoint that already runs."""
 
-    kind: EngineKindName = Field(
-        "vllm", description="vllm: start a server; openai: an endpoint at base_url; vllm-offline: LLM.generate batch"
+    kind: str = Field(
+        "vllm", description="a registered kind (ENGINE_KINDS): vllm: start a server; openai: an endpoint at base_url; "
+        "vllm-offline: LLM.generate batch"
     )
     startup_timeout_s: float = Field(600.0, gt=0)
     extra_args: tuple[str, ...] = ()
@@ -71,6 +87,23 @@ class EngineSpec(StrictModel):
     def capabilities(self) -> EngineKind:
         return ENGINE_KINDS[self.kind]
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in ENGINE_KINDS:
+            raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                      {"expected": _expected(list(ENGINE_KINDS))})
+        return v
+
+    @classmethod
+    def for_kind(cls, data: Any) -> Any:
+        """The `engine:` block validated by its kind's schema (a registered subclass), or `data` unchanged."""
+        if isinstance(data, dict):
+            kind = ENGINE_KINDS.get(str(data.get("kind", "vllm")))
+            if kind is not None and kind.schema is not None and kind.schema is not cls:
+                return kind.schema.model_validate(data)
+        return data
+
     @model_validator(mode="after")
     def _check_base_url(self) -> EngineSpec:
         if self.capabilities.needs_base_url and not self.base_url:
@@ -78,6 +111,13 @@ class EngineSpec(StrictModel):
         if self.base_url is not None:
             check_base_url(self.base_url)
         return self
+
+
+# the built-in kinds; their classes are in bench.engines (vllm_server, openai, vllm_offline)
+register_engine_kind("vllm", EngineKind(pins_output_length=True, needs_base_url=False, one_batch_per_point=False))
+register_engine_kind("openai", EngineKind(pins_output_length=False, needs_base_url=True, one_batch_per_point=False))
+register_engine_kind("vllm-offline", EngineKind(pins_output_length=False, needs_base_url=False,
+                                                one_batch_per_point=True))
 
 
 def check_base_url(url: str) -> None:

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from bench.config import speculative
 from bench.config.base import StrictModel, format_validation_error, read_yaml, stable_hash
@@ -60,7 +60,7 @@ class Sweep(StrictModel):
 
     name: str
     description: str = ""
-    engine: EngineSpec = EngineSpec()
+    engine: SerializeAsAny[EngineSpec] = EngineSpec()  # a kind's registered schema may add fields
     hardware: HardwareRef = HardwareRef()
     server: dict[str, Any] = Field(..., description="ServerSpec fields; a list value is a sweep axis")
     load: LoadMatrix
@@ -86,6 +86,11 @@ class Sweep(StrictModel):
         if not RUN_NAME_PATTERN.match(v):
             raise ValueError(f"name must be {RUN_NAME_RULE} (it names the run directory; got {v!r})")
         return v
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, v: Any) -> Any:
+        return EngineSpec.for_kind(v)
 
     @field_validator("workloads", mode="before")
     @classmethod
@@ -174,10 +179,11 @@ class Sweep(StrictModel):
     def gpu_count(self, spec: ServerSpec) -> int:
         return self.hardware.count or spec.tensor_parallel_size
 
-    def points(self) -> list[Point]:
-        """All points, grouped by server spec (server order, then workload, then load)."""
+    def points(self, specs: list[ServerSpec] | None = None) -> list[Point]:
+        """All points, grouped by server spec (server order, then workload, then load); `specs`: the
+        server_specs() already expanded (bench.sweep.prepare expands them once per run)."""
         out: list[Point] = []
-        for spec in self.server_specs():
+        for spec in self.server_specs() if specs is None else specs:
             for wl in self.workloads:
                 for lp in self.load.points():
                     out.append(Point(server=spec, workload=wl, load=lp, gpu_count=self.gpu_count(spec)))
@@ -189,10 +195,7 @@ def _server_spec(combo: dict[str, Any]) -> ServerSpec:
     try:
         return ServerSpec(**combo)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ValueError(f"server.{loc}: {first['msg'].removeprefix('Value error, ')}{more}") from None
+        raise ValueError(format_validation_error("server", e, sep=".", top_level="")) from None
 
 
 def _first_duplicate(values: Any) -> Any:

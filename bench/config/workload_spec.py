@@ -8,7 +8,8 @@ starts. Re-exported by bench.config.sweep.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -27,13 +28,16 @@ WORKLOAD_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+WorkloadKindName = Literal["fixed", "ranged", "chat", "prefix", "trace", "mooncake", "multiturn"]
+
+
 class WorkloadSpec(StrictModel):
     """How prompts and output lengths are generated (see bench/measure/workloads.py for semantics)."""
 
     name: str = "fixed"
     preset: Literal["8k1k", "agentic"] | None = Field(
         None, description="start from a named workload (WORKLOAD_PRESETS); fields given beside it override it")
-    kind: Literal["fixed", "ranged", "chat", "prefix", "trace", "mooncake", "multiturn"] = "fixed"
+    kind: WorkloadKindName = "fixed"
     input_len: int = Field(128, gt=0)
     output_len: int = Field(64, gt=0)
     range_ratio: float = Field(0.0, ge=0, lt=1)
@@ -69,20 +73,28 @@ class WorkloadSpec(StrictModel):
         return data
 
 
-def max_request_tokens(w: WorkloadSpec) -> int | None:
-    """The longest prompt + output a workload asks for by its config (None: decided by a trace file).
+def _ranged(length: int, ratio: float) -> int:
+    return math.ceil(length * (1 + ratio))
 
-    chat draws lognormal lengths with a long tail; its median request is checked (the tail is
-    clipped at 8x and a few over-long requests fail with the server's reason, which is reported).
-    """
-    if w.kind in ("trace", "mooncake"):
-        return None
-    if w.kind == "multiturn":  # the last turn of the longest session resends the whole conversation
-        turns = math.ceil(w.turns * (1 + w.turns_range_ratio))
-        per_turn = math.ceil(w.input_len * (1 + w.range_ratio)) + math.ceil(w.output_len * (1 + w.range_ratio))
-        return w.system_prompt_len + turns * per_turn
-    if w.kind == "ranged":
-        return math.ceil(w.input_len * (1 + w.range_ratio)) + math.ceil(w.output_len * (1 + w.range_ratio))
-    if w.kind == "prefix":
-        return w.prefix_len + w.input_len + w.output_len
-    return w.input_len + w.output_len
+
+# kind -> the longest prompt + output its config asks for (None: decided by a trace file, checked when it
+# is read). chat draws lognormal lengths with a long tail; its median request is checked (the tail is
+# clipped at 8x and a few over-long requests fail with the server's reason, which is reported).
+# The last turn of the longest multiturn session resends the whole conversation.
+WORKLOAD_KINDS: dict[str, Callable[[WorkloadSpec], int | None]] = {
+    "fixed": lambda w: w.input_len + w.output_len,
+    "ranged": lambda w: _ranged(w.input_len, w.range_ratio) + _ranged(w.output_len, w.range_ratio),
+    "chat": lambda w: w.input_len + w.output_len,
+    "prefix": lambda w: w.prefix_len + w.input_len + w.output_len,
+    "trace": lambda w: None,
+    "mooncake": lambda w: None,
+    "multiturn": lambda w: w.system_prompt_len + math.ceil(w.turns * (1 + w.turns_range_ratio)) * (
+        _ranged(w.input_len, w.range_ratio) + _ranged(w.output_len, w.range_ratio)),
+}
+if set(get_args(WorkloadKindName)) != set(WORKLOAD_KINDS):  # pragma: no cover - a bug in this file
+    raise RuntimeError("WorkloadKindName and WORKLOAD_KINDS name different workload kinds")
+
+
+def max_request_tokens(w: WorkloadSpec) -> int | None:
+    """The longest prompt + output a workload asks for by its config (None: decided by a trace file)."""
+    return WORKLOAD_KINDS[w.kind](w)

@@ -17,12 +17,7 @@ from typing import Literal
 
 from bench.config.hardware import TCO_TIER, HardwareCatalog, TcoSpec
 from bench.errors import UserInputError
-
-SECONDS_PER_HOUR = 3600.0
-TOKENS_PER_M = 1e6
-HOURS_PER_YEAR = 8760.0
-HOURS_PER_MONTH = HOURS_PER_YEAR / 12  # 730: the month used for every monthly figure
-JOULES_PER_KWH = 3.6e6
+from bench.units import HOURS_PER_MONTH, HOURS_PER_YEAR, JOULES_PER_KWH, SECONDS_PER_HOUR, TOKENS_PER_M  # noqa: F401
 
 # Fleet utilization: the ONE place the defaults are set (every money line prints "at U = ...").
 # A benchmark measures a server kept busy; a fleet is not. Assumptions (ours, stated, not measured):
@@ -36,6 +31,14 @@ JOULES_PER_KWH = 3.6e6
 DEFAULT_PEAK_TO_AVERAGE = 2.0
 DEFAULT_MAX_UTILIZATION_AT_PEAK = 0.8
 DEFAULT_UTILIZATION = DEFAULT_MAX_UTILIZATION_AT_PEAK / DEFAULT_PEAK_TO_AVERAGE
+
+# Power usage effectiveness when a TCO entry does not state one: facility power / IT power. The TCO
+# model's kw_all_in is chip plus its share of host and network BEFORE cooling and power conversion, so
+# energy = kw_all_in x PUE x $/kWh. 1.56 = the average PUE the Uptime Institute Global Data Center Survey
+# reported for 2024 (flat at ~1.55-1.59 since 2019). Entries whose kW figure is already facility-level
+# (SemiAnalysis all-in constants) state pue 1.0 in configs/hardware.yaml.
+DEFAULT_PUE = 1.56
+DEFAULT_PUE_SOURCE = "Uptime Institute Global Data Center Survey 2024 (average PUE 1.56)"
 
 SplitMethod = Literal["output", "price-ratio", "time"]
 SPLIT_METHODS: tuple[str, ...] = ("output", "price-ratio", "time")
@@ -144,23 +147,35 @@ def tco_usd_per_gpu_hour(
 
 
 
-def tco_breakdown(tco: TcoSpec, usd_per_cny: float | None = None) -> TcoBreakdown:
-    """The TCO formula applied to a configs/hardware.yaml `tco:` entry (CNY inputs at `usd_per_cny`)."""
-    return tco_usd_per_gpu_hour(**tco.usd_inputs(usd_per_cny))
+def tco_pue(tco: TcoSpec, pue: float | None = None) -> tuple[float, str]:
+    """The PUE a TCO figure uses and where it comes from: `pue` (given), the entry's own, else DEFAULT_PUE."""
+    if pue is not None:
+        return pue, "given (--pue)"
+    if "pue" in tco.model_fields_set:
+        return float(tco.pue), "configs/hardware.yaml tco entry"
+    return DEFAULT_PUE, f"default: {DEFAULT_PUE_SOURCE}"
+
+
+def tco_breakdown(tco: TcoSpec, usd_per_cny: float | None = None, pue: float | None = None) -> TcoBreakdown:
+    """The TCO formula applied to a configs/hardware.yaml `tco:` entry (CNY inputs at `usd_per_cny`;
+    PUE from `tco_pue`)."""
+    inputs = tco.usd_inputs(usd_per_cny)
+    inputs["pue"] = tco_pue(tco, pue)[0]
+    return tco_usd_per_gpu_hour(**inputs)
 
 
 def resolve_usd_per_gpu_hour(gpu: str, tier: str, catalog: HardwareCatalog,
-                             usd_per_cny: float | None = None) -> float:
+                             usd_per_cny: float | None = None, pue: float | None = None) -> float:
     """$/GPU-hour for `gpu` at a named rental tier, or at 'tco' for owned hardware (the TCO model).
 
-    `usd_per_cny` overrides the catalog's exchange rate. The caller passes the catalog (this layer
-    reads no files): `resolve_usd_per_gpu_hour(gpu, tier, load_hardware())`.
+    `usd_per_cny` overrides the catalog's exchange rate, `pue` the TCO entry's PUE. The caller passes the
+    catalog (this layer reads no files): `resolve_usd_per_gpu_hour(gpu, tier, load_hardware())`.
     """
     tier = catalog.canonical_tier(gpu, tier)
     spec = catalog.gpu(gpu)
     rate = usd_per_cny if usd_per_cny is not None else catalog.exchange_rates.usd_per_cny
     if tier == TCO_TIER and spec.tco is not None:
-        return tco_breakdown(spec.tco, rate).usd_per_gpu_hour
+        return tco_breakdown(spec.tco, rate, pue).usd_per_gpu_hour
     return spec.tiers[tier].usd_per_gpu_hour
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.econ import bounds
 from bench.econ.cost import (
     HOURS_PER_MONTH,
     HOURS_PER_YEAR,
@@ -66,6 +67,7 @@ def lognormal_samples(median: float, sigma: float, n: int, seed: int = 0) -> np.
     """`n` seeded lognormal draws with the given median (heavy-tailed usage: few users send a lot)."""
     require_positive("median", median)
     require_non_negative("sigma", sigma)
+    bounds.check("requests_sigma", sigma, "--requests-sigma")
     if n <= 0:
         raise UserInputError(f"n must be > 0 (got {n})")
     rng = np.random.default_rng(seed)
@@ -243,9 +245,15 @@ def fleet_size(
     Why not an Offer argument: a fleet's utilization is an output of sizing, not an input.
     """
     require_positive("tokens_per_day", tokens_per_day)
+    bounds.check("tokens_per_day", tokens_per_day, "--tokens-per-day")
+    bounds.check("output_tok_s_per_gpu", output_tok_s_per_gpu, "output tok/s per GPU")
+    bounds.check("usd_per_gpu_hour", usd_per_gpu_hour, "usd_per_gpu_hour")
+    bounds.check("input_tokens", mix.input_tokens, "input tokens per request")
+    bounds.check("output_tokens", mix.output_tokens, "output tokens per request")
     offer = Offer(mix, price, output_tok_s_per_gpu, usd_per_gpu_hour, 1.0, usd_per_cny)
     if not math.isfinite(peak_to_average) or peak_to_average < 1:
         raise UserInputError(f"peak_to_average must be >= 1 (got {peak_to_average})")
+    bounds.check("peak_to_average", peak_to_average, "--peak-to-average")
     if not isinstance(gpus_per_replica, int) or gpus_per_replica <= 0:
         raise UserInputError(f"gpus_per_replica must be a whole number > 0 (got {gpus_per_replica})")
     require_utilization(max_utilization_at_peak, "max_utilization_at_peak")
@@ -317,7 +325,7 @@ def what_if(
         },
         "price_decline": {
             f"{d:g}": price_decline_scenarios(offer, years=years, price_decline_per_year=d,
-                                              hw_cost_decline_per_year=hw_decline)
+                                              hw_cost_decline_per_year=hw_decline, target_margin=target_margin)
             for d in price_declines
         },
     }

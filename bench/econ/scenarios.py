@@ -21,21 +21,23 @@ def price_decline_scenarios(
     price_decline_per_year: float = 0.5,
     hw_cost_decline_per_year: float = 0.0,
     throughput_gain_per_year: float = 0.0,
+    target_margin: float = 0.0,
 ) -> list[dict[str, float]]:
     """Margin year by year when list prices fall by d a year, $/GPU-hour by h and tok/s grows by g.
 
-    Year y: price x (1-d)^y, $/GPU-hour x (1-h)^y, throughput x (1+g)^y, at the offer's utilization.
-    Year 0 is today.
+    Year y: price x (1-d)^y (every tier, requests priced as the offer prices them), $/GPU-hour x (1-h)^y,
+    throughput x (1+g)^y, at the offer's utilization. Year 0 is today. `break_even_utilization` is the U
+    at which the year's margin reaches `target_margin` (the same meaning as the break-even table's).
     """
     if not isinstance(years, int) or years < 0:
         raise UserInputError(f"years must be a whole number >= 0 (got {years})")
     d = require_fraction("price_decline_per_year", price_decline_per_year, upper_open=True)
     h = require_fraction("hw_cost_decline_per_year", hw_cost_decline_per_year, upper_open=True)
     g = require_non_negative("throughput_gain_per_year", throughput_gain_per_year)
-    base = offer.prices
     rows = []
     for y in range(years + 1):
-        year = offer.but(price=base.scaled((1 - d) ** y), usd_per_gpu_hour=offer.usd_per_gpu_hour * (1 - h) ** y,
+        year = offer.but(price_scale=offer.price_scale * (1 - d) ** y,
+                         usd_per_gpu_hour=offer.usd_per_gpu_hour * (1 - h) ** y,
                          output_tok_s_per_gpu=offer.output_tok_s_per_gpu * (1 + g) ** y)
         r = api_margin(year)
         rows.append({
@@ -46,7 +48,8 @@ def price_decline_scenarios(
             "output_tok_s_per_gpu": year.output_tok_s_per_gpu,
             "gross_margin": r.gross_margin,
             "margin_usd_per_m_tokens": r.margin_usd_per_m_tokens,
-            "break_even_utilization": break_even_utilization(year),
+            "target_margin": target_margin,
+            "break_even_utilization": break_even_utilization(year, target_margin),
         })
     return rows
 
@@ -69,23 +72,26 @@ def margin_sensitivity(
     s = require_fraction("swing", swing, upper_open=True)
     cs = require_fraction("cache_swing", cache_swing)
     f = require_fraction("prefill_fraction", prefill_fraction, upper_open=True)
-    prices = offer.prices
-    at = offer.but(price=prices)
+    at = offer
     base = api_margin(at).gross_margin
 
     def m(**changes: Any) -> float:
         return api_margin(at.but(**changes)).gross_margin
 
     mix, u, tok, rate = offer.mix, offer.utilization, offer.output_tok_s_per_gpu, offer.usd_per_gpu_hour
+    scale = offer.price_scale
     c0 = mix.cached_share
     c_lo, c_hi = max(0.0, c0 - cs), min(1.0, c0 + cs)
 
     def with_cache(c: float) -> float:
-        return m(mix=replace(mix, cached_share=c), output_tok_s_per_gpu=tok * (1 - f * c0) / (1 - f * c))
+        reqs = offer.requests
+        moved = None if reqs is None else replace(reqs, cached=reqs.input * c)
+        return m(mix=replace(mix, cached_share=c, cache_write_share=min(mix.write_share, 1 - c)), requests=moved,
+                 output_tok_s_per_gpu=tok * (1 - f * c0) / (1 - f * c))
 
     cases = [
         ("utilization", u * (1 - s), min(1.0, u * (1 + s)), lambda v: m(utilization=v)),
-        ("price", 1 - s, 1 + s, lambda v: m(price=prices.scaled(v))),
+        ("price", 1 - s, 1 + s, lambda v: m(price_scale=scale * v)),
         ("throughput", tok * (1 - s), tok * (1 + s), lambda v: m(output_tok_s_per_gpu=v)),
         ("usd_per_gpu_hour", rate * (1 - s), rate * (1 + s), lambda v: m(usd_per_gpu_hour=v)),
         ("cached_share", c_lo, c_hi, with_cache),

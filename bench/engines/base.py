@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from bench.config.engine_spec import EngineKind, register_engine_kind
 from bench.config.sweep import EngineSpec, ServerSpec
 
 if TYPE_CHECKING:
@@ -67,6 +68,16 @@ class Engine(Protocol):
     def count_tokens(self) -> Callable[[str], int] | None:
         """The client-side token counter (a check on the server's usage), None without a tokenizer."""
 
+    @classmethod
+    def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
+        """Checks of this kind before anything starts (bench.sweep.prepare calls it once per run with the
+        sweep): e.g. the installed engine version has every feature the specs use, or (virtual) the model
+        fits the sweep's hardware. Raises UserInputError with one line."""
+
+    @classmethod
+    def stop_stale(cls, logs_dir: Path) -> list[int]:
+        """On resume: stop what a killed earlier run of this run dir left running; the process groups stopped."""
+
 
 @dataclass
 class BatchResult:
@@ -92,6 +103,28 @@ class EngineFactory(Protocol):
     def __call__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> Engine: ...
 
 
+ENGINES: dict[str, type[Engine]] = {}  # kind -> class; read it through bench.engines.registry
+
+
+def register_engine(cls: type[Any] | None = None, *, config: EngineKind | None = None) -> Any:
+    """Register an engine class under its `kind` (as a decorator: `@register_engine(config=EngineKind(...))`).
+
+    `config` registers the kind with the config layer too (what a sweep file must give, and its
+    `engine:` schema: EngineKind.schema, an EngineSpec subclass with the kind's own fields); the
+    built-in kinds are already registered there (bench.config.engine_spec). A module registers its
+    class when it is imported; bench.engines.registry imports every module of this package.
+    """
+    def add(c: type[Any]) -> type[Any]:
+        if config is not None:
+            register_engine_kind(c.kind, config)
+        if ENGINES.get(c.kind, c) is not c:
+            raise ValueError(f"engine kind {c.kind!r} is registered by two classes")
+        ENGINES[c.kind] = c
+        return c
+
+    return add(cls) if cls is not None else add
+
+
 def tokenizer_counter(tokenizer: Any) -> Callable[[str], int] | None:
     """Token count of a text with the served model's tokenizer (no special tokens), or None."""
     if tokenizer is None:
@@ -113,6 +146,14 @@ class LocalModelEngine:
 
     def count_tokens(self) -> Callable[[str], int] | None:
         return tokenizer_counter(self.tokenizer)
+
+    @classmethod
+    def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
+        return None
+
+    @classmethod
+    def stop_stale(cls, logs_dir: Path) -> list[int]:
+        return []
 
 
 class NoProcessEngine(LocalModelEngine):

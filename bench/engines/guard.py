@@ -11,7 +11,8 @@ grace period, then SIGKILL. When the server exits on its own the wrapper exits t
 same code, or killed by the same signal), so the harness reads the server's real exit status.
 
 Usage: python -m bench.engines.guard <parent_pid> <grace_s> <command...>. Imports only the
-standard library: it must start in milliseconds and must not import vLLM or the harness.
+standard library and `bench.engines.process` (standard library only itself): it must start in
+milliseconds and must not import vLLM or the rest of the harness.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
+
+from bench.engines.process import group_members, stop_group
 
 PR_SET_PDEATHSIG = 1
 
@@ -37,33 +39,10 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
 
 def _stop_group(grace_s: float, child: subprocess.Popen[bytes] | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group-wide SIGTERM below reaches us too
-    try:
-        os.killpg(0, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    # Not child.poll(): this runs inside child.wait(), which holds the lock poll() needs; read /proc.
-    deadline = time.monotonic() + grace_s
-    while _others() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # Not child.poll(): this runs inside child.wait(), which holds the lock poll() needs; stop_group
+    # reads /proc. The others get `grace_s`; a SIGKILL of the group then ends this wrapper as well.
+    stop_group(os.getpgid(0), grace_s, spare=(os.getpid(),))
     os.killpg(0, signal.SIGKILL)  # the rest of the group (engine core, workers), and this wrapper
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # fields after the ")" that closes the command name: state ppid pgrp ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out.append(int(d))
-    return out
 
 
 def _others() -> list[int]:

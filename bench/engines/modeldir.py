@@ -23,13 +23,13 @@ from typing import Any
 from bench.config import quant as quant_registry
 from bench.config.base import stable_hash
 from bench.config.catalog import CATALOG_ONLY_KEYS, ModelSpec, get_model, load_models
+from bench.config.vocab import SPECIAL_TOKENS, vocabulary
 
-SPECIAL_TOKENS = ("<unk>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>")
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-TOKENIZER_VERSION = 1  # bump when the vocabulary construction changes
+TOKENIZER_VERSION = 1  # bump when the vocabulary (bench.config.vocab) or the tokenizer construction changes
 
 # The quantization_config written into config.json per quantization lives in THE registry
 # (bench.config.quant: checkpoint_config). fp8 has none: vLLM quantizes BF16 weights on the fly
@@ -43,20 +43,6 @@ CHECKPOINT_QUANT_CONFIGS: dict[str, dict[str, Any]] = {
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MAAS_BENCH_CACHE", Path.home() / ".cache" / "maas-bench")) / "models"
-
-
-def vocabulary(vocab_size: int) -> list[str]:
-    """Special tokens, then deterministic pronounceable words (ba, be, ... baba, babe, ...)."""
-    consonants, vowels = "bdfghklmnprstvz", "aeiou"
-    syllables = [c + v for c in consonants for v in vowels]
-    words: list[str] = []
-    n_words = vocab_size - len(SPECIAL_TOKENS)
-    for a in syllables:
-        for b in [""] + syllables:
-            words.append(a + b)
-            if len(words) == n_words:
-                return list(SPECIAL_TOKENS) + words
-    raise ValueError(f"vocab_size {vocab_size} is larger than this generator supports")
 
 
 def build_tokenizer_json(vocab_size: int) -> str:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 
-from bench.engines.base import NoProcessEngine
+from bench.engines.base import NoProcessEngine, register_engine
 from bench.errors import UserInputError
 from bench.measure.client import ClientConfig
 
 
+@register_engine
 class OpenAIEngine(NoProcessEngine):
     kind = "openai"
     starts_server = False

@@ -15,8 +15,6 @@ output in the run's log, and kills the whole group on timeout or error. A failed
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
-from bench.engines.base import BatchResult, EngineStartError, NoProcessEngine
+from bench.engines.base import BatchResult, EngineStartError, NoProcessEngine, register_engine
+from bench.engines.process import start_group, stop_group
 from bench.engines.serverlog import failure_reason_from_log
-from bench.engines.vllm_server import server_env
+from bench.engines.vllm_server import check_speculative_support, server_env
 
 if TYPE_CHECKING:
     from bench.measure.client import ClientConfig
@@ -77,14 +76,14 @@ def run_offline(spec: ServerSpec, model_path: str, engine: EngineSpec, prompts: 
         with open(log_path, "ab") as log:
             log.write(("$ " + " ".join(cmd) + "\n").encode())
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=server_env(engine, on_cpu), start_new_session=True)
+            proc = start_group(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=server_env(engine, on_cpu))
             try:
                 code = proc.wait(timeout=engine.startup_timeout_s + timeout_s)
             except subprocess.TimeoutExpired:
                 code = None
             finally:
-                _kill_group(proc)
+                stop_group(proc.pid, grace_s=0.0, proc=proc)  # the engine processes it left, at once
         if code is None:
             raise EngineStartError(f"offline run timed out after {engine.startup_timeout_s + timeout_s:g} s: "
                                    f"{failure_reason_from_log(log_path)}")
@@ -93,6 +92,7 @@ def run_offline(spec: ServerSpec, model_path: str, engine: EngineSpec, prompts: 
         return OfflineResult(**json.loads(out.read_text()))
 
 
+@register_engine
 class VllmOfflineEngine(NoProcessEngine):
     """Engine kind "vllm-offline": no server; each point is one `LLM.generate` batch in a child process.
 
@@ -105,6 +105,11 @@ class VllmOfflineEngine(NoProcessEngine):
     uses_local_gpus = True
     batch = True
 
+    @classmethod
+    def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
+        """The installed vLLM has every version-gated feature the specs use (as for the server kind)."""
+        check_speculative_support(specs)
+
     def failure_reason(self) -> str:
         return failure_reason_from_log(self.log_path)
 
@@ -115,14 +120,6 @@ class VllmOfflineEngine(NoProcessEngine):
         """Generate `prompts` after an unmeasured `warmup` batch; raises EngineStartError on failure."""
         return run_offline(self.spec, self.model_path, self.engine, prompts, warmup, output_len, self.log_path,
                            not self.on_gpu, timeout_s)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def _child(request_path: str, result_path: str) -> None:

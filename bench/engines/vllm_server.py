@@ -30,13 +30,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
-from bench.engines.base import EngineStartError, LocalModelEngine
-from bench.engines.guard import group_members
+from bench.engines.base import EngineStartError, LocalModelEngine, register_engine
+from bench.engines.process import group_members, start_group, stop_group
 from bench.engines.serverlog import clean_exit_reason, engine_root_cause, failure_reason_from_log
 from bench.errors import UserInputError
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from bench.measure.client import ClientConfig
 
 __all__ = ["SERVED_MODEL_NAME", "EngineStartError", "VllmEngine", "VllmServer", "engine_root_cause",
-           "failure_reason_from_log", "has_nvidia_gpu"]
+           "failure_reason_from_log", "group_members", "has_nvidia_gpu"]
 
 SERVED_MODEL_NAME = "maas-bench-model"
 
@@ -99,6 +99,9 @@ def _cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+STALE_GRACE_S = 10.0  # a stale server's group gets this long after SIGTERM
+
+
 def stop_stale_servers(logs_dir: Path) -> list[int]:
     """Stop servers a killed earlier run of this run dir left behind (from its logs/*.pid.json).
 
@@ -114,24 +117,10 @@ def stop_stale_servers(logs_dir: Path) -> list[int]:
             f.unlink(missing_ok=True)
             continue
         if _cmdline(pid) == cmd:
-            kill_group(pid)
+            stop_group(pid, grace_s=STALE_GRACE_S)
             stopped.append(pid)
         f.unlink(missing_ok=True)
     return stopped
-
-
-def kill_group(pgid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM a process group, SIGKILL what is left after `grace_s`, wait until no member lives."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not group_members(pgid):
-            return
 
 
 def free_port() -> int:
@@ -293,26 +282,7 @@ class VllmServer:
         """SIGTERM the process group, then SIGKILL what is left; never leaves children behind."""
         if self.proc is None:
             return
-        pgid = self.proc.pid
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-            # the leader exited; make sure no member of the group survives it
-            if not group_members(pgid):
-                break
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 10
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)  # SIGKILL is delivered asynchronously
+        stop_group(self.proc.pid, grace_s, proc=self.proc)
         self.proc = None
         pid_file(self.log_path).unlink(missing_ok=True)
 
@@ -333,8 +303,8 @@ def spawn_guarded(cmd: list[str], log: IO[bytes], env: Mapping[str, str]) -> sub
     The wrapper is the group leader (its pid is the pgid `stop()` kills); stdout/stderr go to `log`.
     """
     guard = [sys.executable, "-m", "bench.engines.guard", str(os.getpid()), f"{GUARD_GRACE_S:g}", *cmd]
-    return subprocess.Popen(guard, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**env, "PYTHONPATH": _bench_root_on_path(env)}, start_new_session=True)
+    return start_group(guard, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       env={**env, "PYTHONPATH": _bench_root_on_path(env)})
 
 
 def _bench_root_on_path(env: Mapping[str, str]) -> str:
@@ -364,6 +334,7 @@ def exit_description(code: int) -> str:
     return f"exit code {code}"
 
 
+@register_engine
 class VllmEngine(LocalModelEngine):
     """Engine kind "vllm": a vLLM OpenAI-compatible server this process starts and owns."""
 
@@ -371,6 +342,16 @@ class VllmEngine(LocalModelEngine):
     starts_server = True
     uses_local_gpus = True
     batch = False
+
+    @classmethod
+    def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
+        """The installed vLLM has every version-gated feature the specs use."""
+        check_speculative_support(specs)
+
+    @classmethod
+    def stop_stale(cls, logs_dir: Path) -> list[int]:
+        """On resume: stop the servers a killed earlier run of this run dir left running."""
+        return stop_stale_servers(logs_dir)
 
     def __init__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> None:
         super().__init__(spec, engine, log_path, on_gpu)

@@ -82,7 +82,8 @@ def require_feature(name: str, version: str | None = None, where: str | None = N
         lo, hi = TESTED_RANGE
         head = f"{where}: " if where else ""
         raise UserInputError(f"{head}{what} (vLLM feature {name}) needs vLLM >= {_fmt(minimum)}; installed vLLM is "
-                             f"{text} (tested range >= {_fmt(lo)}, < {_fmt(hi)}; see README 'Choosing a vLLM version')")
+                             f"{text} (tested range >= {_fmt(lo)}, < {_fmt(hi)}; "
+                             "see docs/engines.md 'Choosing a vLLM version')")
 
 
 def needed_features(spec: ServerSpec) -> list[tuple[str, str]]:

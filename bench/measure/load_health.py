@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.measure.metrics import RequestRecord
+from bench.units import ms_to_ns, ms_to_s, ns_to_ms, ns_to_s
 
 LAG_P99_LIMIT_MS = 10.0
 # Receive side: a probe task sleeps LOOP_PROBE_MS at a time; how late it wakes is the event loop's lag,
@@ -81,12 +82,12 @@ class LoadResult:
 
 async def probe_loop_lag(out: list[tuple[int, float]]) -> None:
     """Sleep LOOP_PROBE_MS at a time and record how late each wake-up is (event-loop lag)."""
-    period_ns = int(LOOP_PROBE_MS * 1e6)
+    period_ns = ms_to_ns(LOOP_PROBE_MS)
     while True:
         t0 = time.perf_counter_ns()
-        await asyncio.sleep(LOOP_PROBE_MS / 1e3)
+        await asyncio.sleep(ms_to_s(LOOP_PROBE_MS))
         t1 = time.perf_counter_ns()
-        out.append((t1, max(0.0, (t1 - t0 - period_ns) / 1e6)))
+        out.append((t1, max(0.0, ns_to_ms(t1 - t0 - period_ns))))
 
 
 def client_health(res: LoadResult) -> None:
@@ -97,8 +98,8 @@ def client_health(res: LoadResult) -> None:
         res.measure_end_ns = max(r.end_ns for r in recs)
     sends = sorted(r.send_ns for r in recs)
     if res.load_mode != "concurrency" and len(sends) > 1 and sends[-1] > sends[0]:
-        res.delivered_rate = (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9)
-    lags = [(r.send_ns - r.scheduled_ns) / 1e6 for r in recs if r.scheduled_ns is not None]
+        res.delivered_rate = (len(sends) - 1) / ns_to_s(sends[-1] - sends[0])
+    lags = [ns_to_ms(r.send_ns - r.scheduled_ns) for r in recs if r.scheduled_ns is not None]
     reasons = []
     if lags:
         arr = np.asarray(lags)

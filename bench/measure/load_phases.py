@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.config.load_spec import LoadPoint
 from bench.measure.client import RequestSpec
+from bench.units import s_to_ns
 
 PhaseFn = Callable[[str], Any]  # called with "measure_start" / "measure_end"; may return an awaitable
 
@@ -100,7 +101,7 @@ class Phases:
                 if self.measure_start_ns is None:
                     self.measure_start_ns = t
                     if self.lp.duration_s is not None:
-                        self.measure_deadline_ns = t + int(self.lp.duration_s * 1e9)
+                        self.measure_deadline_ns = t + s_to_ns(self.lp.duration_s)
                     self._hook("measure_start")
                 self.outstanding += 1
                 return ph, self.sent[MEASURED] - 1, req, t

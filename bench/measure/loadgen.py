@@ -68,6 +68,7 @@ from bench.measure.load_health import (
 from bench.measure.load_phases import COOLDOWN, MEASURED, WARMUP, PhaseFn, Phases
 from bench.measure.metrics import RequestRecord
 from bench.measure.sessions import Session
+from bench.units import NS_PER_S, ns_to_s, s_to_ns
 
 __all__ = [
     "COALESCED_WARN_FRAC", "COOLDOWN_PREFETCH", "LAG_P99_LIMIT_MS", "LOOP_LAG_P50_LIMIT_MS",
@@ -142,7 +143,7 @@ async def _closed_loop(send: SendFn, plan: Phases, lp: LoadPoint, out: list[Requ
     conc = lp.concurrency or 1
     start = time.perf_counter_ns()
     if lp.ramp_s:
-        plan.ramp_end_ns = start + int(lp.ramp_s * 1e9)
+        plan.ramp_end_ns = start + s_to_ns(lp.ramp_s)
 
     def now_of(ph: str, req: RequestSpec, t: int) -> int:
         return t
@@ -193,13 +194,13 @@ async def _open_loop(send: SendFn, plan: Phases, lp: LoadPoint, seed: int, trace
     tasks: set[asyncio.Task[Any]] = set()
     start = time.perf_counter_ns()
     if lp.ramp_s:
-        plan.ramp_end_ns = start + int(lp.ramp_s * 1e9)
+        plan.ramp_end_ns = start + s_to_ns(lp.ramp_s)
     u = 0.0
 
     def time_of(ph: str, req: RequestSpec, t_cand: int) -> int:
         if req.arrival_s is None:
             return t_cand
-        return plan.base_ns[ph] + int(req.arrival_s * trace_scale * 1e9)
+        return plan.base_ns[ph] + s_to_ns(req.arrival_s * trace_scale)
 
     async def limited(idx: int, req: RequestSpec, warm: bool, when: int | None) -> RequestRecord:
         assert sem is not None
@@ -214,15 +215,15 @@ async def _open_loop(send: SendFn, plan: Phases, lp: LoadPoint, seed: int, trace
             return
         plan.finished(ph)
 
-    plan.phase_gap_ns = int(1e9 / lp.request_rate)
+    plan.phase_gap_ns = int(NS_PER_S / lp.request_rate)
     while not plan.all_done.is_set():
         u += rng.gammavariate(shape, 1.0 / shape)  # unit-mean gaps in operational time
-        t_cand = start + int(ramp_time_s(u, lp.request_rate, lp.ramp_s, lp.ramp_start_rate or 0.0) * 1e9)
+        t_cand = start + s_to_ns(ramp_time_s(u, lp.request_rate, lp.ramp_s, lp.ramp_start_rate or 0.0))
         item = plan.next(t_cand, time_of)
         if item is None:
             break
         ph, idx, req, when = item
-        delay = (when - time.perf_counter_ns()) / 1e9
+        delay = ns_to_s(when - time.perf_counter_ns())
         if delay > 0:
             if ph == COOLDOWN:  # stop waiting as soon as the measured phase is over
                 try:

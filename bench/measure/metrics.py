@@ -42,10 +42,9 @@ from typing import Any
 import numpy as np
 
 from bench.config.slo import Slo
+from bench.units import MS_PER_S, NS_PER_MS, NS_PER_S
 
 PERCENTILES = (50, 90, 95, 99)
-NS_PER_MS = 1e6
-NS_PER_S = 1e9
 
 
 @dataclass
@@ -205,7 +204,7 @@ def summarize(
     for name, samples in (("ttft_ms", ttfts), ("tpot_ms", tpots), ("itl_ms", itls), ("e2el_ms", e2els)):
         row.update(percentile_stats(name, samples))
     tpot_p50 = row["tpot_ms_p50"]
-    row["interactivity_tok_s_user"] = 1000.0 / tpot_p50 if tpot_p50 else None
+    row["interactivity_tok_s_user"] = MS_PER_S / tpot_p50 if tpot_p50 else None
     good = sum(1 for r in done if meets_request_slo(r, limits))
     row["good_requests"] = good
     row["goodput_req_s"] = rate(good)

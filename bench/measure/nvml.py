@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
-log = logging.getLogger(__name__)
+from bench.units import bytes_to_gb, from_milli, per_million
 
-_GB = 1e9
+log = logging.getLogger(__name__)
 
 
 # --- NVML sampling ---------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class GpuSampler:
             for g, h in enumerate(self._handles):
                 p_mw = _try(lambda h=h: nvml.nvmlDeviceGetPowerUsage(h))
                 if p_mw is not None:
-                    self._power[g].append((t, float(p_mw) / 1000.0))
+                    self._power[g].append((t, from_milli(float(p_mw))))
                 mem = _try(lambda h=h: nvml.nvmlDeviceGetMemoryInfo(h).used)
                 if mem is not None:
                     self._mem[g].append(float(mem))
@@ -211,7 +211,7 @@ class GpuSampler:
             start_mj = self._energy_start_mj[g]
             power = self._power[g]
             if start_mj is not None and end_mj is not None and end_mj >= start_mj:
-                energy_j: float | None = (end_mj - start_mj) / 1000.0
+                energy_j: float | None = from_milli(end_mj - start_mj)
                 source: str | None = "counter"
             else:
                 energy_j = trapezoid_energy_j(power)
@@ -225,7 +225,7 @@ class GpuSampler:
                     energy_source=source,
                     mean_power_w=energy_j / duration_s if energy_j is not None and duration_s > 0 else None,
                     peak_power_w=max((p for _, p in power), default=None),
-                    peak_memory_gb=max(self._mem[g]) / _GB if self._mem[g] else None,
+                    peak_memory_gb=bytes_to_gb(max(self._mem[g])) if self._mem[g] else None,
                     gpu_util_mean_pct=sum(self._util[g]) / len(self._util[g]) if self._util[g] else None,
                 )
             )
@@ -292,7 +292,7 @@ def derive_energy_metrics(
     if output_tokens:
         out["j_per_output_token"] = energy_j / output_tokens
     if duration_s and output_tokens and energy_j > 0:
-        out["output_tok_s_per_mw"] = (output_tokens / duration_s) / (energy_j / duration_s / 1e6)
+        out["output_tok_s_per_mw"] = (output_tokens / duration_s) / per_million(energy_j / duration_s)
     return out
 
 

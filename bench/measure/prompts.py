@@ -6,8 +6,8 @@ to a token count *with the model's tokenizer*, and the e2e test checks the reque
 against the server's `usage.prompt_tokens`.
 
 Two ways to size a prompt (`PromptFactory`):
-- word-level tokenizers (the ones `bench.engines.modeldir` materializes: one whitespace-separated word
-  is one token): join N vocabulary words. Exact by construction, no encoding needed.
+- word-level tokenizers (the ones `bench.engines.modeldir` materializes from `bench.config.vocab`: one
+  whitespace-separated word is one token): join N vocabulary words. Exact by construction, no encoding needed.
 - any other tokenizer (BPE, unigram, ...): draw N random non-special token ids, decode, re-encode
   the text (decoding and re-encoding is not the identity: "calls"+"here" may come back as
   "call"+"sh"+"ere"), then trim or pad the token list to the target and repeat until the
@@ -32,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.config.vocab import SPECIAL_TOKENS, vocabulary
 from bench.config.workload_spec import WorkloadSpec
-from bench.engines.modeldir import SPECIAL_TOKENS, vocabulary
 from bench.measure.client import RequestSpec
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class PromptFactory:
 
     @classmethod
     def for_vocab_size(cls, vocab_size: int, chat_overhead_tokens: int = 0) -> PromptFactory:
-        """Word prompts for the word-level vocabulary bench.engines.modeldir builds for `vocab_size`."""
+        """Word prompts for the word-level vocabulary (bench.config.vocab) of `vocab_size` words."""
         return cls([w for w in vocabulary(vocab_size) if w not in SPECIAL_TOKENS],
                    chat_overhead_tokens=chat_overhead_tokens)
 

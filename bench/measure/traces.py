@@ -17,6 +17,7 @@ from bench.config.workload_spec import WorkloadSpec
 from bench.errors import UserInputError
 from bench.measure.client import RequestSpec
 from bench.measure.prompts import PromptFactory, sized_request
+from bench.units import ms_to_s
 
 
 def _trace_lines(path: str | None) -> Iterator[tuple[int, str]]:
@@ -98,7 +99,7 @@ def read_mooncake(path: str | None) -> list[tuple[float, int, int, list[int]]]:
                 raise UserInputError(f"{where}: {name} must be an integer >= 1 (got {v!r})")
         if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
             raise UserInputError(f"{where}: timestamp must be a finite number of milliseconds (got {ts!r})")
-        rows.append((float(ts) / 1000.0, isl, osl, ids))
+        rows.append((ms_to_s(float(ts)), isl, osl, ids))
     if not rows:
         raise UserInputError(f"workload.trace_path: {path} has no rows")
     rows.sort(key=lambda r: r[0])

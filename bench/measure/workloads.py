@@ -52,23 +52,22 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from itertools import islice
+from typing import Any
 
 from bench.config.workload_spec import WorkloadSpec
 from bench.measure.client import RequestSpec
+from bench.measure.kinds import workload_kind
 from bench.measure.prompts import (
     PromptFactory,
     lognormal_len,
     ranged_len,
-    sized_request,
 )
 from bench.measure.sessions import Session, iter_sessions
 from bench.measure.traces import (
     block_text,
     mooncake_prompt,
-    mooncake_requests,
     read_mooncake,
     read_trace,
-    trace_requests,
 )
 
 __all__ = [
@@ -80,41 +79,7 @@ __all__ = [
 def iter_requests(spec: WorkloadSpec, factory: PromptFactory, seed_offset: int = 0) -> Iterator[RequestSpec]:
     """Requests of a workload, lazily; endless except for a trace. Same spec and seed, same requests."""
     rng = random.Random(spec.seed * 1_000_003 + seed_offset)
-    if spec.kind == "trace":
-        yield from trace_requests(spec, factory, rng)
-        return
-    if spec.kind == "mooncake":
-        yield from mooncake_requests(spec, factory, rng)
-        return
-    if spec.kind == "multiturn":
-        yield from iter_sessions(spec, factory, seed_offset)  # type: ignore[misc]
-        return
-    shared: list[str] = []
-    if spec.kind == "prefix":
-        # The shared prefixes depend on the seed only, so warm-up, measured and cool-down
-        # streams (different seed offsets) share them, as a real prompt cache would see.
-        prng = random.Random(spec.seed * 1_000_003 - 1)
-        shared = [factory.make(spec.prefix_len, prng) for _ in range(spec.num_prefixes)]
-    reused = 0
-    while True:
-        if spec.kind == "ranged":
-            isl, osl = ranged_len(rng, spec.input_len, spec.range_ratio), ranged_len(rng, spec.output_len,
-                                                                                      spec.range_ratio)
-        elif spec.kind == "chat":
-            isl = lognormal_len(rng, spec.input_len, spec.input_sigma)
-            osl = lognormal_len(rng, spec.output_len, spec.output_sigma)
-        else:  # fixed, prefix
-            isl, osl = spec.input_len, spec.output_len
-        if spec.kind != "prefix":
-            yield sized_request(factory, spec, isl, osl, rng)
-            continue
-        if rng.random() < spec.reuse_ratio:
-            pid: int | None = reused % spec.num_prefixes
-            reused += 1
-            prefix = shared[pid]
-        else:
-            pid, prefix = None, factory.make(spec.prefix_len, rng)
-        yield sized_request(factory, spec, spec.prefix_len + isl, osl, rng, prefix, spec.prefix_len, pid)
+    return workload_kind(spec.kind).requests(spec, factory, rng, seed_offset)
 
 
 def generate(spec: WorkloadSpec, n: int, factory: PromptFactory, seed_offset: int = 0) -> list[RequestSpec]:
@@ -122,9 +87,6 @@ def generate(spec: WorkloadSpec, n: int, factory: PromptFactory, seed_offset: in
     return list(islice(iter_requests(spec, factory, seed_offset), n))
 
 
-def check_workload_files(spec: WorkloadSpec) -> None:
-    """Read a workload's trace file now, so a bad row fails (exit 2) before any server starts."""
-    if spec.kind == "trace":
-        read_trace(spec.trace_path)
-    elif spec.kind == "mooncake":
-        read_mooncake(spec.trace_path)
+def check_workload_files(spec: WorkloadSpec) -> Any:
+    """Read a workload's input file now, so a bad row fails (exit 2) before any server starts; the parsed rows."""
+    return workload_kind(spec.kind).read_files(spec)

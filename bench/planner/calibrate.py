@@ -38,6 +38,7 @@ from bench.planner.factors import (
     resolve_quant,
 )
 from bench.planner.serving import PointRaw, replica_raw
+from bench.units import ms_to_s
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ class MeasuredPoint:
     ttft_ms: float | None
     ep: bool = False
     kv_bits: float | None = None
+    # what the scheduler simulation replays (bench.planner.simulate): the server's limits and the protocol
+    output_tok_s: float | None = None
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = None
+    num_requests: int = 32
+    warmup: int = 0
 
 
 def _quant_of_row(row: dict[str, Any]) -> str:
@@ -98,8 +106,18 @@ def points_from_results(df: Any) -> list[MeasuredPoint]:
             tpot_ms=_pos(row.get("tpot_ms_p50")), ttft_ms=_pos(row.get("ttft_ms_p50")),
             ep=bool(row.get("expert_parallel") or False),
             kv_bits=quant_registry.kv_bits_of(kv),
+            output_tok_s=_pos(row.get("output_tok_s")),
+            max_num_seqs=_int(row.get("max_num_seqs"), 256),
+            max_num_batched_tokens=_int(row.get("max_num_batched_tokens")),
+            max_model_len=_int(row.get("max_model_len")), num_requests=_int(row.get("num_requests"), int(done)),
+            warmup=_int(row.get("warmup_sent"), 0),
         ))
     return out
+
+
+def _int(v: Any, default: int | None = None) -> Any:
+    f = _pos(v)
+    return int(f) if f is not None else default
 
 
 def _pos(v: Any) -> float | None:
@@ -159,8 +177,8 @@ def fit_efficiency(points: list[MeasuredPoint], base: Efficiency | None = None,
         q = resolve_quant(p.quant, p.kv_bits, cfg)
         dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=p.tp, ep=p.ep, eff=base)
         raws.append(replica_raw(dep, p.isl, p.osl, p.concurrency, max(p.count // p.tp, 1))[1])
-        meas_tpot.append(p.tpot_ms / 1e3 if p.tpot_ms else math.nan)
-        meas_ttft.append(p.ttft_ms / 1e3 if p.ttft_ms else math.nan)
+        meas_tpot.append(ms_to_s(p.tpot_ms) if p.tpot_ms else math.nan)
+        meas_ttft.append(ms_to_s(p.ttft_ms) if p.ttft_ms else math.nan)
     arr = _RawArrays.build(raws)
     m_tpot, m_ttft = np.array(meas_tpot), np.array(meas_ttft)
     n_obs = int(np.sum(~np.isnan(m_tpot)) + np.sum(~np.isnan(m_ttft)))
@@ -176,11 +194,11 @@ def fit_efficiency(points: list[MeasuredPoint], base: Efficiency | None = None,
         axes = [np.clip(np.linspace(center[i] - half[i], center[i] + half[i], n), lo[i], hi[i])
                 for i in range(3)]
         a, c, o = np.meshgrid(*axes, indexing="ij")
-        loss = _loss(arr, m_tpot, m_ttft, a[..., None], c[..., None], o[..., None] / 1e3)
+        loss = _loss(arr, m_tpot, m_ttft, a[..., None], c[..., None], ms_to_s(o[..., None]))
         idx = np.unravel_index(int(np.nanargmin(loss)), loss.shape)
         best = np.array([axes[0][idx[0]], axes[1][idx[1]], axes[2][idx[2]]])
         center, half = best, half * 0.6
-    final = float(_loss(arr, m_tpot, m_ttft, best[0], best[1], best[2] / 1e3))
+    final = float(_loss(arr, m_tpot, m_ttft, best[0], best[1], ms_to_s(best[2])))
     return FitResult(key=key, bandwidth_efficiency=float(best[0]), compute_efficiency=float(best[1]),
                      step_overhead_ms=float(best[2]), n_points=len(points),
                      rms_log_error=math.sqrt(final / n_obs))
@@ -233,15 +251,73 @@ def _loss(r: _RawArrays, m_tpot: np.ndarray, m_ttft: np.ndarray, a: Any, c: Any,
     return np.sum(e1**2, axis=-1) + np.sum(e2**2, axis=-1)
 
 
-def calibrate(df: Any, cfg: RooflineConfig | None = None) -> list[FitResult]:
-    """Fit one FitResult per gpu/quant pair found in a results DataFrame."""
+def calibrate(df: Any, cfg: RooflineConfig | None = None, simulate: bool = True) -> list[FitResult]:
+    """Fit one FitResult per gpu/quant pair found in a results DataFrame: the closed form's grid search,
+    then (`simulate`, the default) a refinement against the scheduler simulation (`fit_simulated`), so the
+    factors are the ones the simulation that `plan` and the virtual engine run needs."""
     cfg = cfg or load_roofline_config()
     groups: dict[str, list[MeasuredPoint]] = {}
     for p in points_from_results(df):
         groups.setdefault(calibration_key(p.gpu, p.quant), []).append(p)
     if not groups:
         raise UserInputError(_NO_POINTS)
-    return [fit_efficiency(pts, cfg=cfg) for _, pts in sorted(groups.items())]
+    fits = [fit_efficiency(pts, cfg=cfg) for _, pts in sorted(groups.items())]
+    if simulate:
+        fits = [fit_simulated(pts, f, cfg) for (_, pts), f in zip(sorted(groups.items()), fits, strict=True)]
+    return fits
+
+
+def _simulated_errors(p: MeasuredPoint, eff: Efficiency, gpu: GpuPeaks, cfg: RooflineConfig) -> list[float]:
+    """log(simulated / measured) TTFT p50, TPOT p50 and output tok/s of one closed-loop point, replayed as
+    the harness ran it (its concurrency, measured and warm-up requests, the server's limits)."""
+    from bench.planner import simulate as sim
+
+    _, hp = resolve_model(p.model)
+    q = resolve_quant(p.quant, p.kv_bits, cfg)
+    dep = Deployment(hp=hp, gpu=gpu, quant=q, tp=p.tp, ep=p.ep, eff=eff)
+    s = sim.setup(dep, max(p.count // p.tp, 1), max_num_seqs=p.max_num_seqs,
+                  max_model_len=max(p.max_model_len or 0, p.isl + p.osl),
+                  max_num_batched_tokens=p.max_num_batched_tokens, where="calibration point")
+    row = sim.simulate_curve_point(s, p.isl, p.osl, p.concurrency, requests=p.num_requests, warmup=p.warmup)
+    out = []
+    for meas, key in ((p.ttft_ms, "ttft_ms_p50"), (p.tpot_ms, "tpot_ms_p50"), (p.output_tok_s, "output_tok_s")):
+        pred = row.get(key)
+        if meas and pred and pred > 0:
+            out.append(math.log(pred / meas))
+    return out
+
+
+def fit_simulated(points: list[MeasuredPoint], start: FitResult, cfg: RooflineConfig | None = None,
+                  gpu: GpuPeaks | None = None) -> FitResult:
+    """Refine (bandwidth, compute, overhead) so the scheduler simulation reproduces the measured TTFT p50,
+    TPOT p50 and output tok/s: least squares on their log ratios, Nelder-Mead in log space from the closed
+    form's fit (its formulas ignore queueing and chunking, so its factors are only a starting point)."""
+    from bench.planner.fit import nelder_mead
+
+    cfg = cfg or load_roofline_config()
+    gpu = gpu or get_gpu(points[0].gpu)
+    base = efficiency_for(gpu.id, points[0].quant, cfg, hbm_gb_s=gpu.hbm_gb_s)[0]
+    # log space; the overhead's lower bound 0 has no log: it is bounded at 1 us
+    lo = np.log([max(_BOUNDS[f][0], 1e-3) for f in FITTED_FIELDS])
+    hi = np.log([_BOUNDS[f][1] for f in FITTED_FIELDS])
+    x0 = np.clip(np.log([start.bandwidth_efficiency, start.compute_efficiency, max(start.step_overhead_ms, 0.1)]),
+                 lo, hi)
+
+    def errors(x: np.ndarray) -> list[float]:
+        b, c, o = np.exp(np.clip(x, lo, hi))
+        eff = base.model_copy(update={"bandwidth_efficiency": float(b), "compute_efficiency": float(c),
+                                      "step_overhead_ms": float(o)})
+        return [e for p in points for e in _simulated_errors(p, eff, gpu, cfg)]
+
+    def loss(x: np.ndarray) -> float:
+        return float(sum(e * e for e in errors(x)))
+
+    best = np.clip(nelder_mead(loss, x0, step=0.5, iters=150, tol=1e-5), lo, hi)
+    errs = errors(best)
+    b, c, o = np.exp(best)
+    return FitResult(key=start.key, bandwidth_efficiency=float(b), compute_efficiency=float(c),
+                     step_overhead_ms=float(o), n_points=len(points),
+                     rms_log_error=math.sqrt(sum(e * e for e in errs) / max(len(errs), 1)))
 
 
 def save_calibration(fits: list[FitResult], source: str = "", path: Path | None = None) -> Path:

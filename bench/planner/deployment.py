@@ -6,13 +6,15 @@ The formulas are stated once, in bench.planner.roofline's docstring; this module
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.config.catalog import Hyperparameters
 from bench.planner.factors import Efficiency, GpuPeaks, QuantSpec
 from bench.planner.rank_work import indexer_score_flops, replicated_params, sparse_head_factor
+from bench.units import BYTES_PER_GB, BYTES_PER_GIB, BYTES_PER_KIB, FLOPS_PER_TFLOPS, us_to_s
 
-GIB = 2.0**30
+GIB = BYTES_PER_GIB
 ACT_BYTES = 2.0  # activations and collectives travel in BF16 in every preset
 
 
@@ -89,17 +91,23 @@ class Deployment:
         return self.hp.kv_bytes_per_token(self.quant.kv_bits / 8, tp=self.attn_tp)
 
     # one engine step, at efficiency 1 -----------------------------------------------------
-    def step_raw(self, n_dec: float, ctx: float, n_pre: float = 0.0, spec_tokens: int = 0) -> StepRaw:
+    def step_raw(self, n_dec: float, ctx: float, n_pre: float = 0.0, spec_tokens: int = 0,
+                 chunks: Sequence[tuple[float, float]] | None = None) -> StepRaw:
         """Per-GPU seconds for one step at the GPU's kernel curves (memory, compute) plus comm seconds
         (flat curves = 100% of every peak).
 
         n_dec sequences decode one token each at mean context ctx; n_pre prompt tokens of ONE
-        prompt are prefilled (causal attention over n_pre/2 on average). With `spec_tokens` K > 0
-        each decoding sequence verifies K+1 tokens: the same weights, (K+1)x the GEMM, attention and
-        logits FLOPs, KV read once per sequence over ctx+K tokens (the K+1 queries share it); the K
+        prompt are prefilled (causal attention over n_pre/2 on average). `chunks`: instead, the step's
+        prefill chunks as (offset, tokens) pairs, each a prompt's next `tokens` after the `offset` tokens
+        already in the KV cache (an earlier chunk of chunked prefill, or a prefix-cache hit), which its
+        queries attend to as well; n_pre is then their sum (bench.planner.scheduler prices steps this way).
+        With `spec_tokens` K > 0 each decoding sequence verifies K+1 tokens: the same weights, (K+1)x the
+        GEMM, attention and logits FLOPs, KV read once per sequence over ctx+K tokens (the K+1 queries share it); the K
         draft passes are `draft_raw`.
         """
         hp, q, tp, dp = self.hp, self.quant, self.tp, self.dp_attention
+        if chunks is not None:
+            n_pre = float(sum(n for _, n in chunks))
         n_q = n_dec * (spec_tokens + 1)  # query tokens of the decoding sequences
         ctx = ctx + spec_tokens if n_dec > 0 else ctx
         tokens = n_q + n_pre
@@ -113,17 +121,19 @@ class Deployment:
         # DP attention: a GPU reads its group's attention weights and the KV of its 1/dp share of the
         # decoding sequences (balanced over the groups)
         kv_bytes_per_gpu = n_dec / dp * hp.attention_read_bytes(ctx, q.kv_bits / 8, tp=self.attn_tp)
-        c, hbm = self.eff.curves, self.gpu.hbm_gb_s * 1e9
+        c, hbm = self.eff.curves, self.gpu.hbm_gb_s * BYTES_PER_GB
         memory_s = ((always_params * wb / tp) / (hbm * c.dense_bw_fraction(tokens, q.weight_bits))
                     + (attn_params * wb / self.attn_tp) / (hbm * c.dense_bw_fraction(tokens / dp, q.weight_bits))
                     + (lm_head_bytes / tp) / (hbm * c.dense_bw_fraction(tokens, 16))
                     + (routed_bytes / tp) / (hbm * c.expert_bw_fraction(tokens, q.expert_bits))
                     + c.attention_s(kv_bytes_per_gpu, self.gpu.hbm_gb_s, hp.num_hidden_layers))
 
-        return StepRaw(memory_s=memory_s, compute_s=self._compute_s(n_q, ctx, n_pre, tokens, routed_active),
+        return StepRaw(memory_s=memory_s,
+                       compute_s=self._compute_s(n_q, ctx, n_pre, tokens, routed_active, chunks),
                        comm_s=self.comm_s(tokens))
 
-    def _compute_s(self, n_q: float, ctx: float, n_pre: float, tokens: float, routed_active: int) -> float:
+    def _compute_s(self, n_q: float, ctx: float, n_pre: float, tokens: float, routed_active: int,
+                   chunks: Sequence[tuple[float, float]] | None = None) -> float:
         """Per-GPU GEMM + attention seconds at the kernel curves. Split over tp: the GEMMs of the active
         weights (less the replicated ones), the logits, the routed experts (at the expert-GEMM curve: tokens
         per expert, expert width per rank) and the attention core (x the sparse head padding); on every rank
@@ -131,24 +141,26 @@ class Deployment:
         scores (bench.planner.rank_work states these engine assumptions)."""
         hp, q, tp, dp, c = self.hp, self.quant, self.tp, self.dp_attention, self.eff.curves
         peak, prec = self.gpu.tflops(q.compute)
-        bf16_s = self.gpu.tflops_bf16 * 1e12
+        bf16_s = self.gpu.tflops_bf16 * FLOPS_PER_TFLOPS
         rep = replicated_params(hp)
         logits_tokens = n_q + (1 if n_pre > 0 else 0)
         split_gemm = 2.0 * (hp.active_params() - routed_active - rep) * tokens \
             + 2.0 * hp.hidden_size * hp.vocab_size * logits_tokens
-        index = indexer_score_flops(hp, n_q, ctx, n_pre)
-        core = (n_q * hp.attention_flops_per_token(ctx) + hp.prefill_attention_flops(n_pre) - index) \
+        chunks = chunks if chunks is not None else ([(0.0, n_pre)] if n_pre > 0 else [])
+        index = indexer_score_flops(hp, n_q, ctx, chunks)
+        pre_attn = sum(hp.prefill_attention_flops(o + n) - hp.prefill_attention_flops(o) for o, n in chunks)
+        core = (n_q * hp.attention_flops_per_token(ctx) + pre_attn - index) \
             * sparse_head_factor(hp, self.attn_tp, self.eff.sparse_mla_min_heads)
         # routed experts kept in BF16 (partial INT8) run their GEMMs on the BF16 units
         e_peak, e_prec = (self.gpu.tflops_bf16, "bf16") if q.routed_expert_bits is not None else (peak, prec)
         moe_i = hp.moe_intermediate_size or 0
         per_expert = tokens * hp.num_experts_per_tok / max(hp.n_routed_experts, 1)
         e_frac = c.expert_gemm_fraction(e_prec, per_expert, moe_i if self.ep else moe_i / tp, tokens)
-        split_s = (split_gemm / (peak * 1e12 * c.gemm_fraction(prec, tokens))
-                   + 2.0 * routed_active * tokens / (e_peak * 1e12 * e_frac)
+        split_s = (split_gemm / (peak * FLOPS_PER_TFLOPS * c.gemm_fraction(prec, tokens))
+                   + 2.0 * routed_active * tokens / (e_peak * FLOPS_PER_TFLOPS * e_frac)
                    + core / (bf16_s * c.gemm_fraction("bf16", tokens))) / tp
         group_tokens = tokens / dp
-        replicated_s = (2.0 * rep * group_tokens / (peak * 1e12 * c.gemm_fraction(prec, group_tokens))
+        replicated_s = (2.0 * rep * group_tokens / (peak * FLOPS_PER_TFLOPS * c.gemm_fraction(prec, group_tokens))
                         + index / dp / (bf16_s * c.gemm_fraction("bf16", group_tokens)))
         return split_s + replicated_s
 
@@ -182,8 +194,8 @@ class Deployment:
         lm_bytes = hp.vocab_size * hp.hidden_size * 2.0 / self.tp
         flops = 2.0 * hp.hidden_size * hp.vocab_size * n_tokens / self.tp
         peak, prec = self.gpu.tflops(self.quant.compute)
-        return StepRaw(memory_s=lm_bytes / (self.gpu.hbm_gb_s * 1e9 * c.dense_bw_fraction(n_tokens, 16)),
-                       compute_s=flops / (peak * 1e12 * c.gemm_fraction(prec, n_tokens)), comm_s=0.0)
+        return StepRaw(memory_s=lm_bytes / (self.gpu.hbm_gb_s * BYTES_PER_GB * c.dense_bw_fraction(n_tokens, 16)),
+                       compute_s=flops / (peak * FLOPS_PER_TFLOPS * c.gemm_fraction(prec, n_tokens)), comm_s=0.0)
 
     def collective_latency_s(self, group: int | None = None) -> float:
         """Fixed latency of one collective over `group` GPUs (default tp): collective_latency_us per
@@ -193,7 +205,7 @@ class Deployment:
         lat = e.collective_latency_us * max(math.log2(n), 1.0)
         if n > e.gpus_per_node:
             lat += e.inter_node_latency_us
-        return lat * 1e-6
+        return us_to_s(lat)
 
     def comm_s(self, tokens: float) -> float:
         """Collective time of one forward over `tokens` tokens (0 without tensor parallelism).
@@ -209,7 +221,7 @@ class Deployment:
         link = self.gpu.interconnect_gb_s or e.inter_node_gb_s
         if self.tp > e.gpus_per_node:
             link = min(link, e.inter_node_gb_s)
-        bw = link * 1e9 * e.interconnect_efficiency
+        bw = link * BYTES_PER_GB * e.interconnect_efficiency
         msg = tokens * self.hp.hidden_size * ACT_BYTES
         lat = self.collective_latency_s()
         allreduce = 2.0 * (self.tp - 1) / self.tp * msg / bw + lat
@@ -272,6 +284,6 @@ def memory_fit(dep: Deployment, context_tokens: int) -> MemoryFit:
     max_seqs = dep.dp_attention * (cap_tokens // max(context_tokens, 1))
     return MemoryFit(
         weights_gib_per_gpu=weights, usable_gib_per_gpu=usable, kv_budget_gib_per_gpu=budget,
-        kv_kib_per_token_per_gpu=per_tok / 1024, context_tokens=context_tokens,
+        kv_kib_per_token_per_gpu=per_tok / BYTES_PER_KIB, context_tokens=context_tokens,
         max_concurrent_seqs=int(max_seqs), kv_capacity_tokens=dep.dp_attention * cap_tokens, fits=max_seqs >= 1,
     )

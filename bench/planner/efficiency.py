@@ -37,7 +37,7 @@ The functions (stated once; T = tokens in the engine step, all fractions of the 
   the FP8 one is slower than its own BF16 twin on the TP8 shape (170 vs 369 TFLOPS at 8192 tokens), a
   kernel artifact rather than a bound; and applied directly (H200 points, H100 carried over) they made
   the published-run check worse (within 1.5x: 6 of 8 instead of 7; worst throughput x1.53 instead of
-  x1.42, README planner section). The function stays, tested, for a measurement of the engines' kernels.
+  x1.42, docs/planner.md). The function stays, tested, for a measurement of the engines' kernels.
 
 GPUs not measured: the curves interpolate linearly in log(HBM GB/s) between the measured GPUs
 with the nearest bandwidths, clamped to the nearest one outside their range (A100 -> H100 curves,
@@ -57,6 +57,7 @@ import math
 from pydantic import Field
 
 from bench.config.base import StrictModel
+from bench.units import BYTES_PER_GB, us_to_s
 
 # precision factor keys by weight bits: 16 -> 1.0, (4.5, 16) -> "fp8", <= 4.5 -> "int4"
 _PRECISION_KEYS = ("fp8", "int4")
@@ -100,13 +101,13 @@ class Curves(StrictModel):
         """Seconds of `calls` decode-attention kernels reading `kv_bytes` in all (0 bytes: no call)."""
         if kv_bytes <= 0 or calls <= 0:
             return 0.0
-        return calls * self.attention_latency_us * 1e-6 + kv_bytes / (hbm_gb_s * 1e9 * self.attention_bw_max)
+        return calls * us_to_s(self.attention_latency_us) + kv_bytes / (hbm_gb_s * BYTES_PER_GB * self.attention_bw_max)
 
     def attention_fraction(self, kv_bytes_per_call: float, hbm_gb_s: float) -> float:
         """The same as a fraction of HBM peak for one call (the batch x context table's metric)."""
         if kv_bytes_per_call <= 0:
             return 0.0
-        return kv_bytes_per_call / (hbm_gb_s * 1e9) / self.attention_s(kv_bytes_per_call, hbm_gb_s, 1)
+        return kv_bytes_per_call / (hbm_gb_s * BYTES_PER_GB) / self.attention_s(kv_bytes_per_call, hbm_gb_s, 1)
 
     def gemm_fraction(self, precision: str, tokens: float) -> float:
         top = self.gemm_max.get(precision, self.gemm_max.get("bf16", 1.0))

@@ -8,6 +8,7 @@ where they are swept over concurrency and turned into rows. Serving model: see r
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from bench.planner.roofline import (
     point_raw,
     resolve_quant,
 )
+from bench.units import MS_PER_S, ms_to_s, s_to_ms
 
 DEFAULT_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 COMPARE_GPUS = ("h100", "h200", "h20", "b200", "ascend-910b")
@@ -50,7 +52,20 @@ class CurvePoint:
     total_tok_s_per_gpu: float
     decode_bound: str
     queued: bool
+    # the scheduler simulation's distribution (None from the closed form, which has one value per metric)
+    ttft_ms_p90: float | None = None
+    ttft_ms_p99: float | None = None
+    tpot_ms_p90: float | None = None
+    tpot_ms_p99: float | None = None
+    e2el_ms_p90: float | None = None
+    itl_ms_p90: float | None = None
+    preemptions: int | None = None
+    latency_ms: dict[str, float] | None = None  # every summarize latency column (ttft_ms_p95, tpot_ms_mean, ...)
+    method: str = "closed-form"
     source: str = "estimate"
+
+
+METHODS = ("simulate", "closed-form")
 
 
 @dataclass(frozen=True)
@@ -104,8 +119,16 @@ def estimate(
     cached_share: float = 0.0,
     dp_attention: int = 1,
     burst: bool = False,
+    method: str = "simulate",
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
 ) -> Estimate:
     """Memory fit and the throughput-latency curve of `count` GPUs serving `model`.
+
+    `method`: "simulate" (default) runs each concurrency through the scheduler simulation
+    (bench.planner.scheduler: queueing, chunked prefill, preemption, every latency percentile) at vLLM's
+    default `max_num_seqs` / `max_num_batched_tokens` for the GPU unless given; "closed-form" evaluates the
+    serving formulas of bench.planner.roofline (one value per metric, no queue dynamics).
 
     `tp` defaults to `count` (one replica); with a smaller tp, count/tp replicas split the
     concurrency evenly. `efficiency` overrides the config lookup (defaults / calibrated).
@@ -129,6 +152,8 @@ def estimate(
         raise UserInputError(f"dp_attention: must be a positive integer that divides tp={tp} (got {dp_attention})")
     if not concurrencies or any(int(c) <= 0 for c in concurrencies):
         raise UserInputError("concurrency values must be positive integers")
+    if method not in METHODS:
+        raise UserInputError(f"method: one of {', '.join(METHODS)} (got {method!r})")
     cfg = cfg or load_roofline_config()
     name, hp = resolve_model(model)
     gpu_peaks = gpu if isinstance(gpu, GpuPeaks) else get_gpu(gpu)
@@ -144,7 +169,21 @@ def estimate(
     fit = memory_fit(dep, isl + osl)
     notes = _notes(dep, fit)
     curve: list[CurvePoint] = []
-    if fit.fits:
+    if fit.fits and method == "simulate":
+        from bench.planner import simulate as sim
+
+        setup = sim.setup(dep, replicas, max_num_seqs=max_num_seqs or sim.vllm_default_max_num_seqs(gpu_peaks, tp),
+                          max_model_len=isl + osl + spec_tokens, max_num_batched_tokens=max_num_batched_tokens,
+                          prefix_caching=cached_share > 0, spec_tokens=spec_tokens,
+                          acceptance_length=acceptance_length, where="plan")
+        for c in sorted({int(c) for c in concurrencies}):
+            row = sim.simulate_curve_point(setup, isl, osl, c, cached_share=cached_share, burst=burst)
+            curve.append(_sim_point(dep, row, c, replicas, fit.max_concurrent_seqs))
+        notes.append(f"simulated: vLLM's scheduler (bench/planner/scheduler.py) at max_num_seqs "
+                     f"{setup.engine.max_num_seqs * dep.dp_attention}, max_num_batched_tokens "
+                     f"{setup.engine.max_num_batched_tokens}, {setup.engine.num_blocks} KV blocks of "
+                     f"{setup.engine.block_size} tokens per scheduler; latencies are medians with p90/p99 beside")
+    elif fit.fits:
         for c in sorted({int(c) for c in concurrencies}):
             curve.append(_curve_point(dep, isl, osl, c, replicas, fit.max_concurrent_seqs,
                                       spec_tokens, acceptance_length, cached_share, burst))
@@ -199,15 +238,37 @@ def _curve_point(dep: Deployment, isl: int, osl: int, c: int, replicas: int, max
     return point_from_raw(raw, dep.eff, c, isl, osl, replicas, dep.tp)
 
 
+def _sim_point(dep: Deployment, row: dict[str, Any], c: int, replicas: int, max_seqs: int) -> CurvePoint:
+    """A curve point from a simulated row (bench.measure.metrics.summarize's columns): medians as the
+    point values, p90/p99 beside them, throughput over the measured window."""
+    e = dep.eff
+    batch = float(row["sim_mean_decode_batch"])
+    gpus = replicas * dep.tp
+    tpot = row.get("tpot_ms_p50") or math.nan
+    return CurvePoint(
+        concurrency=c, batch_per_replica=batch, tpot_ms=tpot, ttft_ms=row["ttft_ms_p50"],
+        e2el_ms=row["e2el_ms_p50"], interactivity_tok_s_user=MS_PER_S / tpot if tpot > 0 else math.nan,
+        output_tok_s=row["output_tok_s"], output_tok_s_per_gpu=row["output_tok_s"] / gpus,
+        total_tok_s_per_gpu=row["total_tok_s"] / gpus,
+        decode_bound=dep.step_raw(max(batch, 1.0), 1.0).bound(e.bandwidth_efficiency, e.compute_efficiency),
+        queued=c / replicas > max_seqs or row["sim_preemptions"] > 0,
+        ttft_ms_p90=row["ttft_ms_p90"], ttft_ms_p99=row["ttft_ms_p99"], tpot_ms_p90=row.get("tpot_ms_p90"),
+        tpot_ms_p99=row.get("tpot_ms_p99"), e2el_ms_p90=row["e2el_ms_p90"], itl_ms_p90=row.get("itl_ms_p90"),
+        preemptions=int(row["sim_preemptions"]), method="simulate",
+        latency_ms={k: float(v) for k, v in row.items() if k.startswith(("ttft_ms_", "tpot_ms_", "itl_ms_", "e2el_ms_"))
+                    and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))},
+    )
+
+
 def point_from_raw(raw: PointRaw, e: Efficiency, c: int, isl: int, osl: int, replicas: int, tp: int) -> CurvePoint:
     """One curve point from its raw steps and the engine factors (the fit on published runs reuses it)."""
-    lat = latencies_s(raw, e.bandwidth_efficiency, e.compute_efficiency, e.step_overhead_ms / 1e3)
+    lat = latencies_s(raw, e.bandwidth_efficiency, e.compute_efficiency, ms_to_s(e.step_overhead_ms))
     tpot, ttft, e2el = lat.tpot_s, lat.ttft_s, lat.e2el_s
     out_total = raw.batch * osl / lat.served_e2el_s * replicas  # emitted tokens: L per step via TPOT
     gpus = replicas * tp
     return CurvePoint(
-        concurrency=c, batch_per_replica=raw.batch, tpot_ms=tpot * 1e3, ttft_ms=ttft * 1e3,
-        e2el_ms=e2el * 1e3, interactivity_tok_s_user=1.0 / tpot, output_tok_s=out_total,
+        concurrency=c, batch_per_replica=raw.batch, tpot_ms=s_to_ms(tpot), ttft_ms=s_to_ms(ttft),
+        e2el_ms=s_to_ms(e2el), interactivity_tok_s_user=1.0 / tpot, output_tok_s=out_total,
         output_tok_s_per_gpu=out_total / gpus, total_tok_s_per_gpu=out_total * (isl + osl) / osl / gpus,
         decode_bound=raw.decode.bound(e.bandwidth_efficiency, e.compute_efficiency),
         queued=raw.concurrency_per_replica > raw.batch,
@@ -248,7 +309,16 @@ def _notes(dep: Deployment, fit: MemoryFit) -> list[str]:
 
 
 def meets_slo(point: CurvePoint, slo: dict[str, float]) -> bool:
-    return all(getattr(point, k) <= v for k, v in slo.items())
+    """Every limit met. Keys are metrics (`ttft_ms`: the point value) or columns (`ttft_ms_p90`): a simulated
+    point reads the percentile; a closed-form point has one value per metric and reads that."""
+    for k, v in slo.items():
+        val = (point.latency_ms or {}).get(k, getattr(point, k, None))
+        if val is None:
+            metric = k.rsplit("_", 1)[0] if k.rsplit("_", 1)[-1] in ("p50", "p90", "p95", "p99", "mean") else k
+            val = getattr(point, metric, None)
+        if val is None or not val <= v:
+            return False
+    return True
 
 
 def best_point(est: Estimate, slo: dict[str, float] | None = None) -> CurvePoint | None:
@@ -321,7 +391,8 @@ def plan_estimate(
     usd_per_cny: float | None = None, compare_gpus: tuple[str, ...] | None = None,
     compare_quants: tuple[str, ...] = COMPARE_QUANTS, catalog: Any = None,
     spec_tokens: int = 0, acceptance_length: float = 1.0, utilization: float = DEFAULT_UTILIZATION,
-    dp_attention: int = 1, burst: bool = False,
+    dp_attention: int = 1, burst: bool = False, method: str = "simulate", max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
 ) -> dict[str, Any]:
     """What `maas-bench plan` prints without measured points: the estimated curve, the best point
     under the SLO, $/M tokens at every price tier of the GPU, the gross margin at `price` (a
@@ -339,7 +410,8 @@ def plan_estimate(
     cfg = load_roofline_config()
     est = estimate(model, gpu, count, quant, isl, osl, concurrencies, tp=tp, ep=ep, kv_bits=kv_bits, cfg=cfg,
                    spec_tokens=spec_tokens, acceptance_length=acceptance_length, cached_share=cached_share,
-                   dp_attention=dp_attention, burst=burst)
+                   dp_attention=dp_attention, burst=burst, method=method, max_num_seqs=max_num_seqs,
+                   max_num_batched_tokens=max_num_batched_tokens)
     best = best_point(est, slo)
     if usd_per_gpu_hour is not None:
         main_rate, main_tier = usd_per_gpu_hour, "given"
@@ -371,7 +443,7 @@ def plan_estimate(
         "error_band": cfg.fit.band_text() if cfg.fit is not None else NO_BAND_TEXT,
         "error_band_detail": {k: v.model_dump() for k, v in cfg.fit.band.items()} if cfg.fit is not None else None,
         "spec_tokens": spec_tokens, "acceptance_length": acceptance_length,
-        "dp_attention": dp_attention, "burst": burst,
+        "dp_attention": dp_attention, "burst": burst, "method": method,
         "memory": asdict(est.memory), "notes": est.notes, "curve": curve,
         "best_under_slo": asdict(best) if best is not None else None, "cost_by_tier": tiers,
     }
@@ -382,7 +454,7 @@ def plan_estimate(
             peaks = get_gpu(g)
             for qn in compare_quants:
                 e = estimate(model, peaks, count, qn, isl, osl, concurrencies, tp=tp, ep=ep, cfg=cfg,
-                             dp_attention=dp_attention, burst=burst)
+                             dp_attention=dp_attention, burst=burst, method=method)
                 b = best_point(e, slo)
                 row = {"gpu": g, "quant": qn, "count": count, "fits": e.memory.fits,
                        "weights_gib_per_gpu": e.memory.weights_gib_per_gpu,
@@ -390,6 +462,7 @@ def plan_estimate(
                        "compute_precision": e.compute_precision,
                        "best_concurrency": b.concurrency if b else None,
                        "tpot_ms": b.tpot_ms if b else None, "ttft_ms": b.ttft_ms if b else None,
+                       "ttft_ms_p90": b.ttft_ms_p90 if b else None,
                        "output_tok_s_per_gpu": b.output_tok_s_per_gpu if b else None,
                        "tier": used, "usd_per_gpu_hour": rate, "efficiency_source": e.efficiency_source}
                 row.update(_money(b.output_tok_s_per_gpu if b else 0.0, b.total_tok_s_per_gpu if b else 0.0,

@@ -102,16 +102,19 @@ class PlannerFit(StrictModel):
         t, p = self.band.get("output_tok_s"), self.band.get("tpot_ms")
         if t is None or p is None:
             return NO_BAND_TEXT
+        f = self.band.get("ttft_ms")
+        ttft = f", TTFT x{f.typical_factor:.2f} (worst x{f.worst_factor:.2f}, {f.n_points} points)" if f else ""
         return (f"estimate: throughput typically within x{t.typical_factor:.2f} (worst x{t.worst_factor:.2f}), "
-                f"TPOT x{p.typical_factor:.2f} (worst x{p.worst_factor:.2f}) of published GPU runs "
+                f"TPOT x{p.typical_factor:.2f} (worst x{p.worst_factor:.2f}){ttft} of published GPU runs "
                 f"(leave-one-out, {t.n_points} points)")
 
 
 class CalibratedEntry(StrictModel):
     """Factors fitted from measured points for one gpu/quant pair."""
 
-    bandwidth_efficiency: float = Field(gt=0, le=1)
-    compute_efficiency: float = Field(gt=0, le=1)
+    # multipliers on the kernel curves (bench.planner.calibrate._BOUNDS): up to 2
+    bandwidth_efficiency: float = Field(gt=0, le=2)
+    compute_efficiency: float = Field(gt=0, le=2)
     step_overhead_ms: float = Field(ge=0)
     n_points: int = Field(ge=1)
     rms_log_error: float = Field(ge=0)
@@ -217,6 +220,10 @@ def efficiency_for(gpu_id: str, quant: str, cfg: RooflineConfig | None = None,
         source = f"calibrated:{key}"
     if gpu_id in cfg.kernel_curves:
         curves, how = cfg.kernel_curves[gpu_id], f"measured:{gpu_id}"
+    elif _is_cpu_standin(gpu_id):
+        # a CPU has no GPU kernel curves: its GEMMs do not need hundreds of tokens to reach their rate, so
+        # the GPU rule (small batches far below peak) would turn per-token cost into a fake fixed cost
+        curves, how = Curves.flat(), "flat (CPU stand-in)"
     else:
         if hbm_gb_s is None:
             try:
@@ -228,7 +235,14 @@ def efficiency_for(gpu_id: str, quant: str, cfg: RooflineConfig | None = None,
     try:
         return Efficiency(**eff), source
     except ValidationError as e:
-        raise UserInputError(f"configs/roofline.yaml: per_gpu.{gpu_id}: {e.errors()[0]['msg']}") from None
+        raise UserInputError(f"configs/roofline.yaml: per_gpu.{gpu_id}: {base.first_error(e).raw_msg}") from None
+
+
+def _is_cpu_standin(gpu_id: str) -> bool:
+    try:
+        return bool(load_hardware().gpu(gpu_id).is_cpu_standin)
+    except UserInputError:
+        return False
 
 
 def calibration_key(gpu_id: str, quant: str) -> str:
@@ -262,6 +276,6 @@ def get_gpu(gpu_id: str, catalog: HardwareCatalog | None = None) -> GpuPeaks:
     try:
         return GpuPeaks(id=gpu_id, **{k: v for k, v in spec.model_dump().items() if v is not None})
     except ValidationError as e:
-        first = e.errors()[0]
-        where = f"configs/hardware.yaml: gpus.{gpu_id}.{first['loc'][0]}"
-        raise UserInputError(f"{where}: {first['msg']}") from None
+        first = base.first_error(e)
+        where = f"configs/hardware.yaml: gpus.{gpu_id}.{first.loc[0]}"
+        raise UserInputError(f"{where}: {first.raw_msg}") from None

@@ -124,6 +124,38 @@ def prepare(run: PublishedRun, cfg: RooflineConfig, hw: HardwareCatalog | None =
     return Prepared(run=run, raw0=raws[0], raw1=raws[1], base=base, replicas=run.gpu_count // tp, tp=tp, osl=osl)
 
 
+def simulate_row(p: Prepared, params: dict[str, float], cfg: RooflineConfig,
+                 hw: HardwareCatalog | None = None) -> dict[str, float | None]:
+    """The row through the scheduler simulation at `params`, replayed as the source's benchmark client ran
+    it: num_prompts requests at the concurrency from an idle server, no warm-up, no cool-down (the first
+    wave arrives at once, which is where most of a published TTFT comes from). max_num_seqs and the token
+    budget are the row's when its source states them, else vLLM's defaults for the GPU. SGLang rows run
+    through the same vLLM scheduler model (SGLang does not mix prefill into decode batches by default, so
+    its prefills pause decoding: expect its TTFT lower and TPOT higher than the model). Returns output
+    tok/s, TPOT p50 and TTFT at the published statistic."""
+    from bench.planner import simulate as sim
+
+    run = p.run
+    hw = hw or load_hardware()
+    gpu = get_gpu(run.gpu, hw)
+    q = resolve_quant(run.preset() or "", run.kv_bits(), cfg)
+    eff = p.base.model_copy(update=params)
+    _, hp = resolve_model(run.model)
+    k = run.spec.draft_tokens() if run.spec else 0
+    accept = min((run.spec.acceptance_length or 1.0) if run.spec else 1.0, k + 1.0)
+    dep = Deployment(hp=hp, gpu=gpu, quant=q, tp=p.tp, ep=bool(run.expert_parallel),
+                     dp_attention=run.attention_groups(), eff=eff)
+    isl = run.isl or 0
+    setup = sim.setup(dep, p.replicas, max_num_seqs=run.max_num_seqs or sim.vllm_default_max_num_seqs(gpu, p.tp),
+                      max_model_len=isl + p.osl + k, max_num_batched_tokens=run.max_num_batched_tokens,
+                      spec_tokens=k, acceptance_length=accept, where=f"published run {run.id}")
+    n = run.num_prompts or sim.plan_requests(run.concurrency, False)[0]
+    row = sim.simulate_curve_point(setup, isl, p.osl, run.concurrency, requests=n, warmup=0, cooldown=False)
+    ttft = run.ttft_ms()
+    return {"output_tok_s": row["output_tok_s"], "tpot_ms": row.get("tpot_ms_p50"),
+            "ttft_ms": row.get(f"ttft_ms_{ttft[1]}") if ttft else row.get("ttft_ms_p50")}
+
+
 def _errors(pts: list[Prepared], params: dict[str, float]) -> list[tuple[float | None, float | None]]:
     out = []
     for p in pts:
@@ -151,11 +183,11 @@ def fit_params(pts: list[Prepared], prior: dict[str, float], exclude: str | None
             total += p.run.weight * ((et or 0.0) ** 2 + (ep or 0.0) ** 2)
         return total + float(np.sum(((x - x0) / _PRIOR_SIGMA) ** 2)) * 0.05
 
-    best = _nelder_mead(loss, x0, step=0.4)
+    best = nelder_mead(loss, x0, step=0.4)
     return {n: float(v) for n, v in zip(names, np.exp(np.clip(best, lo, hi)), strict=True)}
 
 
-def _nelder_mead(f: Any, x0: np.ndarray, step: float, iters: int = 400, tol: float = 1e-7) -> np.ndarray:
+def nelder_mead(f: Any, x0: np.ndarray, step: float, iters: int = 400, tol: float = 1e-7) -> np.ndarray:
     """A plain Nelder-Mead simplex (reflection 1, expansion 2, contraction and shrink 0.5)."""
     n = len(x0)
     simplex = [x0] + [x0 + step * np.eye(n)[i] for i in range(n)]
@@ -210,9 +242,11 @@ def check_published(path: Path | None = None, cfg: RooflineConfig | None = None)
     rows: list[dict[str, Any]] = []
     for r in runs:
         p = prepared[r.id]
+        ttft = r.ttft_ms()
         row: dict[str, Any] = {"id": r.id, "engine": r.engine, "model": r.model, "gpu": f"{r.gpu_count}x{r.gpu}",
                                "weight": r.weight, "published_output_tok_s": r.output_tok_s(),
-                               "published_tpot_ms": r.tpot_ms()}
+                               "published_tpot_ms": r.tpot_ms(), "published_ttft_ms": ttft[0] if ttft else None,
+                               "ttft_stat": ttft[1] if ttft else None}
         if not isinstance(p, Prepared):
             rows.append({**row, "status": p})
             continue
@@ -229,13 +263,26 @@ def check_published(path: Path | None = None, cfg: RooflineConfig | None = None)
                    mode=p.mode(),
                    decode_bound=p.raw0.decode.bound(loo["bandwidth_efficiency"], loo["compute_efficiency"]),
                    fitted_without_it=r.weight > 0, loo_params=loo)
+        try:
+            simulated = simulate_row(p, loo, cfg, hw)
+        except UserInputError as e:
+            simulated = {}
+            row["sim_error"] = str(e)
+        pub = {"output_tok_s": r.output_tok_s(), "tpot_ms": r.tpot_ms(), "ttft_ms": ttft[0] if ttft else None}
+        for k, v in simulated.items():
+            row[f"sim_{k}"] = v
+            row[f"sim_ratio_{k}"] = v / pub[k] if v and pub[k] else None
         rows.append(row)
     graded = [x for x in rows if x.get("fitted_without_it")]
     band = {"output_tok_s": _band([x["ratio_output_tok_s"] for x in graded if x["ratio_output_tok_s"]]),
-            "tpot_ms": _band([x["ratio_tpot_ms"] for x in graded if x["ratio_tpot_ms"]])}
+            "tpot_ms": _band([x["ratio_tpot_ms"] for x in graded if x["ratio_tpot_ms"]]),
+            "ttft_ms": _band([x["sim_ratio_ttft_ms"] for x in graded if x.get("sim_ratio_ttft_ms")])}
+    sim_band = {k: _band([x[f"sim_ratio_{k}"] for x in graded if x.get(f"sim_ratio_{k}")])
+                for k in ("output_tok_s", "tpot_ms")}
     within = [x["id"] for x in graded if all(v is None or 1 / 1.5 <= v <= 1.5
                                              for v in (x["ratio_output_tok_s"], x["ratio_tpot_ms"]))]
     return {"rows": rows, "params": full, "prior": prior, "band": {k: v.model_dump() for k, v in band.items() if v},
+            "simulated_band": {k: v.model_dump() for k, v in sim_band.items() if v},
             "graded": len(graded), "within_1_5x": len(within), "fitted_points": [p.run.id for p in pts
                                                                                  if p.run.weight > 0]}
 

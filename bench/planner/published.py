@@ -19,10 +19,13 @@ from bench.config import base
 from bench.config.base import StrictModel
 from bench.config.quant import kv_bits_of
 from bench.errors import UserInputError
+from bench.units import MS_PER_S
 
 PUBLISHED_RUNS = base.CONFIG_DIR / "published_runs.yaml"
 # vLLM/SGLang TPOT keys in the order we prefer them (median first: a closed-loop point's typical step)
 _TPOT_KEYS = ("tpot_ms_median", "tpot_ms", "tpot_ms_mean")
+# TTFT keys in the same order, with the statistic each names (an unlabelled figure is read as the median)
+_TTFT_KEYS = (("ttft_ms_median", "p50"), ("ttft_ms", "p50"), ("ttft_ms_mean", "mean"))
 # weight_quant of a published row -> planner preset (bench.config.quant); MXFP8 on Hopper runs the FP8 path
 _QUANT_PRESET = {"bf16": "bf16", "fp8": "fp8", "mxfp8": "fp8", "nvfp4": "fp4", "int4": "int4", "int8": "int8"}
 
@@ -63,6 +66,10 @@ class PublishedRun(StrictModel):
     osl: int | None = Field(None, gt=1)
     concurrency: int = Field(gt=0)
     num_prompts: int | None = Field(None, gt=0)
+    # scheduler limits, only where the source's launch command states them (vLLM --max-num-seqs /
+    # --max-num-batched-tokens; SGLang --max-running-requests / --chunked-prefill-size); else vLLM defaults
+    max_num_seqs: int | None = Field(None, gt=0)
+    max_num_batched_tokens: int | None = Field(None, gt=0)
     spec: SpecSettings | None = None
     published: dict[str, float]
     derived: dict[str, float] = Field(default_factory=dict)
@@ -76,7 +83,14 @@ class PublishedRun(StrictModel):
             if k in self.published:
                 return self.published[k]
         if "tok_s_per_user" in self.published:
-            return 1000.0 / self.published["tok_s_per_user"]
+            return MS_PER_S / self.published["tok_s_per_user"]
+        return None
+
+    def ttft_ms(self) -> tuple[float, str] | None:
+        """Published TTFT and its statistic ("p50" or "mean"), None when not published."""
+        for k, stat in _TTFT_KEYS:
+            if k in self.published:
+                return self.published[k], stat
         return None
 
     def output_tok_s(self) -> float | None:
@@ -136,14 +150,14 @@ def load_published_runs(path: Path | None = None) -> list[PublishedRun]:
     try:
         runs = PublishedFile.model_validate(data).runs
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = list(err["loc"])
+        err = base.first_error(e)
+        loc = list(err.loc)
         where = ".".join(str(x) for x in loc)
         if len(loc) >= 2 and loc[0] == "runs" and isinstance(loc[1], int):
             rows = data.get("runs") or []
             rid = rows[loc[1]].get("id") if loc[1] < len(rows) and isinstance(rows[loc[1]], dict) else None
             where = f"runs[{loc[1]}]{' (' + str(rid) + ')' if rid else ''}." + ".".join(str(x) for x in loc[2:])
-        raise UserInputError(f"{path}: {where}: {err['msg']}") from None
+        raise UserInputError(f"{path}: {where}: {err.raw_msg}") from None
     for r in runs:
         bad = [k for k, v in {**r.published, **r.derived}.items() if not math.isfinite(v)]
         if bad:

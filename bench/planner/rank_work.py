@@ -29,6 +29,8 @@ split share, so DP attention with one GPU per group is unaffected by 1 and 2.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bench.config.catalog import Hyperparameters
 
 _MLA = ("mla", "mla+dsa")
@@ -50,15 +52,20 @@ def replicated_params(hp: Hyperparameters) -> int:
     return hp.num_hidden_layers * replicated_down_params_per_layer(hp) + index
 
 
-def indexer_score_flops(hp: Hyperparameters, n_queries: float, ctx: float, n_prefill: float) -> float:
+def indexer_score_flops(hp: Hyperparameters, n_queries: float, ctx: float,
+                        n_prefill: float | Sequence[tuple[float, float]]) -> float:
     """Assumption 2, whole step on one rank: DSA index scores of n_queries decoding queries at context ctx
-    plus a causal prefill of n_prefill tokens. The catalog's attention FLOPs include the same term (its
-    per-context-token indexer coefficient, 2 x I x D x indexer layers); here it is taken out of the
+    plus a causal prefill of n_prefill tokens, or of prefill chunks given as (offset, tokens) pairs whose
+    queries also score the offset tokens already cached ((o + n)^2/2 - o^2/2 each). The catalog's attention
+    FLOPs include the same term (its per-context-token indexer coefficient, 2 x I x D x indexer layers); here
+    it is taken out of the
     split attention because every rank does all of it. 0 for models without a DSA indexer."""
     if hp.attention != "mla+dsa":
         return 0.0
     _, per_ctx_token = hp._attention_flops_coefficients()
-    return per_ctx_token * (n_queries * ctx + n_prefill * n_prefill / 2.0)
+    chunks = [(0.0, float(n_prefill))] if isinstance(n_prefill, (int, float)) else n_prefill
+    pairs = sum(((o + n) * (o + n) - o * o) / 2.0 for o, n in chunks)
+    return per_ctx_token * (n_queries * ctx + pairs)
 
 
 def sparse_head_factor(hp: Hyperparameters, attn_tp: int, min_heads: float) -> float:

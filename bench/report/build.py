@@ -5,10 +5,13 @@ at each latency target, and what margin does that give at today's prices" and sa
 number must not be read as a GPU number (a CPU run, failed points, unverified token counts).
 
 What it does and does not do: it reads the results a run wrote (bench.sweep.store) and never recomputes a
-metric; money comes from the columns the runner wrote (usd_per_m_output, usd_per_m_total) and from
-bench.econ.margin (margin per point, break-even utilization, margin vs utilization). Figures:
+metric. Every money figure (tables, sentences, figures) comes from one bench.econ.margin.Offer per point,
+the same one `maas-bench margin --results` prints: the point's measured mix and cache share, each measured
+request at its own price tier, its GPU rate, at the report's utilization U (default the same as `cost`,
+`margin` and `plan`: bench.econ.cost.DEFAULT_UTILIZATION). U and the cache share stand beside every money
+figure, and the exchange rate (with its date and source) beside every CNY price. Figures:
   (a) output tok/s per GPU vs interactivity (tok/s/user), Pareto frontier per series (quantization);
-  (b) $/M output tokens vs interactivity;
+  (b) $/M output tokens at U vs interactivity;
   (c) TTFT and TPOT percentiles vs concurrency (or request rate);
   (d) gross margin vs fleet utilization at a price-book entry, break-even marked;
   (e) the runs passed in side by side (e.g. BF16 vs INT8).
@@ -34,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from bench.config.slo import Slo
+from bench.econ.cost import DEFAULT_UTILIZATION
 from bench.errors import UserInputError
 from bench.report.data import (
     collect_warnings,
@@ -42,8 +46,9 @@ from bench.report.data import (
     headline_caveats,
     load_column,
     load_run,
-    margin_columns,
+    load_run_requests,
     margin_curves,
+    point_economics,
     resolve_prices,
     series_labels,
     slo_ladder,
@@ -91,10 +96,13 @@ class ReportResult:
     price_notes: list[str]
     points: int
     runs: list[str] = field(default_factory=list)
+    utilization: float = DEFAULT_UTILIZATION
+    exchange_rate: dict[str, Any] | None = None  # set when a CNY price was converted
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "markdown": str(self.markdown_path), "html": str(self.html_path),
                 "figures": {k: str(v) for k, v in self.figures.items()}, "runs": self.runs, "points": self.points,
+                "utilization": self.utilization, "exchange_rate": self.exchange_rate,
                 "headline": self.headline, "warnings": self.warnings, "price_notes": self.price_notes}
 
 
@@ -109,23 +117,26 @@ def build_report(
     out_dir: str | Path | None = None,
     *,
     price: str | None = None,
-    utilization: float = 1.0,
+    utilization: float = DEFAULT_UTILIZATION,
     slos: Sequence[Slo] | None = None,
     usd_per_cny: float | None = None,
 ) -> ReportResult:
     """Write report.md, report.html (images embedded) and the figure PNGs into `out_dir`.
 
     `price` (`<model>@<provider>`) prices every model; by default each model gets its own (or its
-    twin's) entry. `utilization` is the fleet utilization the headline margins are quoted at (1.0 =
-    the fully loaded server the benchmark measured; the margin figure shows the rest).
+    twin's) entry. `utilization` is the fleet utilization every money figure is quoted at (default the
+    one `cost`, `margin` and `plan` use; 1.0 = the fully loaded server the benchmark measured; figure (d)
+    shows the rest).
     """
     from bench.config.hardware import load_hardware
     from bench.config.prices import load_price_book
-    from bench.econ.cost import require_utilization
+    from bench.econ import bounds
+    from bench.econ.queries import fx_rate
 
     if not run_dirs:
         raise UserInputError("report: give at least one results/<run_id> directory")
-    require_utilization(utilization)
+    bounds.check("utilization", utilization, "--utilization")
+    bounds.check("usd_per_cny", usd_per_cny, "--usd-per-cny")
     runs, frames = [], []
     for d in run_dirs:
         info, df = load_run(d)
@@ -139,7 +150,8 @@ def build_report(
     for col in ("status", "model", "quantization", "usd_per_m_output", "completed"):
         if col not in points:
             points[col] = None
-    fx = usd_per_cny if usd_per_cny is not None else load_hardware().exchange_rates.usd_per_cny
+    rate = fx_rate(load_hardware(), usd_per_cny)
+    fx = rate.usd_per_cny if rate is not None else None
     book = load_price_book()
     models = [str(m) for m in points["model"].dropna().unique()]
     prices = resolve_prices(models, price, book)
@@ -149,7 +161,10 @@ def build_report(
     points["load_short"] = [load_short(r) for r in recs]
     points["load"] = [load_text(r) for r in recs]
     points["done"] = [f"{fmt_int(r.get('completed'))}/{fmt_int(r.get('num_requests'))}" for r in recs]
-    points = points.merge(margin_columns(points, prices, utilization, fx), on=["run_id", "point_id"], how="left")
+    requests = {r.run_id: load_run_requests(r, points.loc[points["run_id"] == r.run_id, "point_id"].dropna().astype(str)
+                                            .tolist()) for r in runs}
+    econ, offers = point_economics(points, prices, utilization, fx, requests)
+    points = points.merge(econ, on=["run_id", "point_id"], how="left")
     slo_list = slo_ladder(points, slos)
     head = headline(points, slo_list)
     warnings = collect_warnings(points, runs, prices)
@@ -158,30 +173,34 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     figs: dict[str, Path] = {}
     figs["a"] = fig_throughput(points, out / FIGURES["a"][0])
-    figs["b"] = fig_cost(points, out / FIGURES["b"][0])
+    figs["b"] = fig_cost(points, out / FIGURES["b"][0], utilization)
     figs["c"] = fig_latency(points, out / FIGURES["c"][0], load_label, slo_list)
-    curves, curve_note = margin_curves(points, head, prices, fx)
+    curves, curve_note = margin_curves(points, head, prices, offers)
     figs["d"] = fig_margin(curves, out / FIGURES["d"][0], curve_note)
-    figs["e"] = fig_runs(points, out / FIGURES["e"][0], comparison_slo(points, slo_list))
+    figs["e"] = fig_runs(points, out / FIGURES["e"][0], comparison_slo(points, slo_list), utilization)
     figs["cache"] = fig_cache_margin(points, out / FIGURES["cache"][0], utilization)
     if has_speculation(points):  # only runs with a speculative point get the with/without figure
         figs["spec"] = fig_spec(points, out / FIGURES["spec"][0])
 
     price_notes = [c.note for c in prices.values() if c.entry is not None]
+    cny = False
     for c in prices.values():
         if c.entry is not None:
             price_notes.append(f"{c.key}: {price_text(c.entry)} (as of {c.entry.as_of}; {c.entry.source}).")
+            if c.entry.currency == "CNY" and rate is not None:
+                cny = True
+                price_notes.append(f"{c.key} is priced in CNY: converted to USD at {rate.text()}.")
     ctx = {
         "title": "Cost report: " + ", ".join(r.run_id for r in runs),
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "runs": [provenance(r, points) for r in runs],
         "headline_table": headline_table(head, utilization),
-        "headline_sentences": headline_sentences(head, utilization),
+        "headline_sentences": headline_sentences(head, utilization, rate if cny else None),
         "headline_caveats": headline_caveats(points, runs),
         "price_notes": price_notes,
         "utilization": utilization,
         "warnings": warnings,
-        "point_table": point_table(points),
+        "point_table": point_table(points, utilization),
         "figures": [{"key": k, "file": FIGURES[k][0], "caption": FIGURES[k][1], "path": figs[k]}
                     for k in FIGURES if k in figs],
         "method": method_lines(utilization),
@@ -193,6 +212,6 @@ def build_report(
         f["data_uri"] = "data:image/png;base64," + base64.b64encode(f["path"].read_bytes()).decode()
     write_atomic(html_path, render_template("report.html.j2", ctx, autoescape=True))
     return ReportResult(out, md_path, html_path, figs, head, warnings, price_notes, len(points),
-                        [r.run_id for r in runs])
+                        [r.run_id for r in runs], utilization, rate.to_dict() if cny and rate is not None else None)
 
 

@@ -208,44 +208,63 @@ def resolve_prices(models: Sequence[str], price: str | None = None, book: Any | 
     return out
 
 
-def margin_columns(
-    points: pd.DataFrame, prices: dict[str, PriceChoice], utilization: float, usd_per_cny: float | None
-) -> pd.DataFrame:
-    """gross_margin and break_even_utilization per (run_id, point_id), from bench.econ.margin.
+# The money columns every surface of the report reads (tables, sentences, figures), all from one Offer per
+# point (bench.econ.margin.point_offers / point_row: the same rows `margin --results` prints).
+ECON_COLUMNS = ["gross_margin", "break_even_utilization", "price_key", "revenue_usd_per_gpu_hour",
+                "cost_usd_per_gpu_hour", "cost_usd_per_m_output_tokens", "cost_usd_per_m_tokens",
+                "revenue_usd_per_request", "revenue_usd_per_request_mean_request", "cost_usd_per_request",
+                "cached_share", "cached_share_source", "cache_write_share", "utilization", "revenue_basis"]
 
-    Each point is priced at its own measured mix (bench.econ.margin.margin_per_point) and GPU rate.
+
+def load_run_requests(run: RunInfo, point_ids: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The per-request tables of a run's points (point_id -> DataFrame); a point without one is priced on
+    its mean request."""
+    from bench.sweep.store import REQUESTS_DIR, load_requests
+
+    out = {}
+    for pid in point_ids:
+        if (run.run_dir / REQUESTS_DIR / f"{pid}.parquet").is_file():
+            try:
+                out[str(pid)] = load_requests(run.run_dir, str(pid))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def point_economics(
+    points: pd.DataFrame, prices: dict[str, PriceChoice], utilization: float, usd_per_cny: float | None,
+    requests: dict[str, dict[str, pd.DataFrame]] | None = None,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], Any]]:
+    """The money columns (ECON_COLUMNS) per (run_id, point_id) and each point's Offer.
+
+    One Offer per point (bench.econ.margin.point_offers): its measured mix and cache share, each measured
+    request at its own price tier (`requests`: run_id -> point_id -> per-request table), its GPU rate, at
+    `utilization`. A model without a price gets the cost columns only.
     """
     from bench.econ import margin as mg
 
-    cols = ["run_id", "point_id", "gross_margin", "break_even_utilization", "price_key",
-            "revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour"]
+    cols = ["run_id", "point_id", *ECON_COLUMNS]
     rows: list[dict[str, Any]] = []
+    offers: dict[tuple[str, str], Any] = {}
     for (run_id, model), grp in points.groupby(["run_id", "model"], dropna=False, sort=False):
         choice = prices.get(model)
-        if choice is None or choice.entry is None:
-            continue
-        for r in mg.margin_per_point(grp, choice.entry, utilization, usd_per_cny=usd_per_cny):
-            mix = mg.TrafficMix(r["input_tokens_per_request"], r["output_tokens_per_request"])
-            be = mg.break_even_utilization(mg.Offer(mix, choice.entry, r["output_tok_s_per_gpu"],
-                                                    r["usd_per_gpu_hour"], usd_per_cny=usd_per_cny))
-            rows.append({"run_id": run_id, "point_id": r["point_id"], "gross_margin": r["gross_margin"],
-                         "break_even_utilization": be, "price_key": choice.key,
-                         "revenue_usd_per_gpu_hour": r["revenue_usd_per_gpu_hour"],
-                         "cost_usd_per_gpu_hour": r["cost_usd_per_gpu_hour"]})
-    return pd.DataFrame(rows, columns=cols)
+        entry = choice.entry if choice is not None else None
+        for po in mg.point_offers(grp, entry, utilization, usd_per_cny=usd_per_cny,
+                                  requests=(requests or {}).get(run_id)):
+            r = mg.point_row(po)
+            r.update({"run_id": run_id, "point_id": po.record.get("point_id"),
+                      "price_key": choice.key if entry is not None else None})  # type: ignore[union-attr]
+            rows.append({c: r.get(c) for c in cols})
+            offers[(run_id, po.record.get("point_id"))] = po.offer
+    return pd.DataFrame(rows, columns=cols), offers
 
 
-def margin_curve(
-    row: dict[str, Any], choice: PriceChoice, usd_per_cny: float | None
-) -> tuple[list[dict[str, float]], float]:
-    """Margin-vs-utilization rows and the break-even utilization of one point (bench.econ.margin)."""
+def margin_curve(offer: Any) -> tuple[list[dict[str, float]], float]:
+    """Margin-vs-utilization rows and the break-even utilization of one point's Offer (its cache share and
+    per-request tiers included: the same figures as its table row)."""
     from bench.econ import margin as mg
 
-    done = row["completed"]
-    mix = mg.TrafficMix(row["input_tokens"] / done, row["output_tokens"] / done)
-    tok, rate = float(row["output_tok_s_per_gpu"]), float(row["usd_per_gpu_hour"])
-    offer = mg.Offer(mix, choice.entry, tok, rate, usd_per_cny=usd_per_cny)
-    be = mg.break_even_utilization(offer)
+    be = mg.api_margin(offer).break_even_utilization
     grid = {round(0.01 * i, 2) for i in range(1, 101)}
     if 0 < be < 1:  # resolve the curve around break-even even when it sits below 1%
         grid |= {u for u in (be / 2, be, min(1.0, be * 2)) if u > 0}
@@ -257,13 +276,14 @@ def margin_curve(
 
 
 def headline(points: pd.DataFrame, slos: Sequence[Slo]) -> list[dict[str, Any]]:
-    """Per SLO: the cheapest ok point ($/M output tokens) meeting it, with its cost and margin.
+    """Per SLO: the cheapest ok point ($/M output tokens at the report's U) meeting it, with its cost and margin.
 
-    `points` must carry the margin columns (see margin_columns); a target nobody meets gets a row
+    `points` must carry the money columns (see point_economics); a target nobody meets gets a row
     with `point_id` None and the best latency seen (at the SLO's own percentiles), so the report can
     say how far off it was.
     """
-    ok = points[(points["status"] == "ok") & pd.to_numeric(points["usd_per_m_output"], errors="coerce").gt(0)]
+    ok = points[(points["status"] == "ok")
+                & pd.to_numeric(points["cost_usd_per_m_output_tokens"], errors="coerce").gt(0)]
     recs = ok.to_dict("records")
     out = []
     for slo in slos:
@@ -274,11 +294,10 @@ def headline(points: pd.DataFrame, slos: Sequence[Slo]) -> list[dict[str, Any]]:
                                "ttft_limit_ms": slo.ttft_ms, "tpot_limit_ms": slo.tpot_ms,
                                "ttft_column": ttft_col, "tpot_column": tpot_col, "point_id": None}
         if feasible:
-            best = min(feasible, key=lambda r: r["usd_per_m_output"])
+            best = min(feasible, key=lambda r: r["cost_usd_per_m_output_tokens"])
             cols = ("run_id", "point_id", "series", "model", "quantization", "gpu_type", "gpu_count", "concurrency",
                     "request_rate", "max_num_seqs", "dtype", "output_tok_s_per_gpu", "interactivity_tok_s_user",
-                    "usd_per_m_output", "usd_per_m_total", "gross_margin", "break_even_utilization", "price_key",
-                    "revenue_usd_per_gpu_hour", "cost_usd_per_gpu_hour", ttft_col, tpot_col,
+                    *ECON_COLUMNS, ttft_col, tpot_col,
                     *(t.column for t in slo.terms))
             row.update({k: best.get(k) for k in cols})
         else:
@@ -304,6 +323,8 @@ def collect_warnings(points: pd.DataFrame, runs: Sequence[RunInfo], prices: dict
     for run in runs:
         pts = points[points["run_id"] == run.run_id]
         devices = set(pts["device"].dropna().astype(str)) if "device" in pts else set()
+        if _simulated(pts):  # no hardware ran it: the estimate banner says so (headline_caveats)
+            continue
         if "cpu" in devices or run.env.get("device") == "cpu":
             gpu = ", ".join(sorted(set(pts["gpu_type"].dropna().astype(str)))) if "gpu_type" in pts else "?"
             w.append(f"Run {run.run_id} ran on CPU ({run.env.get('cpu_model') or 'unknown CPU'}; hardware "
@@ -342,12 +363,25 @@ def collect_warnings(points: pd.DataFrame, runs: Sequence[RunInfo], prices: dict
 
 
 
+def _simulated(pts: pd.DataFrame) -> bool:
+    """Every point of these rows ran on the virtual engine (bench.planner.virtual): simulated, not measured."""
+    return "engine" in pts and len(pts) > 0 and bool((pts["engine"].astype(str) == "virtual").all())
+
+
 def headline_caveats(points: pd.DataFrame, runs: Sequence[RunInfo]) -> list[str]:
-    """The two facts that change how a headline number may be quoted: CPU hardware, tiny twins."""
+    """The facts that change how a headline number may be quoted: simulated (virtual engine), CPU hardware,
+    tiny twins."""
     out = []
-    cpu = [r.run_id for r in runs if r.env.get("device") == "cpu"
+    virtual = sorted({str(r) for r in points.loc[points["engine"].astype(str) == "virtual", "run_id"]}) \
+        if "engine" in points else []
+    if virtual:
+        out.append(f"ESTIMATE, NOT MEASURED ({', '.join(virtual)}): the virtual engine simulated vLLM's scheduler "
+                   "over the planner's step model (bench/planner/scheduler.py); no GPU ran these points. Quote "
+                   "them with the planner's error band (`maas-bench plan --check-published`), never as measurements.")
+    cpu = [r.run_id for r in runs if not _simulated(points[points["run_id"] == r.run_id]) and (
+           r.env.get("device") == "cpu"
            or "cpu" in set(points.loc[points["run_id"] == r.run_id, "device"].dropna().astype(str) if "device" in points
-                           else [])]
+                           else []))]
     if cpu:
         out.append(f"CPU run ({', '.join(cpu)}): these are CPU numbers, not GPU numbers - they check the pipeline "
                    "and show trends; do not quote them as the cost of serving on GPUs.")
@@ -363,8 +397,9 @@ def headline_caveats(points: pd.DataFrame, runs: Sequence[RunInfo]) -> list[str]
 
 
 def margin_curves(points: pd.DataFrame, head: list[dict[str, Any]], prices: dict[str, PriceChoice],
-                  fx: float | None) -> tuple[list[dict[str, Any]], str]:
-    """Margin-vs-utilization curves for the distinct headline points (one per SLO they win)."""
+                  offers: dict[tuple[str, str], Any]) -> tuple[list[dict[str, Any]], str]:
+    """Margin-vs-utilization curves for the distinct headline points (one per SLO they win), each from the
+    point's own Offer (see point_economics)."""
     curves: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     keys = set()
@@ -377,15 +412,14 @@ def margin_curves(points: pd.DataFrame, head: list[dict[str, Any]], prices: dict
             continue
         row = points[(points["run_id"] == h["run_id"]) & (points["point_id"] == h["point_id"])].iloc[0].to_dict()
         choice = prices.get(row.get("model"))
-        if choice is None or choice.entry is None or not finite_float(row.get("completed")):
+        offer = offers.get(k)
+        if choice is None or choice.entry is None or offer is None:
             continue
-        rows, be = margin_curve(row, choice, fx)
-        c = {"label": f"{load_text(row)} {quant_text(row)} - {h['slo']}", "rows": rows,
-             "break_even_utilization": be}
+        rows, be = margin_curve(offer)
+        c = {"label": f"{load_text(row)} {quant_text(row)} - {h['slo']} (cache share {offer.mix.cached_share:.0%})",
+             "rows": rows, "break_even_utilization": be}
         seen[k] = c
         curves.append(c)
         keys.add(choice.key)
     note = ", ".join(sorted(k for k in keys if k)) if curves else "no priced point: pass --price <model>@<provider>"
     return curves, note
-
-

@@ -103,10 +103,11 @@ def fig_throughput(points: pd.DataFrame, path: Path) -> Path:
                             "(a) Throughput per GPU vs interactivity; labels = load")
 
 
-def fig_cost(points: pd.DataFrame, path: Path) -> Path:
-    """(b) $/M output tokens vs interactivity; frontier = cheapest at each interactivity."""
-    return _frontier_figure(points, path, "usd_per_m_output", False, "$ per million output tokens (U = 1)",
-                            "a cost", "(b) Cost per M output tokens vs interactivity (full utilization)")
+def fig_cost(points: pd.DataFrame, path: Path, utilization: float) -> Path:
+    """(b) $/M output tokens at the report's U vs interactivity; frontier = cheapest at each interactivity."""
+    return _frontier_figure(points, path, "cost_usd_per_m_output_tokens", False,
+                            f"$ per million output tokens (U = {utilization:g})",
+                            "a cost", f"(b) Cost per M output tokens vs interactivity (U = {utilization:g})")
 
 
 def fig_latency(points: pd.DataFrame, path: Path, xlabel: str, slos: Sequence[Slo]) -> Path:
@@ -173,7 +174,8 @@ def fig_margin(curves: list[dict[str, Any]], path: Path, note: str) -> Path:
     ax.set_xlabel("fleet utilization U (share of time the GPUs serve traffic)")
     cut = bool(curves) and min(r["gross_margin"] for c in curves for r in c["rows"]) < -1
     ax.set_ylabel("gross margin = 1 - cost / revenue" + (" (cut at -100%)" if cut else ""))
-    ax.set_title("(d) Gross margin vs utilization at list price" + (f" ({note})" if curves and note else ""),
+    ax.set_title("(d) Gross margin vs utilization at list price, at each point's cache share"
+                 + (f" ({note})" if curves and note else ""),
                  fontsize=10)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
@@ -251,10 +253,10 @@ def fig_cache_margin(points: pd.DataFrame, path: Path, utilization: float) -> Pa
     return _save(fig, path)
 
 
-def fig_runs(points: pd.DataFrame, path: Path, slo: Slo | None) -> Path:
+def fig_runs(points: pd.DataFrame, path: Path, slo: Slo | None, utilization: float) -> Path:
     """(e) per run and series: peak output tok/s per GPU and lowest $/M output (all points; under `slo`)."""
     fig, axes = _new_figure(2, width=10.0)
-    d = _ok_numeric(points, ["output_tok_s_per_gpu", "usd_per_m_output"])
+    d = _ok_numeric(points, ["output_tok_s_per_gpu", "cost_usd_per_m_output_tokens"])
     if d.empty:
         for ax in axes:
             _empty(ax, "no successful point")
@@ -262,9 +264,10 @@ def fig_runs(points: pd.DataFrame, path: Path, slo: Slo | None) -> Path:
     groups = []
     for (run_id, series), g in d.groupby(["run_id", "series"], sort=True):
         recs = g.to_dict("records")
-        under = [r["usd_per_m_output"] for r in recs if slo and slo.met_by(r)]
+        under = [r["cost_usd_per_m_output_tokens"] for r in recs if slo and slo.met_by(r)]
         groups.append({"label": f"{series}\n{run_id}", "peak": g["output_tok_s_per_gpu"].max(),
-                       "cheapest": g["usd_per_m_output"].min(), "cheapest_slo": min(under) if under else None})
+                       "cheapest": g["cost_usd_per_m_output_tokens"].min(),
+                       "cheapest_slo": min(under) if under else None})
     labels = [g["label"] for g in groups]
     pos = list(range(len(groups)))
     axes[0].bar(pos, [g["peak"] for g in groups], color="#4c72b0")
@@ -277,7 +280,7 @@ def fig_runs(points: pd.DataFrame, path: Path, slo: Slo | None) -> Path:
         for p, g in zip(pos, groups, strict=True):
             if g["cheapest_slo"] is None:
                 axes[1].annotate("none meets", (p + w / 2, 0), ha="center", va="bottom", fontsize=7, rotation=90)
-    axes[1].set_ylabel("lowest $ per M output tokens")
+    axes[1].set_ylabel(f"lowest $ per M output tokens (U = {utilization:g})")
     axes[1].legend(fontsize=8)
     for ax in axes:
         ax.set_xlim(-0.5 - 0.5 * (len(pos) < 3), len(pos) - 0.5 + 0.5 * (len(pos) < 3))

@@ -25,18 +25,19 @@ POINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("tpot_ms_p50", "TPOT p50 ms", "num"),
     ("tpot_ms_p90", "TPOT p90 ms", "num"),
     ("e2el_ms_p99", "E2EL p99 ms", "num"),
-    ("usd_per_m_output", "$/M output", "usd"),
-    ("usd_per_m_total", "$/M total", "usd"),
+    ("cost_usd_per_m_output_tokens", "$/M output (U={u})", "usd"),
+    ("cost_usd_per_m_tokens", "$/M input+output (U={u})", "usd"),
     ("spec_num_speculative_tokens", "spec K", "int"),
     ("spec_pinned_acceptance_length", "pinned accept len", "num"),
     ("spec_acceptance_length", "accept len", "num"),
     ("enable_prefix_caching", "prefix cache", "str"),
     ("cached_input_frac", "cache-hit rate", "pct"),
+    ("cached_share", "cache share priced", "pct"),
     ("ttft_ms_p50_first_turn", "TTFT p50 turn 1 ms", "num"),
     ("ttft_ms_p50_later_turns", "TTFT p50 turns 2+ ms", "num"),
-    ("revenue_usd_per_gpu_hour", "revenue $/GPU-h", "usd"),
+    ("revenue_usd_per_gpu_hour", "revenue $/GPU-h (U={u})", "usd"),
     ("cost_usd_per_gpu_hour", "cost $/GPU-h", "usd"),
-    ("gross_margin", "gross margin", "pct"),
+    ("gross_margin", "gross margin (U={u})", "pct"),
     ("break_even_utilization", "break-even U", "pct"),
     ("j_per_output_token", "J/output tok", "num"),
 )
@@ -128,16 +129,18 @@ class Table:
     rows: list[list[str]]
 
 
-def point_table(points: pd.DataFrame) -> Table:
+def point_table(points: pd.DataFrame, utilization: float) -> Table:
+    """Every point; money columns at U (in their headers) and at the cache share each was priced at."""
     cols = [c for c in POINT_COLUMNS if c[0] in points.columns]
     rows = [[FORMATTERS[f](r.get(c)) for c, _, f in cols] for r in points.to_dict("records")]
-    return Table("Points", [h for _, h, _ in cols], rows)
+    return Table("Points", [h.format(u=f"{utilization:g}") for _, h, _ in cols], rows)
 
 
 def headline_table(rows: list[dict[str, Any]], utilization: float) -> Table:
     """Latency columns are read at each SLO's own percentile (p90 where it sets none)."""
-    cols = ["SLO", "cheapest configuration", "$/M output", "$/M total", f"revenue $/GPU-h (U={utilization:g})",
-            "cost $/GPU-h", f"gross margin (U={utilization:g})",
+    u = f"U={utilization:g}"
+    cols = ["SLO", "cheapest configuration", f"$/M output ({u})", f"$/M input+output ({u})", "cache share",
+            f"revenue $/GPU-h ({u})", "cost $/GPU-h", f"gross margin ({u})",
             "break-even utilization", "out tok/s/GPU", "tok/s/user", "TTFT ms (SLO pct)", "TPOT ms (SLO pct)"]
     out = []
     for r in rows:
@@ -147,8 +150,9 @@ def headline_table(rows: list[dict[str, Any]], utilization: float) -> Table:
             out.append([r["slo_text"], seen] + ["-"] * (len(cols) - 2))
             continue
         out.append([
-            r["slo_text"], _config_text(r), _fmt_usd(r["usd_per_m_output"]), _fmt_usd(r["usd_per_m_total"]),
-            _fmt_usd(r.get("revenue_usd_per_gpu_hour")), _fmt_usd(r.get("cost_usd_per_gpu_hour")),
+            r["slo_text"], _config_text(r), _fmt_usd(r["cost_usd_per_m_output_tokens"]),
+            _fmt_usd(r["cost_usd_per_m_tokens"]), cache_text(r), _fmt_usd(r.get("revenue_usd_per_gpu_hour")),
+            _fmt_usd(r.get("cost_usd_per_gpu_hour")),
             _fmt_pct(r.get("gross_margin")), _fmt_pct(r.get("break_even_utilization")),
             fmt_num(r["output_tok_s_per_gpu"]), fmt_num(r["interactivity_tok_s_user"]),
             fmt_num(r.get(r["ttft_column"])), fmt_num(r.get(r["tpot_column"])),
@@ -163,22 +167,35 @@ def _config_text(r: dict[str, Any]) -> str:
             f"[{r.get('run_id')}/{r.get('point_id')}]")
 
 
-def headline_sentences(rows: list[dict[str, Any]], utilization: float) -> list[str]:
-    """One plain sentence per SLO, for readers who skip tables."""
+def cache_text(r: dict[str, Any]) -> str:
+    """The cache share a point's money figures use, and whether it was measured ("77% measured")."""
+    share = finite_float(r.get("cached_share"))
+    if share is None:
+        return "-"
+    src = str(r.get("cached_share_source") or "")
+    how = "measured" if src == "measured" else ("none" if src == "none" else "given")
+    return f"{share:.0%} {how}" if how != "none" else "0% (none measured)"
+
+
+def headline_sentences(rows: list[dict[str, Any]], utilization: float, fx: Any = None) -> list[str]:
+    """One plain sentence per SLO, for readers who skip tables: every money figure at U and the point's
+    cache share (all from the point's one Offer), the exchange rate when the price is in CNY."""
     out = []
     for r in rows:
         if r["point_id"] is None:
             out.append(f"{r['slo_text']}: no measured configuration meets this target.")
             continue
-        s = (f"{r['slo_text']}: cheapest is {r.get('model')} {quant_text(r)} at {load_text(r)} - "
-             f"{_fmt_usd(r['usd_per_m_output'])} per M output tokens ({_fmt_usd(r['usd_per_m_total'])} per M "
-             f"input+output)")
+        s = (f"{r['slo_text']}: cheapest is {r.get('model')} {quant_text(r)} at {load_text(r)} - at U={utilization:g} "
+             f"and cache share {cache_text(r)}: {_fmt_usd(r['cost_usd_per_m_output_tokens'])} per M output tokens "
+             f"({_fmt_usd(r['cost_usd_per_m_tokens'])} per M input+output)")
         gm = finite_float(r.get("gross_margin"))
         if gm is not None:
             be = finite_float(r.get("break_even_utilization"))
             be_txt = ("it loses money at any utilization" if be is not None and be > 1
                       else f"break-even at {_fmt_pct(be)} utilization")
-            s += f", gross margin {_fmt_pct(gm)} at {r.get('price_key')} and U={utilization:g}; {be_txt}"
+            s += f", gross margin {_fmt_pct(gm)} at {r.get('price_key')}; {be_txt} (same cache share)"
+            if fx is not None:
+                s += f"; CNY at {fx.usd_per_cny:g} USD/CNY"
         out.append(s + ".")
     return out
 
@@ -188,7 +205,9 @@ def price_text(entry: Any) -> str:
     parts = []
     for t in entry.all_tiers():
         cached = f", cached input {t.cached_input_per_m:g}" if t.cached_input_per_m is not None else ""
-        upto = f" (input <= {t.max_input_tokens} tokens)" if t.max_input_tokens else ""
+        lim = [f"input <= {t.max_input_tokens}" if t.max_input_tokens else "",
+               f"output <= {t.max_output_tokens}" if t.max_output_tokens else ""]
+        upto = f" ({' and '.join(x for x in lim if x)} tokens)" if any(lim) else ""
         parts.append(f"input {t.input_per_m:g}{cached}, output {t.output_per_m:g} {entry.currency}/M tokens{upto}")
     return "; ".join(parts)
 
@@ -221,11 +240,16 @@ def provenance(run: Any, points: pd.DataFrame) -> dict[str, Any]:
 
 def method_lines(utilization: float) -> list[str]:
     return [
-        "$/M tokens = $/GPU-hour / (tok/s per GPU x 3600 / 1e6), measured on a fully loaded server (U = 1); "
-        "at fleet utilization U the cost scales by 1/U.",
-        f"Gross margin = 1 - cost / revenue of the same requests, each point at its own measured input/output "
-        f"tokens per request, at U = {utilization:g} (bench.econ.margin). "
-        "Break-even utilization = cost at U=1 / revenue.",
+        f"Every money figure is at fleet utilization U = {utilization:g} (the default of `cost`, `margin` and "
+        "`plan`: 0.8 at peak / peak-to-average 2; `--utilization` sets it) and comes from one "
+        "bench.econ.margin.Offer per point, the same figures `maas-bench margin --results RUN --json` prints.",
+        "$/M tokens = $/GPU-hour / (tok/s per GPU x 3600 x U / 1e6): the throughput was measured on a fully "
+        "loaded server (U = 1); a fleet busy U of the time pays 1/U as much per token.",
+        f"Gross margin = 1 - cost / revenue of the same requests at U = {utilization:g}: each point at its own "
+        "measured input/output tokens and its MEASURED cache-hit share (cached input billed at the cached price; "
+        "the cost uses the throughput measured at that share); each measured request priced at its own price "
+        "tier (length-tiered prices); no cache writes billed unless stated. "
+        "Break-even utilization = cost at U=1 / revenue, at the same cache share.",
         "An SLO is met when every limit holds at its percentile (p90 where the SLO names none); 'cheapest' = lowest "
         "$/M output tokens among the successful points that meet it.",
         "Interactivity (tok/s/user) = 1000 / median TPOT; the frontier in (a) and (b) holds the points no other "

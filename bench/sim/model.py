@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bench.config.base import format_validation_error
 from bench.errors import UserInputError
+from bench.units import ms_to_s
 
 TOKEN_TEXT = "tok "
 """The text of one output token: one word and one space, so a whitespace split counts it once."""
@@ -92,9 +94,8 @@ def sim_config_from_options(**options: Any) -> SimConfig:
     try:
         return SimConfig(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ())) or "sim"
-        raise UserInputError(f"sim {field}: {err.get('msg', 'invalid value')}") from None
+        line = format_validation_error("sim", e, sep=" ", top_level="sim", raw=True, more=False)
+        raise UserInputError(line) from None
 
 
 class BadRequest(ValueError):
@@ -160,11 +161,11 @@ def chunk_offsets_s(
     Without jitter: ``ttft + i * itl`` exactly. With jitter, TTFT and each gap get an independent
     uniform offset (gaps clipped at 0); the offsets are still absolute from the slot time.
     """
-    ttft_s = (cfg.ttft_ms + cfg.prefill_ms_per_token * prompt_tokens) / 1000.0
-    itl_s = cfg.itl_ms / 1000.0
+    ttft_s = ms_to_s(cfg.ttft_ms + cfg.prefill_ms_per_token * prompt_tokens)
+    itl_s = ms_to_s(cfg.itl_ms)
     if cfg.jitter_ms <= 0 or rng is None:
         return [ttft_s + i * itl_s for i in range(n_chunks)]
-    j_s = cfg.jitter_ms / 1000.0
+    j_s = ms_to_s(cfg.jitter_ms)
     out: list[float] = []
     t = max(0.0, ttft_s + rng.uniform(-j_s, j_s))
     for i in range(n_chunks):

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.engines.process import stop_child
 from bench.sim.model import SimConfig
 from bench.sim.server import make_app
 
@@ -130,12 +131,6 @@ def start_sim_subprocess(
 
 def stop_sim_subprocess(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
     """Terminate a child started by `start_sim_subprocess` (kill if it does not exit)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout_s)
+    stop_child(proc, grace_s=timeout_s)
     if proc.stdout is not None:
         proc.stdout.close()

@@ -41,6 +41,7 @@ from bench.sim.model import (
     request_rng,
     usage_block,
 )
+from bench.units import ms_to_s
 
 __all__ = ["make_app", "render_metrics"]
 
@@ -95,7 +96,7 @@ class _SimState:
         self.injected_errors = 0
         self.injected_cuts = 0
         self.slots = _FifoSlots(cfg.max_concurrent_streams) if cfg.max_concurrent_streams else None
-        self.clock = _Clock(cfg.spin_ms / 1000.0)
+        self.clock = _Clock(ms_to_s(cfg.spin_ms))
 
     @property
     def waiting(self) -> int:

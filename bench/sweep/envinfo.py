@@ -70,3 +70,8 @@ def collect() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "git_sha": git_sha(),
     }
+
+
+def has_nvidia_gpu() -> bool:
+    """True when nvidia-smi lists a GPU: the engines then run on GPUs and GPU telemetry is sampled."""
+    return bool(gpu_inventory())

@@ -28,7 +28,8 @@ from bench.config.sweep import ServerSpec, Sweep
 from bench.engines.registry import engine_class
 from bench.errors import UserInputError
 from bench.sweep.events import ProgressEvent, ProgressFn
-from bench.sweep.session import Group, GroupStats, base_row, run_group
+from bench.sweep.prepare import RunPlan
+from bench.sweep.session import CostFn, Group, GroupStats, base_row, run_group
 from bench.sweep.store import LOGS_DIR, RunStore
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ FORWARDED_EVENTS = ("server_starting", "server_ready", "server_failed", "point_s
 POLL_S = 0.2
 
 
-def group_resources(sweep: Sweep, spec: ServerSpec, cluster_gpus: float, cpus_per_group: float = 1.0
-                    ) -> dict[str, float]:
+def group_resources(sweep: Sweep, spec: ServerSpec, cluster_gpus: float, cpus_per_group: float = 1.0,
+                    engine: Any = None) -> dict[str, float]:
     """Ray resources for one group's task: its server's GPUs (only where the cluster has GPUs).
 
     An engine that runs on the node's GPUs (`uses_local_gpus`: vllm, vllm-offline) needs
@@ -48,7 +49,7 @@ def group_resources(sweep: Sweep, spec: ServerSpec, cluster_gpus: float, cpus_pe
     overrides). An external endpoint (engine kind "openai") needs none. On a CPU-only cluster (tests,
     laptops) GPUs are not requested, or Ray would never schedule the task.
     """
-    local = engine_class(sweep.engine.kind).uses_local_gpus
+    local = (engine or engine_class(sweep.engine.kind)).uses_local_gpus
     gpus = float(sweep.gpu_count(spec)) if local and cluster_gpus > 0 else 0.0
     return {"num_gpus": gpus, "num_cpus": cpus_per_group}
 
@@ -84,9 +85,10 @@ class _QueueSink(RunStore):
         return {p.name: p.read_text(errors="replace") for p in sorted(d.glob("*.log"))} if d.is_dir() else {}
 
 
-def _group_task(sweep: Sweep, group: Group, run_id: str, rate: float, queue: Any) -> dict[str, Any]:
+def _group_task(sweep: Sweep, group: Group, run_id: str, rate: float | None, queue: Any,
+                cost: CostFn) -> dict[str, Any]:
     """Body of the Ray task: measure one group on this node; rows and events go through `queue`."""
-    from bench.engines.vllm_server import has_nvidia_gpu
+    from bench.sweep.envinfo import has_nvidia_gpu
 
     def emit(e: ProgressEvent) -> None:
         if e["type"] in FORWARDED_EVENTS:
@@ -94,7 +96,7 @@ def _group_task(sweep: Sweep, group: Group, run_id: str, rate: float, queue: Any
 
     with tempfile.TemporaryDirectory(prefix="maas-bench-ray-") as tmp:
         sink = _QueueSink(run_id, Path(tmp), queue)
-        stats = run_group(sweep, group, sink, rate, has_nvidia_gpu(), emit)
+        stats = run_group(sweep, group, sink, rate, has_nvidia_gpu(), emit, cost=cost)
         return {"stats": stats, "logs": sink.logs()}
 
 
@@ -131,9 +133,10 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def run_groups_on_ray(sweep: Sweep, groups: list[Group], store: RunStore, rate: float, emit: ProgressFn,
+def run_groups_on_ray(plan: RunPlan, groups: list[Group], store: RunStore, emit: ProgressFn,
                       address: str | None = None, cpus_per_group: float = 1.0) -> list[GroupStats]:
     """Run each group as a Ray task (in parallel as resources allow); write all rows into `store`."""
+    sweep, rate = plan.sweep, plan.rate
     try:
         import ray
         from ray.util.queue import Queue
@@ -143,11 +146,11 @@ def run_groups_on_ray(sweep: Sweep, groups: list[Group], store: RunStore, rate: 
     try:
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
         node_gpus = [float(n["Resources"].get("GPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
-        needs = [group_resources(sweep, g[0][1].server, cluster_gpus, cpus_per_group) for g in groups]
+        needs = [group_resources(sweep, g[0][1].server, cluster_gpus, cpus_per_group, plan.engine) for g in groups]
         check_fits(needs, node_gpus)
         queue = Queue()
         task = ray.remote(max_retries=0)(_group_task)
-        refs = {task.options(**res).remote(sweep, g, store.run_id, rate, queue): g
+        refs = {task.options(**res).remote(sweep, g, store.run_id, rate, queue, plan.pricing.cost_columns): g
                 for res, g in zip(needs, groups, strict=True)}
         emit({"type": "ray_submitted", "tasks": len(refs), "cluster_gpus": cluster_gpus})
         written: set[str] = set()
@@ -165,7 +168,7 @@ def run_groups_on_ray(sweep: Sweep, groups: list[Group], store: RunStore, rate: 
             ray.shutdown()
 
 
-def _collect(ref: Any, group: Group, sweep: Sweep, store: RunStore, rate: float, emit: ProgressFn,
+def _collect(ref: Any, group: Group, sweep: Sweep, store: RunStore, rate: float | None, emit: ProgressFn,
              written: set[str]) -> GroupStats:
     """A finished task: copy its server logs; if the task itself crashed, fail its unwritten points."""
     import ray

@@ -5,8 +5,8 @@ Why one declared list: a row is assembled from several sources (the point's conf
 probes, the cost columns). Without a declaration they drift apart silently: a column that a
 reader expects is simply never written. `RunStore.write_point` checks every row against this
 list (an unknown column or a wrong type is an error; a missing column is written as null), and
-the README's column table is rendered from it (`python -m bench.sweep.rows` rewrites it; a unit
-test checks that they agree).
+the column table of the docs page docs/results-schema.md is rendered from it (`python -m
+bench.sweep.rows` rewrites it; a unit test checks that they agree).
 
 Every column may be null: a failed point has only its config, an offline batch has no latencies,
 and a probe that could not measure leaves its columns empty.
@@ -47,7 +47,7 @@ _STATS = (("mean", "mean"), ("p50", "50th percentile"), ("p90", "90th percentile
 def _table(text: str) -> list[Column]:
     """Columns from a text table, one `name | dtype | unit | meaning` row a line (an empty unit: none).
 
-    Why a table: a hundred-odd declarations read as the README table they become, not as a hundred
+    Why a table: a hundred-odd declarations read as the docs table they become, not as a hundred
     constructor calls. A line without `|` continues the meaning of the row above; `#` lines are
     section comments.
     """
@@ -241,28 +241,28 @@ def validate_row(row: dict[str, Any]) -> dict[str, Any]:
     return {c.name: row.get(c.name) for c in COLUMNS}
 
 
-# --- the README table ------------------------------------------------------------------------
-README = Path(__file__).resolve().parents[2] / "README.md"
+# --- the docs table --------------------------------------------------------------------------
+SCHEMA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "results-schema.md"
 START, END = "<!-- columns:start -->", "<!-- columns:end -->"
 
 
 def render_markdown() -> str:
-    """The points-column table for README.md."""
+    """The points-column table of docs/results-schema.md."""
     lines = ["| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
     lines += [f"| `{c.name}` | {c.dtype} | {c.unit or '-'} | {c.doc} |" for c in COLUMNS]
     return "\n".join(lines) + "\n"
 
 
-def readme_block(text: str) -> str | None:
-    """The text between the README's column markers, or None when the markers are missing."""
+def table_block(text: str) -> str | None:
+    """The text between a page's column markers, or None when the markers are missing."""
     m = re.search(re.escape(START) + r"\n(.*?)" + re.escape(END), text, flags=re.DOTALL)
     return m.group(1) if m else None
 
 
-def rewrite_readme(path: Path = README) -> bool:
-    """Replace the README's column table with the rendered one; True when the file changed."""
+def rewrite_table(path: Path = SCHEMA_PAGE) -> bool:
+    """Replace the page's column table with the rendered one; True when the file changed."""
     text = path.read_text()
-    if readme_block(text) is None:
+    if table_block(text) is None:
         raise RuntimeError(f"{path}: no {START} ... {END} markers")
     new = re.sub(re.escape(START) + r"\n.*?" + re.escape(END),
                  lambda _: f"{START}\n{render_markdown()}{END}", text, count=1, flags=re.DOTALL)
@@ -274,5 +274,6 @@ def rewrite_readme(path: Path = README) -> bool:
 
 
 if __name__ == "__main__":
-    changed = rewrite_readme(Path(sys.argv[1]) if len(sys.argv) > 1 else README)
-    print(f"README column table {'rewritten' if changed else 'already up to date'}")  # noqa: T201
+    page = Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_PAGE
+    changed = rewrite_table(page)
+    print(f"{page}: column table {'rewritten' if changed else 'already up to date'}")  # noqa: T201

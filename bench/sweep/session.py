@@ -7,7 +7,8 @@ them needs the sweep-level code in bench.sweep.run, so neither imports it (no cy
 What a point's row is made of (every column is declared in bench.sweep.rows): the point's config
 (`base_row`), the request metrics (measure.metrics.summarize), the load generator's timing
 (LoadResult.columns), GPU energy (`telemetry_columns`, from measure.nvml), the server's /metrics
-deltas (`ServerProbe`, from measure.prometheus) and the first cost columns (`cost_columns`).
+deltas (`ServerProbe`, from measure.prometheus) and the first cost columns (`cost`: a callback the caller
+passes, bench.econ.row_cost.cost_columns from the CLI; this layer computes no economics).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any, cast
 import pandas as pd
 
 from bench.config.sweep import Point, ServerSpec, Sweep
-from bench.econ.cost import usd_per_m_tokens
 from bench.engines.base import BatchEngine, Engine, EngineStartError
 from bench.engines.registry import create_engine
 from bench.errors import UserInputError
@@ -34,9 +34,11 @@ from bench.measure.metrics import RequestRecord, offline_summary, summarize
 from bench.measure.nvml import GpuSampler, TelemetryResult, derive_energy_metrics, unavailable
 from bench.measure.workloads import PromptFactory, iter_requests
 from bench.sweep.events import ProgressFn
+from bench.sweep.pricing import UNPRICED
 from bench.sweep.store import RunStore
 
 Group = list[tuple[int, Point]]
+CostFn = Callable[[dict[str, Any]], dict[str, Any]]  # a measured row -> its cost columns (bench.sweep.pricing)
 
 
 @dataclass
@@ -55,6 +57,9 @@ class GroupStats:
         summary.measured_s += self.measured_s
 
 
+FALLBACK_VOCAB = 4096  # words of the catalog twins' word-level vocabulary (bench.config.vocab)
+
+
 def prompt_factory(model: str, model_path: str) -> PromptFactory:
     """Exact-length prompts from the served model's own tokenizer.
 
@@ -65,7 +70,9 @@ def prompt_factory(model: str, model_path: str) -> PromptFactory:
 
     models = load_models()
     vocab = models[model].hp.vocab_size if model in models else 2048
-    return PromptFactory.for_model_dir(model_path) or PromptFactory.for_vocab_size(vocab)
+    # the word generator has ~5,700 words: a full-size model's catalog vocabulary (150k) falls back to the
+    # tiny twins' 4,096 words (prompt lengths stay exact in words; only which words differ)
+    return PromptFactory.for_model_dir(model_path) or PromptFactory.for_vocab_size(min(vocab, FALLBACK_VOCAB))
 
 
 class GroupSession:
@@ -77,9 +84,10 @@ class GroupSession:
     reason: it is not retried, because the same spec on the same hardware fails the same way.
     """
 
-    def __init__(self, sweep: Sweep, spec: ServerSpec, sink: RunStore, rate: float, on_gpu: bool,
-                 emit: ProgressFn, expected_points: int | None = None) -> None:
+    def __init__(self, sweep: Sweep, spec: ServerSpec, sink: RunStore, rate: float | None, on_gpu: bool,
+                 emit: ProgressFn, expected_points: int | None = None, cost: CostFn = UNPRICED.cost_columns) -> None:
         self.sweep, self.spec, self.sink, self.rate, self.on_gpu, self.emit = sweep, spec, sink, rate, on_gpu, emit
+        self.cost = cost
         self.expected_points = expected_points
         self.engine: Engine | None = None
         self.factory: PromptFactory | None = None
@@ -140,7 +148,8 @@ class GroupSession:
         assert self.engine is not None
         measure = self._measure_batch if self.engine.batch else self._measure_online
         row = measure(point, idx, self.engine)
-        self.stats.measured_s += row.get("duration_s") or 0.0
+        if not getattr(self.engine, "simulated", False):  # simulated seconds are not wall time spent measuring
+            self.stats.measured_s += row.get("duration_s") or 0.0
         if row["status"] != "ok":
             self.stats.points_failed += 1
         self.emit({"type": "point_done", "row": row})
@@ -162,12 +171,19 @@ class GroupSession:
         sample = self.on_gpu and engine.uses_local_gpus
         sampler = GpuSampler(device_indices=gpu_indices(point.gpu_count)) if sample else None
         probe = ServerProbe()
+        simulated = getattr(engine, "simulated", False)  # a virtual engine runs the point in simulated time
+        server_cols: dict[str, Any] = {}
         try:
-            cfg = engine.client_config(point.workload.endpoint, lp.timeout_s)
-            probe.base_url = cfg.base_url
-            if sampler is not None:
-                sampler.start()
-            result = run_async(_drive(cfg, engine.count_tokens(), warm, measured, point, emit, cool, probe))
+            if simulated:
+                result, server_cols = engine.simulate(  # type: ignore[attr-defined]
+                    sweep, point, warm, measured, cool, factory,
+                    on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}))
+            else:
+                cfg = engine.client_config(point.workload.endpoint, lp.timeout_s)
+                probe.base_url = cfg.base_url
+                if sampler is not None:
+                    sampler.start()
+                result = run_async(_drive(cfg, engine.count_tokens(), warm, measured, point, emit, cool, probe))
         except UserInputError:
             raise
         except Exception as e:  # a harness fault must not end the sweep
@@ -176,15 +192,21 @@ class GroupSession:
             return row
         finally:
             telemetry = sampler.stop() if sampler is not None else unavailable(
+                "not measured: simulated (virtual engine)" if simulated else
                 "not measured: no NVIDIA GPU" if not self.on_gpu else "not measured: external endpoint")
         row.update(summarize(result.records, gpu_count=point.gpu_count, slo=sweep.slo))
         row.update(result.columns())
         row.update(telemetry_columns(telemetry, row))
         row.update(probe.columns())
+        stopped = server_cols.pop("error", None)
+        row.update(server_cols)
         row["finished_at"] = datetime.now(timezone.utc).isoformat()
-        row.update(cost_columns(row))
+        row.update(self.cost(row))
         errors = [r.error for r in result.records if r.measured and r.error]
-        if row["completed"] == row["num_requests"]:
+        if stopped is not None:  # a simulation that could not finish: the queue grew without bound
+            row["status"] = "failed" if row["completed"] == 0 else "partial"
+            row["error"] = stopped
+        elif row["completed"] == row["num_requests"]:
             row["status"] = "ok"
         else:
             died = not engine.alive() or (bool(errors) and exits_soon(engine))
@@ -217,7 +239,7 @@ class GroupSession:
         row.update({"load_mode": "offline", "client_kept_up": None,
                     "telemetry_available": False, "telemetry_reason": "not measured: offline mode"})
         row["finished_at"] = datetime.now(timezone.utc).isoformat()
-        row.update(cost_columns(row))
+        row.update(self.cost(row))
         row["status"] = "ok" if res.completed == res.num_prompts else "partial"
         if row["status"] != "ok":
             row["error"] = f"{res.num_prompts - res.completed} of {res.num_prompts} prompts did not finish"
@@ -227,17 +249,17 @@ class GroupSession:
         return row
 
 
-def run_group(sweep: Sweep, group: Group, sink: RunStore, rate: float, on_gpu: bool,
-              emit: ProgressFn) -> GroupStats:
+def run_group(sweep: Sweep, group: Group, sink: RunStore, rate: float | None, on_gpu: bool,
+              emit: ProgressFn, cost: CostFn = UNPRICED.cost_columns) -> GroupStats:
     """Measure all points of one server group (same ServerSpec) on one engine start."""
     spec = group[0][1].server
-    with GroupSession(sweep, spec, sink, rate, on_gpu, emit, expected_points=len(group)) as session:
+    with GroupSession(sweep, spec, sink, rate, on_gpu, emit, expected_points=len(group), cost=cost) as session:
         for idx, point in group:
             session.measure(idx, point)
     return session.stats
 
 
-def base_row(sweep: Sweep, point: Point, idx: int, run_id: str, rate: float, on_gpu: bool) -> dict[str, Any]:
+def base_row(sweep: Sweep, point: Point, idx: int, run_id: str, rate: float | None, on_gpu: bool) -> dict[str, Any]:
     """The columns a point has before (or without) being measured: its config, hardware and price."""
     s, w, lp = point.server, point.workload, point.load
     return {
@@ -373,19 +395,6 @@ def telemetry_columns(tel: TelemetryResult, row: dict[str, Any]) -> dict[str, An
         "gpu_util_mean_pct": tel.gpu_util_mean_pct, "j_per_output_token": derived["j_per_output_token"],
         "output_tok_s_per_mw": derived["output_tok_s_per_mw"],
     }
-
-
-def cost_columns(row: dict[str, Any]) -> dict[str, float | None]:
-    """First cost columns: $/M output and $/M total tokens at the point's measured throughput."""
-    rate = row.get("usd_per_gpu_hour")
-    out: dict[str, float | None] = {"usd_per_m_output": None, "usd_per_m_total": None}
-    if not rate:
-        return out
-    if row.get("output_tok_s_per_gpu"):
-        out["usd_per_m_output"] = usd_per_m_tokens(row["output_tok_s_per_gpu"], rate)
-    if row.get("total_tok_s_per_gpu"):
-        out["usd_per_m_total"] = usd_per_m_tokens(row["total_tok_s_per_gpu"], rate)
-    return out
 
 
 def requests_frame(records: list[RequestRecord], point_id: str) -> pd.DataFrame:

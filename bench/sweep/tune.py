@@ -30,6 +30,8 @@ from bench.config.slo import Slo, parse_slo
 from bench.config.sweep import Point, Sweep
 from bench.errors import UserInputError
 from bench.sweep.events import ProgressFn, ignore
+from bench.sweep.prepare import RunPlan
+from bench.sweep.pricing import Pricing
 
 Row = dict[str, Any]
 MeasureFn = Callable[[int, Point], Row]
@@ -96,10 +98,11 @@ class Ladder:
                 "knee": self.knee}
 
 
-def ladders(sweep: Sweep) -> list[Ladder]:
-    """Split the sweep's points into ladders, in sweep order (so a server's ladders are adjacent)."""
+def ladders(sweep: Sweep, points: list[Point] | None = None) -> list[Ladder]:
+    """Split the sweep's points (`points`: sweep.points() already expanded) into ladders, in sweep order
+    (so a server's ladders are adjacent)."""
     by_key: dict[tuple[str, str, str], Ladder] = {}
-    for idx, p in enumerate(sweep.points()):
+    for idx, p in enumerate(sweep.points() if points is None else points):
         kind = "concurrency" if p.load.concurrency is not None else "request_rate"
         key = (p.server_hash, p.workload.model_dump_json(), kind)
         if key not in by_key:
@@ -157,7 +160,7 @@ class TuneResult:
 
 
 def tune(sweep: Sweep, constraints: Slo, objective: str, measure: MeasureFn,
-         verify: bool = False, progress: ProgressFn | None = None) -> TuneResult:
+         verify: bool = False, progress: ProgressFn | None = None, points: list[Point] | None = None) -> TuneResult:
     """Bisect every ladder toward its SLO knee and pick the best feasible point by `objective`.
 
     `measure(point_index, point)` returns the point's row (the session's, or a fake in tests). Ladders
@@ -166,7 +169,7 @@ def tune(sweep: Sweep, constraints: Slo, objective: str, measure: MeasureFn,
     """
     check_objective(objective)
     emit = progress or ignore
-    lads = ladders(sweep)
+    lads = ladders(sweep, points)
     grid = sum(len(lad.points) for lad in lads)
     search_rows: list[Row] = []
     verify_rows: list[Row] = []
@@ -194,22 +197,25 @@ def tune(sweep: Sweep, constraints: Slo, objective: str, measure: MeasureFn,
     return result
 
 
-def run_tune(sweep: Sweep, slo: str | Slo, objective: str = "usd_per_m_output",
+def run_tune(sweep: Sweep | RunPlan, slo: str | Slo, objective: str = "usd_per_m_output",
              out_root: Path = Path("results"), resume: Path | None = None, verify: bool = False,
-             progress: ProgressFn | None = None) -> TuneResult:
+             progress: ProgressFn | None = None, pricing: Pricing | None = None) -> TuneResult:
     """`tune` on the real engine: points are measured by a GroupSession (bench.sweep.session) into a normal run dir.
 
-    With `resume`, points that already have a row in that run dir are reused instead of measured.
+    `sweep` is a RunPlan from `prepare` (the same checks as `run`), or a Sweep prepared here with
+    `resume` and `pricing`. With `resume`, points that already have a row in that run dir are reused.
     """
-    from bench.engines.vllm_server import has_nvidia_gpu
-    from bench.sweep.run import hardware_rate, open_run
+    from bench.sweep.envinfo import has_nvidia_gpu
+    from bench.sweep.prepare import prepare
+    from bench.sweep.run import open_run
     from bench.sweep.session import GroupSession
 
     constraints = parse_slo(slo) if isinstance(slo, str) else slo  # bench.config.slo syntax
     check_objective(objective)
+    plan = sweep if isinstance(sweep, RunPlan) else prepare(sweep, resume, "local", pricing)
+    sweep, rate = plan.sweep, plan.rate
     emit = progress or ignore
-    rate = hardware_rate(sweep)
-    store, warning = open_run(sweep, out_root, resume, emit)
+    store, warning = open_run(plan, out_root, emit=emit)
     if warning:
         emit(warning)
     done = {r["point_id"]: r for r in store.rows()}
@@ -222,15 +228,15 @@ def run_tune(sweep: Sweep, slo: str | Slo, objective: str = "usd_per_m_output",
         if not current or current[0].spec.server_hash != point.server_hash:
             if current:
                 current.pop().close()
-            current.append(GroupSession(sweep, point.server, store, rate, on_gpu, emit))
+            current.append(GroupSession(sweep, point.server, store, rate, on_gpu, emit, cost=plan.pricing.cost_columns))
         row = current[0].measure(idx, point)
         done[point.point_id] = row
         return row
 
-    emit({"type": "start", "run_dir": str(store.dir), "points": len(sweep.points()), "skipped": 0,
+    emit({"type": "start", "run_dir": str(store.dir), "points": len(plan.points), "skipped": 0,
           "requests": 0})
     try:
-        result = tune(sweep, constraints, objective, measure, verify=verify, progress=emit)
+        result = tune(sweep, constraints, objective, measure, verify=verify, progress=emit, points=plan.points)
     finally:
         if current:
             current.pop().close()

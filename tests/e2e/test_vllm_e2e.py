@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from bench.config.sweep import Sweep
+from bench.econ.row_cost import ROW_PRICING
 from bench.engines.vllm_server import SERVED_MODEL_NAME
 from bench.sweep.run import run_sweep
 from bench.sweep.store import load_requests, load_results
@@ -30,7 +31,7 @@ def e2e_run(vllm_server, tmp_path_factory):
                    {"name": "chat", "input_len": 24, "output_len": OUTPUT_LEN, "endpoint": "chat"}],
         slo={"ttft_ms": 60000},
     )
-    summary = run_sweep(sweep, out_root=tmp_path_factory.mktemp("results"))
+    summary = run_sweep(sweep, out_root=tmp_path_factory.mktemp("results"), pricing=ROW_PRICING)
     return summary, load_results(summary.run_dir)
 
 

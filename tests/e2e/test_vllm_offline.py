@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.config.sweep import Sweep
+from bench.econ.row_cost import ROW_PRICING
 from bench.sweep.run import run_sweep
 from bench.sweep.store import load_results
 
@@ -23,7 +24,7 @@ def test_offline_batch_counts_tokens_and_has_no_latencies(tmp_path):
         load={"concurrency": [N], "num_requests": N, "warmup_requests": 2},
         workloads=[{"name": "w", "input_len": ISL, "output_len": OSL}],
     )
-    df = load_results(run_sweep(sweep, out_root=tmp_path).run_dir)
+    df = load_results(run_sweep(sweep, out_root=tmp_path, pricing=ROW_PRICING).run_dir)
     row = df.iloc[0]
     assert row["status"] == "ok", row["error"]
     assert row["completed"] == N

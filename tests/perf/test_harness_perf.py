@@ -101,3 +101,47 @@ def test_load_generator_capacity_vs_vllm_client(benchmark):
     sys.stdout.write(json.dumps(out, indent=1) + "\n")
     assert all(r["ours"]["completed"] == r["vllm"]["completed"] == 600 for r in out["runs"])
     assert out["median_chunk_capacity_ratio"] > 1.5, out
+
+
+# --- the scheduler simulation (bench.planner.scheduler), side by side with the closed form ----------------------
+
+
+def _glm52_h200():
+    from bench.config.catalog import get_model
+    from bench.planner.deployment import Deployment
+    from bench.planner.factors import efficiency_for, get_gpu, load_roofline_config, resolve_quant
+
+    cfg = load_roofline_config()
+    gpu, q = get_gpu("h200"), resolve_quant("fp8", None, cfg)
+    return Deployment(hp=get_model("glm-5.2").hp, gpu=gpu, quant=q, tp=8, eff=efficiency_for("h200", "fp8", cfg)[0])
+
+
+def test_simulate_10k_requests_c256(benchmark):
+    """10,000 measured requests of 8k/1k at concurrency 256 on GLM-5.2 FP8 8xH200 (goal: under 2 s on one core)."""
+    from bench.config.load_spec import LoadPoint
+    from bench.planner import simulate as sim
+    from bench.planner.traffic import SimClient
+
+    dep = _glm52_h200()
+
+    def run() -> int:
+        s = sim.setup(dep, 1, max_num_seqs=1024, max_model_len=9216)
+        lp = LoadPoint(concurrency=256, num_requests=10_000, warmup_requests=256)
+        client = SimClient(sim.cluster(s), lp, sim.RequestMaker(s, None))
+        reqs = [sim.fixed_requests(8192, 1024) for _ in range(3)]
+        out = client.run(*reqs, build_records=False)
+        return out.load.measured_sent
+
+    assert benchmark.pedantic(run, rounds=1, iterations=1) == 10_000
+    if benchmark.stats is not None:
+        benchmark.extra_info["simulated_requests_per_s"] = 10_000 / benchmark.stats.stats.mean
+
+
+@pytest.mark.parametrize("method", ["simulate", "closed-form"])
+def test_plan_curve_9_concurrencies(benchmark, method):
+    """A whole `plan` curve (concurrency 1..256), simulated (goal: under 5 s) and closed form, side by side."""
+    from bench.planner.estimate import estimate
+
+    est = benchmark.pedantic(lambda: estimate("glm-5.2", "h200", 8, "fp8", 8192, 1024, method=method),
+                             rounds=1, iterations=1)
+    assert len(est.curve) == 9

@@ -67,19 +67,20 @@ def test_cost_all_tiers_and_table():
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["--gpu", "h100", "--tok-s-per-gpu", "0"], ["tok_s_per_gpu must be > 0"]),
-        (["--gpu", "h100", "--tok-s-per-gpu", "-10"], ["tok_s_per_gpu must be > 0"]),
+        (["--gpu", "h100", "--tok-s-per-gpu", "0"], ["--tok-s-per-gpu: must be in [0.001, 1e+06] (got "]),
+        (["--gpu", "h100", "--tok-s-per-gpu", "-10"], ["--tok-s-per-gpu: must be in [0.001, 1e+06] (got "]),
         (
             ["--gpu", "h100", "--tok-s-per-gpu", "100", "--utilization", "1.5"],
-            ["utilization must be in (0, 1]"],
+            ["--utilization: must be in [0.001, 1] (got "],
         ),
         (
             ["--gpu", "h100", "--tok-s-per-gpu", "100", "--utilization", "0"],
-            ["utilization must be in (0, 1]"],
+            ["--utilization: must be in [0.001, 1] (got "],
         ),
         (["--gpu", "h300", "--tok-s-per-gpu", "100"], ["unknown GPU 'h300'", "allowed:", "h200"]),
         (["--gpu", "h100", "--tier", "spot", "--tok-s-per-gpu", "100"], ["unknown tier 'spot'", "neocloud"]),
-        (["--usd-per-gpu-hour", "0", "--tok-s-per-gpu", "100"], ["usd_per_gpu_hour must be > 0"]),
+        (["--usd-per-gpu-hour", "0", "--tok-s-per-gpu", "100"],
+         ["--usd-per-gpu-hour: must be in [0.001, 1000] (got 0)"]),
     ],
 )
 def test_cost_bad_input_exit_2(args, needles):
@@ -134,11 +135,11 @@ def test_margin_whatif_table_and_subscription():
         ),
         (
             ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tok-s-per-gpu", "0"],
-            ["tok_s_per_gpu must be > 0"],
+            ["--tok-s-per-gpu: must be in [0.001, 1e+06] (got "],
         ),
         (
             ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tok-s-per-gpu", "100", "--utilization", "2"],
-            ["utilization must be in (0, 1]"],
+            ["--utilization: must be in [0.001, 1] (got "],
         ),
         (
             ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tier", "spot", "--tok-s-per-gpu", "100"],
@@ -147,7 +148,7 @@ def test_margin_whatif_table_and_subscription():
         (["--price", "glm-4.5-air@zai", "--gpu", "h200"], ["give --output-tok-s-per-gpu"]),
         (
             ["--price", "glm-4.5-air@zai", "--gpu", "h200", "--tok-s-per-gpu", "100", "--cached-share", "2"],
-            ["cached_share must be in [0, 1]"],
+            ["--cached-share: must be in [0, 1] (got 2)"],
         ),
     ],
 )

@@ -20,9 +20,9 @@ BAD = {
     "models": (["models", "--no-such-flag"], "--no-such-flag"),
     "cost": (["cost", "--tok-s-per-gpu", "100"], "give --gpu"),
     "margin": (["margin", "--price", "glm-4.5-air@zai", "--tok-s-per-gpu", "-3", "--gpu", "h100"],
-               "tok_s_per_gpu"),
-    "plan": (["plan", "--model", "glm-4.6", "--gpu", "h200", "--quant", "fp8", "--slo", "itl_ms<=5"],
-             "itl_ms"),
+               "--tok-s-per-gpu: must be in"),
+    "plan": (["plan", "--model", "glm-4.6", "--gpu", "h200", "--quant", "fp8", "--closed-form", "--slo",
+              "itl_ms<=5"], "itl_ms"),
     "calibrate": (["calibrate", "no/such/run"], "--results"),
     "report": (["report", "no/such/run"], "no/such/run"),
 }

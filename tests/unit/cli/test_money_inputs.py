@@ -32,7 +32,7 @@ BAD_INPUTS = [
     ([*M, "--output-tok-s-per-gpu", "100", "--input-tokens", "inf"], "--input-tokens: must be a finite"),
     ([*M, "--output-tok-s-per-gpu", "100", "--cached-share", "nan"], "--cached-share: must be a finite"),
     ([*M, "--output-tok-s-per-gpu", "100", "--price-decline", "nan"], "--price-decline: must be a finite"),
-    ([*M, "--output-tok-s-per-gpu", "100", "--requests-sigma", "-1"], "--requests-sigma: must be >= 0"),
+    ([*M, "--output-tok-s-per-gpu", "100", "--requests-sigma", "-1"], "--requests-sigma: must be in [0, 5] (got -1)"),
     ([*M, "--output-tok-s-per-gpu", "100", "--requests-sigma", "nan"], "--requests-sigma: must be a finite"),
     ([*M, "--output-tok-s-per-gpu", "100", "--total-tok-s-per-gpu", "400"], "give one of --output-tok-s-per-gpu"),
     ([*M, "--output-tok-s-per-gpu", "100", "--cached-share", "0.5", "--cache-write-share", "0.6"],
@@ -175,10 +175,15 @@ def test_explain_shows_cny_conversion_and_the_output_length_tier():
 
 def test_cache_write_price_is_charged_on_written_tokens():
     # minimax-m2: input 0.30, cache read 0.03, cache write 0.375, output 1.20 (USD per M).
-    # 2000 in, half cached, 500 out; default rule: the 1000 uncached tokens are written.
-    # revenue = (1000 x 0.375 + 1000 x 0.03 + 500 x 1.20) / 1e6 = $0.001005
+    # 2000 in, half cached, 500 out. Default: NOTHING is billed as a cache write (MiniMax charges writes only
+    # for cache_control blocks): revenue = (1000 x 0.30 + 1000 x 0.03 + 500 x 1.20) / 1e6 = $0.00093
     base = ["margin", "--price", "minimax-m2@minimax", *H100, "--output-tok-s-per-gpu", "1000", "--json"]
     out = json.loads(CliRunner().invoke(app, [*base, "--cached-share", "0.5"]).stdout)
+    assert out["margin"]["revenue_usd_per_request"] == pytest.approx(0.00093, rel=1e-12)
+    assert out["inputs"]["cache_written_input_tokens"] == 0
+    assert out["cache_write"]["share"] == 0 and "cache_control" in out["cache_write"]["source"]
+    # the written share stated: all 1000 uncached tokens -> (1000 x 0.375 + 1000 x 0.03 + 500 x 1.20) / 1e6
+    out = json.loads(CliRunner().invoke(app, [*base, "--cached-share", "0.5", "--cache-write-share", "0.5"]).stdout)
     assert out["margin"]["revenue_usd_per_request"] == pytest.approx(0.001005, rel=1e-12)
     assert out["inputs"]["cache_written_input_tokens"] == 1000
     # no cache hits -> nothing written: 2000 x 0.30 + 500 x 1.20 = $0.0012

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from bench.econ.row_cost import cost_columns
 from bench.measure.metrics import RequestRecord, summarize
-from bench.sweep.session import cost_columns
 
 MS = 1_000_000
 

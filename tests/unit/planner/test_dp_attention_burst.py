@@ -142,9 +142,9 @@ def test_burst_estimate_uses_the_wave_not_the_steady_state():
     raw = point_raw(dep, 100, 11, 4, 10_000, burst=True)
     w = raw.wave.time_s(1.0, 1.0, 0.0)
     d = raw.decode.time_s(1.0, 1.0, 0.0)
-    est = estimate(MLA_TOY, GPU_1GIB, 1, BF16, 100, 11, [4], efficiency=IDEAL, burst=True)
+    est = estimate(MLA_TOY, GPU_1GIB, 1, BF16, 100, 11, [4], efficiency=IDEAL, burst=True, method="closed-form")
     assert est.curve[0].output_tok_s == pytest.approx(4 * 11 / (4 * w + 10 * d))
-    steady = estimate(MLA_TOY, GPU_1GIB, 1, BF16, 100, 11, [4], efficiency=IDEAL)
+    steady = estimate(MLA_TOY, GPU_1GIB, 1, BF16, 100, 11, [4], efficiency=IDEAL, method="closed-form")
     assert steady.curve[0].output_tok_s != pytest.approx(est.curve[0].output_tok_s)
     # a wave larger than the KV holds is not one wave: the steady state is kept
     assert point_raw(dep, 100, 11, 4, 3, burst=True).wave is None

@@ -92,7 +92,7 @@ def make_run(root: Path, name: str = "fixture-run", quantization: str = "none", 
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     run = make_run(root)
-    res = build_report([run], root / "report")
+    res = build_report([run], root / "report", utilization=1.0)  # the golden numbers above are at U = 1
     return run, res
 
 
@@ -156,19 +156,19 @@ def test_headline_cheapest_under_each_slo(built):
     assert [h["slo"] for h in res.headline] == ["interactive", "standard", "sweep SLO", "batch"]
     # interactive (TTFT p90 <= 500, TPOT p90 <= 30): only P1 (20 ms TPOT) qualifies
     assert by["interactive"]["point_id"] == "p1"
-    assert by["interactive"]["usd_per_m_output"] == pytest.approx(2 / 0.36)
+    assert by["interactive"]["cost_usd_per_m_output_tokens"] == pytest.approx(2 / 0.36)
     assert by["interactive"]["gross_margin"] == pytest.approx(1 - (64 / 100 * 2 / 3600) / REVENUE_PER_REQ)
     assert by["interactive"]["gross_margin"] == pytest.approx(-0.633987, abs=1e-6)
     # standard (2000/100): P1 and P2 qualify, P2 is cheaper
     assert by["standard"]["point_id"] == "p2"
-    assert by["standard"]["usd_per_m_output"] == pytest.approx(1.851852, abs=1e-6)
-    assert by["standard"]["usd_per_m_total"] == pytest.approx(2 / (900 * 0.0036))
+    assert by["standard"]["cost_usd_per_m_output_tokens"] == pytest.approx(1.851852, abs=1e-6)
+    assert by["standard"]["cost_usd_per_m_tokens"] == pytest.approx(2 / (900 * 0.0036))
     assert by["standard"]["gross_margin"] == pytest.approx(0.455338, abs=1e-6)
     assert by["standard"]["break_even_utilization"] == pytest.approx(0.544662, abs=1e-6)
     # sweep SLO (3000/150) and batch: P3 (TTFT 2500, TPOT 120); the failed P4 never wins
     for slo in ("sweep SLO", "batch"):
         assert by[slo]["point_id"] == "p3"
-        assert by[slo]["usd_per_m_output"] == pytest.approx(0.694444, abs=1e-6)
+        assert by[slo]["cost_usd_per_m_output_tokens"] == pytest.approx(0.694444, abs=1e-6)
         assert by[slo]["gross_margin"] == pytest.approx(0.795752, abs=1e-6)
         assert by[slo]["break_even_utilization"] == pytest.approx(0.204248, abs=1e-6)
 
@@ -231,7 +231,7 @@ def test_twin_priced_as_its_real_model():
 
 def test_explicit_price_changes_the_margin(tmp_path):
     run = make_run(tmp_path)
-    res = build_report([run], tmp_path / "r", price="glm-4.5@bigmodel",
+    res = build_report([run], tmp_path / "r", price="glm-4.5@bigmodel", utilization=1.0,
                        slos=[parse_slo("std:ttft_ms<=2000,tpot_ms<=100")])
     # bigmodel.cn CNY list, tier input < 32K AND output < 200 tokens: CNY 2 in / 8 out x 0.14 USD/CNY
     # = $0.28 / $1.12 -> revenue = (128 x 0.28 + 64 x 1.12) / 1e6 = 107.52e-6
@@ -251,11 +251,12 @@ def test_unknown_price_is_a_user_error(tmp_path):
 def test_two_runs_compared(tmp_path):
     bf16 = make_run(tmp_path, "run-bf16")
     int8 = make_run(tmp_path, "run-int8", quantization="int8", scale=2.0)
-    res = build_report([bf16, int8], tmp_path / "r", slos=[parse_slo("std:ttft_ms<=2000,tpot_ms<=100")])
+    res = build_report([bf16, int8], tmp_path / "r", utilization=1.0,
+                       slos=[parse_slo("std:ttft_ms<=2000,tpot_ms<=100")])
     assert res.runs == ["run-bf16", "run-int8"] and res.points == 8
     # int8 doubles every throughput: its P2 costs half as much (0.925926) and wins the SLO
     assert res.headline[0]["run_id"] == "run-int8" and res.headline[0]["point_id"] == "p2"
-    assert res.headline[0]["usd_per_m_output"] == pytest.approx(1.851852 / 2, abs=1e-6)
+    assert res.headline[0]["cost_usd_per_m_output_tokens"] == pytest.approx(1.851852 / 2, abs=1e-6)
     md = res.markdown_path.read_text()
     assert "| int8 |" in md and "| bfloat16 (unquantized) |" in md
     assert default_out_dir(res.runs) == Path("reports") / "run-bf16+1more"

@@ -1,4 +1,4 @@
-"""The declared points schema (bench.sweep.rows): validation, the README table, old run dirs.
+"""The declared points schema (bench.sweep.rows): validation, the docs column table, old run dirs.
 
 The producer test builds each source of row columns the way a sweep does and checks that together
 they write exactly the declared columns: a column written but not declared, or declared but never
@@ -15,15 +15,16 @@ import pandas as pd
 import pytest
 
 from bench.config.sweep import Sweep
+from bench.econ.row_cost import cost_columns
 from bench.measure.loadgen import LoadResult
 from bench.measure.metrics import offline_summary, summarize
 from bench.measure.nvml import unavailable
 from bench.sweep import rows
 from bench.sweep.rows import COLUMNS, SCHEMA, RowSchemaError, validate_row
-from bench.sweep.session import ServerProbe, base_row, cost_columns, telemetry_columns
+from bench.sweep.session import ServerProbe, base_row, telemetry_columns
 from bench.sweep.store import RunStore, load_results
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+SCHEMA_PAGE = Path(__file__).resolve().parents[3] / "docs" / "results-schema.md"
 
 
 def _sweep() -> Sweep:
@@ -90,10 +91,22 @@ def test_write_point_writes_every_declared_column(tmp_path):
     assert written["concurrency"] == 2 and written["energy_j"] is None
 
 
-def test_readme_column_table_is_the_rendered_schema():
-    block = rows.readme_block(README.read_text())
-    assert block is not None, "README.md lost its <!-- columns:start --> / <!-- columns:end --> markers"
-    assert block == rows.render_markdown(), "README column table is stale: run python -m bench.sweep.rows"
+def test_docs_column_table_is_the_rendered_schema():
+    """docs/results-schema.md shows exactly the declared schema: a column added, dropped, retyped or
+    reworded in bench/sweep/rows.py fails this until the page is regenerated."""
+    assert rows.SCHEMA_PAGE == SCHEMA_PAGE
+    block = rows.table_block(SCHEMA_PAGE.read_text())
+    assert block is not None, "docs/results-schema.md lost its <!-- columns:start --> / <!-- columns:end --> markers"
+    assert block == rows.render_markdown(), "docs/results-schema.md is stale: run python -m bench.sweep.rows"
+
+
+def test_a_stale_page_is_caught(tmp_path):
+    """The check above compares the whole block: one changed cell or one missing row makes it differ."""
+    table = rows.render_markdown()
+    for stale in (table.replace("| `energy_j` | float | J |", "| `energy_j` | float | kJ |"),
+                  "".join(line for line in table.splitlines(keepends=True) if "`usd_per_m_total`" not in line)):
+        assert stale != table
+        assert rows.table_block(f"{rows.START}\n{stale}{rows.END}\n") != table
 
 
 def test_render_markdown_by_hand():
@@ -120,12 +133,19 @@ def test_column_table_rows_comments_and_continued_meanings():
                                                      "requests: tokens per streamed decode step")
 
 
-def test_rewrite_readme_replaces_only_the_block(tmp_path):
-    f = tmp_path / "README.md"
+def test_rewrite_table_replaces_only_the_block(tmp_path):
+    f = tmp_path / "results-schema.md"
     f.write_text(f"# t\nbefore\n{rows.START}\nold table\n{rows.END}\nafter\n")
-    assert rows.rewrite_readme(f) is True
+    assert rows.rewrite_table(f) is True
     assert f.read_text() == f"# t\nbefore\n{rows.START}\n{rows.render_markdown()}{rows.END}\nafter\n"
-    assert rows.rewrite_readme(f) is False
+    assert rows.rewrite_table(f) is False
+
+
+def test_rewrite_table_needs_the_markers(tmp_path):
+    f = tmp_path / "results-schema.md"
+    f.write_text("# no markers here\n")
+    with pytest.raises(RuntimeError, match="markers"):
+        rows.rewrite_table(f)
 
 
 # A row as the code before the declared schema wrote it: no `expert_parallel`, and only the columns

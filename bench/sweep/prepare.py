@@ -1,0 +1,113 @@
+"""Everything a run checks and computes before a run dir or a server exists, done once: `prepare`.
+
+Why one place: the checks used to live in four (load_sweep, the CLI, run_sweep, open_run), so some ran
+twice, a trace file was parsed three times and the server specs were expanded five to seven times per
+run, while `tune` skipped three checks that `run` made. `run`, `tune`, the Ray executor and the CLI all
+take the `RunPlan` this returns. The config-level checks (fields, lengths from the config, model names,
+price tier) stay in `load_sweep`; engine-specific ones (the installed vLLM's features) are the engine
+class's `preflight` hook, so this module imports no vLLM-only code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config.catalog import uncataloged_note
+from bench.config.hardware import load_hardware
+from bench.config.sweep import Point, ServerSpec, Sweep
+from bench.engines.base import Engine
+from bench.engines.registry import engine_class
+from bench.errors import UserInputError
+from bench.measure.workloads import check_workload_files
+from bench.sweep import envinfo
+from bench.sweep.pricing import UNPRICED, Pricing
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class RunPlan:
+    """A sweep checked and expanded once: what run_sweep, run_tune and the Ray executor work from."""
+
+    sweep: Sweep
+    specs: list[ServerSpec]
+    points: list[Point]
+    engine: type[Engine]
+    rate: float | None  # $/GPU-hour written into every row (from `pricing`)
+    pricing: Pricing = UNPRICED
+    resume: Path | None = None
+    executor: str = "local"
+    notes: list[str] = field(default_factory=list)  # e.g. a model that is not in the catalog
+    workload_files: dict[str, Any] = field(default_factory=dict)  # workload name -> its parsed input file
+
+
+def check_executor(executor: str) -> str:
+    if executor not in EXECUTORS:
+        raise UserInputError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    return executor
+
+
+def prepare(sweep: Sweep, resume: Path | None = None, executor: str = "local",
+            pricing: Pricing | None = None) -> RunPlan:
+    """Check and expand `sweep` for a run; every input file is read once and every check made once.
+
+    Raises UserInputError (one line) for: an unknown executor, a --resume dir that is not a run dir,
+    a missing or malformed trace file or one with a request longer than max_model_len, a feature the
+    engine lacks (the engine class's `preflight`), GPUs this machine lacks (local executor, an engine
+    on local GPUs), an unknown GPU or price tier.
+    """
+    check_executor(executor)
+    if resume is not None and not (Path(resume) / "sweep.yaml").is_file():
+        raise UserInputError(f"--resume: {resume} is not a maas-bench run directory (no sweep.yaml)")
+    pricing = pricing or UNPRICED
+    specs = sweep.server_specs()
+    points = sweep.points(specs)
+    files: dict[str, Any] = {}
+    for w in sweep.workloads:  # a bad row fails here (exit 2), not after a server started
+        files[w.name] = data = check_workload_files(w)
+        need = None if data is None or sweep.engine.capabilities.needs_base_url else _file_max_tokens(w.kind, data)
+        for spec in specs if need is not None else ():
+            if need > spec.max_model_len:
+                raise UserInputError(f"workload {w.name!r}: trace {w.trace_path} has a request of {need} tokens "
+                                     f"(input + output) but server.max_model_len is {spec.max_model_len}")
+    engine = engine_class(sweep.engine.kind)
+    engine.preflight(specs, sweep)  # e.g. a pinned acceptance needs a vLLM that has it
+    if executor == "local":
+        check_local_gpus(sweep, specs, engine)  # a GPU sweep on a machine without those GPUs
+    rate = pricing.usd_per_gpu_hour(sweep)  # an unknown GPU/tier fails before anything starts
+    notes = list(filter(None, {uncataloged_note(s.model) for s in specs}))
+    return RunPlan(sweep=sweep, specs=specs, points=points, engine=engine, rate=rate, pricing=pricing,
+                   resume=Path(resume) if resume is not None else None, executor=executor, notes=notes,
+                   workload_files=files)
+
+
+def _file_max_tokens(kind: str, data: Any) -> int | None:
+    from bench.measure.kinds import workload_kind
+
+    return workload_kind(kind).file_max_tokens(data)
+
+
+def check_local_gpus(sweep: Sweep, specs: list[ServerSpec] | None = None, engine: type[Engine] | None = None,
+                     inventory: list[str] | None = None) -> None:
+    """A sweep whose engine runs on this machine's GPUs (vllm, vllm-offline) and whose hardware is an NVIDIA
+    GPU of configs/hardware.yaml needs that many of those GPUs here (`nvidia-smi`; `inventory` for tests).
+    Why: on the wrong machine every point would fail minutes later with an engine error far from the
+    cause (or silently run on fewer/other GPUs); one line naming what is needed and what was found is
+    better. CPU stand-ins and non-NVIDIA GPUs are not checked."""
+    if not (engine or engine_class(sweep.engine.kind)).uses_local_gpus:
+        return
+    gpu_id = sweep.hardware.gpu
+    spec = load_hardware().gpu(gpu_id)
+    if spec.is_cpu_standin or not (spec.name or "").startswith("NVIDIA"):
+        return
+    need = max(sweep.gpu_count(s) for s in (specs if specs is not None else sweep.server_specs()))
+    found = envinfo.gpu_inventory() if inventory is None else inventory
+    model = re.compile(rf"\b{re.escape(gpu_id)}\b", re.IGNORECASE)
+    matching = [g for g in found if model.search(g)]
+    if len(matching) < need:
+        seen = ", ".join(found) if found else "no NVIDIA GPU (nvidia-smi lists none)"
+        raise UserInputError(f"hardware: this sweep needs {need}x {gpu_id} ({spec.name}) on this machine; "
+                             f"found {len(matching)}: {seen}")

@@ -1,0 +1,169 @@
+"""Check the scheduler simulation against the real engine (vLLM CPU build, tiny GLM-4.5 twin).
+
+1. `measure`: run the calibration sweep (4 points) and the held-out sweeps on the real engine.
+2. `calibrate`: fit the step model on the 4 calibration points only (`maas-bench calibrate`, written into a
+   scratch --config-dir so the shipped configs/roofline.yaml is not touched).
+3. `predict`: run every held-out sweep again on the `virtual` engine with those factors.
+4. `table`: predicted / measured TTFT p50/p90, TPOT p50 and output tok/s for every held-out point.
+
+    .venv/bin/python scripts/check_scheduler_cpu.py all --out results/scheduler-check
+
+Each step can be run alone (`measure`, `calibrate`, `predict`, `table`); `all` runs them in order. The
+held-out points were never seen by the calibration: other lengths, concurrencies, request rates below, at
+and above saturation (a growing queue), a multi-turn agentic preset with prefix caching on, and a
+`max_num_batched_tokens` small enough that prompts are chunked. About 15 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = [sys.executable, "-m", "bench"]
+SERVER = {"model": "glm-4.5-tiny", "dtype": "bfloat16", "max_model_len": 4096, "max_num_seqs": 32}
+LOAD = {"num_requests": 48, "warmup_requests": 4}
+
+# name -> (server overrides, load, workloads); the calibration sweep is the first, nothing else is fitted
+SWEEPS: dict[str, tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = {
+    "calib": ({}, {"concurrency": [2, 16]},
+              [{"name": "in512-out64", "kind": "fixed", "input_len": 512, "output_len": 64},
+               {"name": "in1536-out32", "kind": "fixed", "input_len": 1536, "output_len": 32}]),
+    "closed": ({}, {"concurrency": [1, 4, 16, 32]},
+               [{"name": "in256-out64", "kind": "fixed", "input_len": 256, "output_len": 64}]),
+    "lengths": ({}, {"concurrency": [4], "num_requests": 24},
+                [{"name": "in128-out16", "kind": "fixed", "input_len": 128, "output_len": 16},
+                 {"name": "in1024-out256", "kind": "fixed", "input_len": 1024, "output_len": 256},
+                 {"name": "in2048-out128", "kind": "fixed", "input_len": 2048, "output_len": 128}]),
+    "rate": ({}, {"request_rate": [3.0, 8.0, 16.0], "num_requests": 64, "warmup_requests": 8},
+             [{"name": "in256-out64", "kind": "fixed", "input_len": 256, "output_len": 64}]),
+    "agentic": ({"enable_prefix_caching": True}, {"concurrency": [2, 4], "num_requests": 6, "warmup_requests": 0},
+                [{"preset": "agentic", "system_prompt_len": 512, "turns": 4, "turns_range_ratio": 0,
+                  "input_len": 128, "output_len": 32, "range_ratio": 0, "think_time_s": 0.2,
+                  "think_time_dist": "fixed"}]),
+    "chunked": ({"max_num_batched_tokens": 256}, {"concurrency": [4, 8], "num_requests": 32},
+                [{"name": "in1024-out64", "kind": "fixed", "input_len": 1024, "output_len": 64}]),
+}
+METRICS = ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "output_tok_s")
+
+
+def sweep_file(name: str, engine: str, out: Path) -> Path:
+    server, load, workloads = SWEEPS[name]
+    doc = {"name": f"sched-{name}-{engine}", "description": f"scheduler check: {name} on the {engine} engine",
+           "engine": {"kind": engine, **({"startup_timeout_s": 600} if engine == "vllm" else {})},
+           "hardware": {"gpu": "cpu-2core", "tier": "on-demand"},
+           "server": {**SERVER, **server}, "load": {**LOAD, **load}, "workloads": workloads}
+    path = out / "sweeps" / f"{name}-{engine}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run(name: str, engine: str, out: Path, env: dict[str, str] | None = None) -> Path:
+    dest = out / engine / name
+    dest.mkdir(parents=True, exist_ok=True)
+    args = [*BENCH, *(["--config-dir", str(out / "config")] if engine == "virtual" else []), "run",
+            str(sweep_file(name, engine, out)), "--out", str(dest)]
+    print("+", " ".join(args), flush=True)
+    subprocess.run(args, cwd=ROOT, check=False)
+    runs = sorted(p for p in dest.iterdir() if p.is_dir())
+    if not runs:
+        raise SystemExit(f"{name}: no run directory under {dest}")
+    return runs[-1]
+
+
+def calibrate(out: Path) -> None:
+    cfg = out / "config"
+    cfg.mkdir(parents=True, exist_ok=True)
+    calib = sorted(p for p in (out / "vllm" / "calib").iterdir() if p.is_dir())[-1]
+    subprocess.run([*BENCH, "--config-dir", str(cfg), "calibrate", str(calib)], cwd=ROOT, check=True)
+
+
+def rows(out: Path, engine: str, name: str) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    base = out / engine / name
+    runs = sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []
+    if not runs:
+        return []
+    df = pd.read_parquet(runs[-1] / "points.parquet")
+    return df.to_dict("records")
+
+
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    load = r.get("concurrency")
+    load = f"c={int(load)}" if load is not None and not (isinstance(load, float) and math.isnan(load)) \
+        else f"rate={r.get('request_rate')}"
+    return (r.get("workload"), load)
+
+
+def table(out: Path) -> list[dict[str, Any]]:
+    lines = []
+    for name in SWEEPS:
+        if name == "calib":
+            continue
+        meas = {_key(r): r for r in rows(out, "vllm", name)}
+        pred = {_key(r): r for r in rows(out, "virtual", name)}
+        for key, m in meas.items():
+            p = pred.get(key)
+            line: dict[str, Any] = {"sweep": name, "workload": key[0], "load": key[1]}
+            for k in METRICS:
+                mv, pv = m.get(k), p.get(k) if p else None
+                line[f"{k}_measured"], line[f"{k}_predicted"] = mv, pv
+                ok = mv and pv and mv > 0 and pv > 0
+                line[f"{k}_ratio"] = pv / mv if ok else None
+            lines.append(line)
+    return lines
+
+
+def print_table(lines: list[dict[str, Any]]) -> None:
+    print("| sweep | workload | load | " + " | ".join(f"{k} pred / meas (ratio)" for k in METRICS) + " |")
+    print("|" + "---|" * (3 + len(METRICS)))
+    worst = 1.0
+    for ln in lines:
+        cells = []
+        for k in METRICS:
+            m, p, r = ln[f"{k}_measured"], ln[f"{k}_predicted"], ln[f"{k}_ratio"]
+            if r is None:
+                cells.append("-")
+                continue
+            worst = max(worst, r, 1 / r)
+            cells.append(f"{p:.1f} / {m:.1f} ({r:.2f})")
+        print(f"| {ln['sweep']} | {ln['workload']} | {ln['load']} | " + " | ".join(cells) + " |")
+    n_ok = sum(1 for ln in lines for k in METRICS if ln[f"{k}_ratio"] and 1 / 1.25 <= ln[f"{k}_ratio"] <= 1.25)
+    n_all = sum(1 for ln in lines for k in METRICS if ln[f"{k}_ratio"])
+    print(f"\nwithin 1.25x: {n_ok} of {n_all} figures; worst factor x{worst:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["all", "measure", "calibrate", "predict", "table"])
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "scheduler-check")
+    ap.add_argument("--only", nargs="*", default=None, help="sweep names (default: all)")
+    a = ap.parse_args()
+    out = a.out.resolve()
+    names = a.only or list(SWEEPS)
+    if a.step in ("all", "measure"):
+        for n in names:
+            run(n, "vllm", out)
+    if a.step in ("all", "calibrate"):
+        calibrate(out)
+    if a.step in ("all", "predict"):
+        for n in names:
+            if n != "calib":
+                run(n, "virtual", out)
+    if a.step in ("all", "table", "predict"):
+        lines = table(out)
+        (out / "table.json").write_text(json.dumps(lines, indent=1, default=str))
+        print_table(lines)
+
+
+if __name__ == "__main__":
+    main()
