@@ -42,6 +42,8 @@ class VirtualEngineSpec(EngineSpec):
         "least_loaded", description="how requests are spread over replicas (count / tensor_parallel_size)")
     async_scheduling: bool = Field(True, description="vLLM's async scheduling (on by default since 0.14): a "
                                    "request is first seen by the step after the one running when it arrived")
+    max_queue: int = Field(100_000, gt=0, description="a point stops (and its row says the deployment is "
+                           "saturated) when more requests than this wait in the engines")
 
 
 def catalog_hp(model: str) -> Any:
@@ -142,7 +144,8 @@ class VirtualEngine(NoProcessEngine):
         real server's /metrics would give (preemptions, prefix-cache queries and hits) plus `error` when the
         simulation stopped at a saturated queue."""
         s = sim_setup(point.server, sweep)
-        out = sim.run_point(s, point.load, warmup, measured, cooldown, factory=factory, seed=point.workload.seed)
+        out = sim.run_point(s, point.load, warmup, measured, cooldown, factory=factory, seed=point.workload.seed,
+                            max_waiting=getattr(sweep.engine, "max_queue", 100_000))
         if on_done is not None:
             for rec in out.load.records:
                 if rec.measured:

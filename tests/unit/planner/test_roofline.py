@@ -452,3 +452,18 @@ def test_simulated_calibration_recovers_factors_the_simulation_was_run_with():
     assert fit.rms_log_error < 0.02
     assert fit.step_overhead_ms == pytest.approx(1.7, rel=0.1)
     assert fit.bandwidth_efficiency == pytest.approx(0.62, rel=0.1)
+
+
+def test_simulation_and_closed_form_agree_where_nothing_queues_and_part_where_it_does():
+    """Concurrency 1 (one sequence, no queue): the two methods price the same steps, so TPOT and throughput
+    agree within 5%. Past the KV cache (glm-4.5-air FP8 on one H200 holds 52 sequences of 2500 tokens) the
+    closed form's Little's-law wait and the simulation's queue both put TTFT above 10x its unloaded value."""
+    sim = estimate("glm-4.5-air", H200, 1, "fp8", 2000, 500, [1, 256])
+    cf = estimate("glm-4.5-air", H200, 1, "fp8", 2000, 500, [1, 256], method="closed-form")
+    s1, c1 = sim.curve[0], cf.curve[0]
+    assert s1.method == "simulate" and c1.method == "closed-form"
+    assert s1.tpot_ms == pytest.approx(c1.tpot_ms, rel=0.05)
+    assert s1.output_tok_s == pytest.approx(c1.output_tok_s, rel=0.05)
+    s256, c256 = sim.curve[1], cf.curve[1]
+    assert s256.ttft_ms > 10 * s1.ttft_ms and c256.ttft_ms > 10 * c1.ttft_ms
+    assert s256.ttft_ms_p90 >= s256.ttft_ms and c256.ttft_ms_p90 is None
