@@ -97,136 +97,45 @@ def plan(
     if check_published:
         _check_published(published_file, write_fit, json_out)
         return
-    from bench.config.hardware import load_hardware
-    from bench.config.prices import load_price_book
-    from bench.econ import fleet
-    from bench.econ import queries as q
-    from bench.econ.cost import require_positive, require_utilization
+    from bench.planner.answer import PlanQuestion, answer_plan
 
     opts.require_finite(tokens_per_day=tokens_per_day, usd_per_gpu_hour=usd_per_gpu_hour,
                         output_tok_s_per_gpu=output_tok_s_per_gpu, total_tok_s_per_gpu=total_tok_s_per_gpu,
                         tok_s_per_gpu=tok_s_per_gpu, isl=input_tokens, osl=output_tokens, cached_share=cached_share,
                         utilization=utilization, peak_to_average=peak_to_average, max_utilization=max_utilization,
                         kv_bits=kv_bits, private_usd_per_year=private_usd_per_year, usd_per_cny=usd_per_cny)
-    require_utilization(utilization)
-    require_positive("--isl/--input-tokens", input_tokens)
-    require_positive("--osl/--output-tokens", output_tokens)
-    the_slo = opts.slo_option(slo)
-    catalog = load_hardware()
-    fx = q.usd_per_cny(catalog, usd_per_cny)
-    if gpu is not None:
-        catalog.gpu(gpu)
-    # one tier for the estimate, the fleet and the margin (H20 has only 'tco': said, not swapped silently)
-    tier, tier_note = q.pick_tier(catalog, gpu, tier) if usd_per_gpu_hour is None else (tier, None)
-    given_tok, tok_note = q.output_tok_s(q.traffic_mix(input_tokens, output_tokens, cached_share),
-                                         output=output_tok_s_per_gpu, total=total_tok_s_per_gpu,
-                                         deprecated=tok_s_per_gpu)
-    if given_tok is not None and results is not None:
-        raise UserInputError("give either --output-tok-s-per-gpu / --total-tok-s-per-gpu or --results, not both")
-    est_out = None
-    if given_tok is not None:
-        flag = "--total-tok-s-per-gpu" if total_tok_s_per_gpu is not None else "--output-tok-s-per-gpu"
-        tok, source = given_tok, f"given ({flag})"
-    elif results is not None:
-        best = q.measured_throughput(opts.load_points(results), the_slo, model=model, gpu=gpu, quant=quant)
-        tok, source = float(best["output_tok_s_per_gpu"]), f"measured: {results} point {best.get('point_id')}"
-    else:
-        est_out = _plan_estimate(
-            model, gpu, count, quant, input_tokens, output_tokens, the_slo, tp, ep, kv_bits,
-            concurrency, compare, tier or "tco", price, cached_share, usd_per_gpu_hour, catalog, fx,
-            spec_tokens, acceptance_length, utilization=utilization, dp_attention=dp_attention, burst=burst,
-            method="closed-form" if closed_form else "simulate", max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-        )
-        best = est_out["best_under_slo"]
-        if tokens_per_day is not None and not est_out["memory"].get("fits", True):
-            mem = est_out["memory"]
-            raise UserInputError(
-                f"--model: {model} {quant} does not fit in {gpu} memory with {count} GPU(s) per replica "
-                f"(weights {mem.get('weights_gib_per_gpu', float('nan')):.4g} GiB/GPU, usable "
-                f"{mem.get('usable_gib_per_gpu', float('nan')):.4g} GiB/GPU): no fleet to size; allowed: more "
-                "GPUs (--count/--tp), a smaller --quant, or a GPU with more memory")
-        if tokens_per_day is None or best is None:
-            print_json({"estimate": est_out}) if json_out else _print_estimate(est_out)
-            if tokens_per_day is not None:
-                raise UserInputError("no estimated point meets the SLO: no fleet to size; relax --slo")
-            opts.print_notes(tier_note)
-            return
-        tok = best["output_tok_s_per_gpu"]
-        how = "simulated" if not closed_form else "roofline closed form"
-        source = f"estimate ({how}; best point under SLO: concurrency {best['concurrency']})"
-    if tokens_per_day is None:
-        raise UserInputError("--tokens-per-day is required with --output-tok-s-per-gpu / --total-tok-s-per-gpu "
-                             "or --results")
-    rate, rate_src = q.gpu_rate(catalog, gpu, tier, usd_per_gpu_hour, fx)
-    entry = load_price_book().get(price) if price is not None else None
-    fp = fleet.fleet_size(
-        tokens_per_day, q.traffic_mix(input_tokens, output_tokens, cached_share), tok, rate,
-        peak_to_average=peak_to_average, gpus_per_replica=count, max_utilization_at_peak=max_utilization,
-        price=entry, usd_per_cny=fx,
-    )
-    row = {"model": model, "gpu": gpu, "gpus_per_replica": count, "rate": rate_src, "usd_per_gpu_hour": rate,
-           "output_tok_s_per_gpu": tok, "throughput_source": source, "price": price, **fp.to_dict()}
-    from bench.econ.cache import fleet_usd_per_gpu_hour
-
-    row.update(fleet_usd_per_gpu_hour(fp.monthly_revenue_usd, fp.gpus, rate))
-    out: dict[str, Any] = {"plan": row}
-    if est_out is not None:
-        out["estimate"] = est_out
-        if not json_out:
-            _print_estimate(est_out)
-    if private_usd_per_year is not None:
-        out["private_deployment"] = fleet.private_deployment(fp.gpus, private_usd_per_year, rate)
+    a = answer_plan(PlanQuestion(
+        tokens_per_day=tokens_per_day, model=model, gpu=gpu, count=count, quant=quant, tier=tier,
+        usd_per_gpu_hour=usd_per_gpu_hour, output_tok_s_per_gpu=output_tok_s_per_gpu,
+        total_tok_s_per_gpu=total_tok_s_per_gpu, tok_s_per_gpu=tok_s_per_gpu,
+        results=(lambda: opts.load_points(results)) if results is not None else None, results_label=str(results),
+        price=price, input_tokens=input_tokens, output_tokens=output_tokens, cached_share=cached_share,
+        utilization=utilization, peak_to_average=peak_to_average, max_utilization=max_utilization,
+        slo=opts.slo_option(slo), compare=compare, tp=tp, ep=ep, dp_attention=dp_attention, burst=burst,
+        kv_bits=kv_bits, concurrency=concurrency, private_usd_per_year=private_usd_per_year, usd_per_cny=usd_per_cny,
+        spec_tokens=spec_tokens, acceptance_length=acceptance_length,
+        method="closed-form" if closed_form else "simulate", max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens))
+    if a.fleet is None:  # the estimate alone: nothing to size, or no point meets the SLO
+        print_json({"estimate": a.estimate}) if json_out else _print_estimate(a.estimate)
+        if a.error is not None:
+            raise UserInputError(a.error)
+        opts.print_notes(a.tier_note)
+        return
+    out = a.out
+    if a.estimate is not None and not json_out:
+        _print_estimate(a.estimate)
     if json_out:
         print_json(out)
-        opts.print_notes(tier_note, tok_note)
+        opts.print_notes(a.tier_note, a.tok_note)
         return
     print_table(f"Fleet for {tokens_per_day:.3g} tokens/day: peak-to-average {peak_to_average:g}, at most "
-                f"{max_utilization:g} utilization at peak -> average U = {fp.avg_utilization:.3g}; "
-                "cost_usd_per_m_tokens counts input + output tokens", opts.pct([row]), PLAN_COLUMNS)
+                f"{max_utilization:g} utilization at peak -> average U = {a.fleet.avg_utilization:.3g}; "
+                "cost_usd_per_m_tokens counts input + output tokens", opts.pct([out["plan"]]), PLAN_COLUMNS)
     if "private_deployment" in out:
         print_table("As a private deployment (paid for all 8760 h; utilization does not enter)",
                     opts.pct([out["private_deployment"]]))
-    opts.print_notes(tier_note, tok_note)
-
-
-def _plan_estimate(
-    model: str | None, gpu: str | None, count: int, quant: str | None, isl: float, osl: float,
-    slo: Any, tp: int | None, ep: bool, kv_bits: float | None, concurrency: list[int] | None,
-    compare: bool, tier: str, price: str | None, cached_share: float, usd_per_gpu_hour: float | None,
-    catalog: Any, fx: float | None, spec_tokens: int = 0, acceptance_length: float = 1.0, *,
-    utilization: float, dp_attention: int = 1, burst: bool = False, method: str = "simulate",
-    max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
-) -> dict[str, Any]:
-    """`plan` without --tok-s-per-gpu / --results: the analytical estimate (bench.planner.estimate.plan_estimate).
-
-    The simulation gives every percentile, so each SLO term is read at its own (`ttft_ms_p90`); the closed
-    form has one value per metric and no itl_ms, so `Slo.point_limits()` refuses an itl_ms term (rather than
-    dropping it) and the output carries a note that percentiles are not modelled.
-    """
-    from bench.config.prices import load_price_book
-    from bench.config.slo import POINT_ESTIMATE_NOTE
-    from bench.planner import estimate as roofline
-
-    if model is None or gpu is None or quant is None:
-        raise UserInputError("the estimate needs --model, --gpu and --quant (or give --output-tok-s-per-gpu / "
-                             "--total-tok-s-per-gpu / --results)")
-    limits = slo.point_limits() if method == "closed-form" else {t.column: t.limit_ms for t in slo.terms}
-    est = roofline.plan_estimate(
-        model, gpu, count, quant, int(isl), int(osl), slo=limits, tp=tp, ep=ep, kv_bits=kv_bits,
-        concurrencies=tuple(concurrency) if concurrency else roofline.DEFAULT_CONCURRENCIES, tier=tier,
-        price=load_price_book().get(price) if price is not None else None, cached_share=cached_share,
-        usd_per_gpu_hour=usd_per_gpu_hour, usd_per_cny=fx,
-        compare_gpus=roofline.COMPARE_GPUS if compare else None, catalog=catalog,
-        spec_tokens=spec_tokens, acceptance_length=acceptance_length, utilization=utilization,
-        dp_attention=dp_attention, burst=burst, method=method, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-    )
-    if slo:
-        est["slo_text"] = str(slo)
-        if method == "closed-form":
-            est["notes"] = [*est["notes"], f"SLO {slo}: {POINT_ESTIMATE_NOTE}"]
-    return est
+    opts.print_notes(a.tier_note, a.tok_note)
 
 
 def _print_estimate(e: dict[str, Any]) -> None:

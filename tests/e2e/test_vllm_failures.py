@@ -76,7 +76,8 @@ def _sweep_file(path):
         "name": "ctrl-c", "engine": {"kind": "vllm", "startup_timeout_s": 600}, "hardware": {"gpu": "cpu-2core"},
         "server": {"model": "glm-4.5-tiny", "max_model_len": 256, "max_num_seqs": 4},
         "load": {"concurrency": [1, 2], "num_requests": 4, "warmup_requests": 0, "timeout_s": 60},
-        "workloads": [{"name": "w", "input_len": 16, "output_len": 48}]}))
+        # 200 output tokens: point 1 streams for ~2 s, long enough for the 0.2 s poll to see it in flight
+        "workloads": [{"name": "w", "input_len": 16, "output_len": 200}]}))
     return path
 
 
@@ -104,7 +105,10 @@ def test_ctrl_c_mid_point_leaves_no_vllm_and_keeps_the_finished_point(tmp_path):
     pytest.importorskip("vllm")
     cfg, out = _sweep_file(tmp_path / "s.yaml"), tmp_path / "out"
     cmd = [sys.executable, "-m", "bench", "run", str(cfg), "--out", str(out)]
-    h = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # SIGINT at its default, as under a terminal (a shell that ran the tests in the background ignores it,
+    # and a child inherits that)
+    h = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     guard, deadline = None, time.monotonic() + 600
     while guard is None and time.monotonic() < deadline and h.poll() is None:
         run_dir = next(iter(out.iterdir()), None) if out.is_dir() else None

@@ -31,6 +31,10 @@ CASES = [
      "--pue: must be in [1, 3] (got 0.5)"),
     (["cost", "--gpu", "h100", "--output-tok-s-per-gpu", "1e308"], "--output-tok-s-per-gpu: must be in [0.001"),
     ([*P, "--tokens-per-day", "1e300"], "--tokens-per-day: must be in [1, 1e+15] (got 1e+300)"),
+    (["plan", "--model", "glm-4.6", "--gpu", "h200", "--quant", "fp8", "--utilization", "1e-9"],
+     "--utilization: must be in [0.001, 1] (got 1e-09)"),
+    (["plan", "--model", "glm-4.6", "--gpu", "h200", "--quant", "fp8", "--isl", "1e308"],
+     "--isl: must be in [0, 1e+07] (got 1e+308)"),
     (["report", "results/none", "--usd-per-cny", "-1"], "--usd-per-cny: must be in [0.05, 1] (got -1)"),
 ]
 

@@ -10,6 +10,7 @@ signal delivered inside `data_received`, in a subprocess (signal handlers belong
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -56,8 +57,10 @@ SCRIPT = textwrap.dedent('''
 def _run(tmp_path: Path, mode: str) -> list[str]:
     (tmp_path / "s.py").write_text(SCRIPT)
     root = str(Path(__file__).resolve().parents[3])
+    # SIGINT at its default, as under a terminal (a background shell's children inherit it ignored)
     out = subprocess.run([sys.executable, str(tmp_path / "s.py"), mode], capture_output=True, text=True, timeout=30,
-                         cwd=root, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"})
+                         cwd=root, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return out.stdout.split("\n")[:-1]
 
 
