@@ -137,19 +137,34 @@ class TcoSpec(StrictModel):
         }
 
 
-class GpuSpec(StrictModel):
-    """One accelerator: peak specs (vendor datasheets) and what an hour of it costs."""
+# The figures of a GPU entry that `figure_sources` may name (each one's source, entry by entry).
+FIGURE_FIELDS = ("memory_gb", "hbm_gb_s", "tflops_bf16", "tflops_fp8", "tflops_int8", "tflops_fp6", "tflops_fp4",
+                 "tdp_w", "interconnect_gb_s", "scale_up_gpus", "scale_out_gb_s")
+
+
+class _GpuFields(StrictModel):
+    """What every catalog entry has but its memory (GpuSpec requires it, PendingGpuSpec may lack it)."""
 
     name: str
-    memory_gb: float = Field(..., gt=0)
-    hbm_gb_s: float = Field(..., gt=0, description="memory bandwidth, GB/s (DDR for the CPU stand-in)")
     tflops_bf16: float | None = Field(None, gt=0)
     tflops_fp8: float | None = Field(None, gt=0)
     tflops_int8: float | None = Field(None, gt=0)
+    tflops_fp6: float | None = Field(None, gt=0, description="dense FP6 TFLOPS, where the vendor publishes one "
+                                                             "(AMD CDNA 4); no code path uses it yet")
     tflops_fp4: float | None = Field(None, gt=0)
     tdp_w: float | None = Field(None, gt=0)
     interconnect_gb_s: float | None = Field(None, gt=0, description="per GPU, one direction")
     interconnect_source: str = ""
+    # A rack-scale system (GB200 / GB300 NVL72) has one NVLink domain of 72 GPUs, not the 8 of an HGX
+    # board: tensor / expert parallelism can span all of them at `interconnect_gb_s`. None = not
+    # recorded (read: the 8-GPU board of configs/roofline.yaml `gpus_per_node`).
+    scale_up_gpus: int | None = Field(None, gt=0, description="GPUs in one scale-up (NVLink / Infinity Fabric) domain")
+    # Past the scale-up domain traffic goes over the NICs (InfiniBand / Ethernet), per GPU, one direction.
+    scale_out_gb_s: float | None = Field(None, gt=0,
+                                         description="per GPU scale-out (NIC) bandwidth, GB/s, one direction")
+    # Where each figure came from, figure by figure (newer entries; older ones cite the file header).
+    figure_sources: dict[str, str] = Field(default_factory=dict)
+    figures_as_of: str | None = Field(None, pattern=DATE_PATTERN, description="date the figures were recorded here")
     is_cpu_standin: bool = False
     notes: str = ""
     tiers: dict[str, RentalTier] = Field(default_factory=dict)
@@ -162,21 +177,68 @@ class GpuSpec(StrictModel):
             raise ValueError(f"'{TCO_TIER}' is reserved for owned hardware; put it under `tco:`")
         return v
 
+    @field_validator("figure_sources")
+    @classmethod
+    def _figure_names(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(FIGURE_FIELDS))
+        if unknown:
+            raise ValueError(f"figure_sources: unknown figure(s) {', '.join(unknown)}; "
+                             f"allowed: {', '.join(FIGURE_FIELDS)}")
+        return v
+
     def cost_tiers(self) -> list[str]:
         """Every tier this GPU can be priced at: its rental tiers, then 'tco' when it has a TCO model."""
         return list(self.tiers) + ([TCO_TIER] if self.tco is not None else [])
 
+    def figures(self) -> dict[str, float | int | None]:
+        """The entry's figures by name (FIGURE_FIELDS), None where not recorded."""
+        return {f: getattr(self, f) for f in FIGURE_FIELDS}
+
+
+class GpuSpec(_GpuFields):
+    """One accelerator: peak specs (vendor datasheets) and what an hour of it costs."""
+
+    memory_gb: float = Field(..., gt=0)
+    hbm_gb_s: float = Field(..., gt=0, description="memory bandwidth, GB/s (DDR for the CPU stand-in)")
+
+
+class PendingGpuSpec(_GpuFields):
+    """A GPU the catalog names but cannot plan with yet: its HBM capacity or bandwidth has no checked
+    source recorded (the planner needs both). Every figure it does have carries its source; `notes`
+    says what is missing. `HardwareCatalog.gpu` refuses it with one line, so nothing downstream ever
+    sees a None memory; giving the entry under `gpus:` (your own hardware.yaml) makes it usable."""
+
+    memory_gb: float | None = Field(None, gt=0)
+    hbm_gb_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _says_why(self) -> PendingGpuSpec:
+        if not self.notes.strip():
+            raise ValueError("a pending GPU needs `notes` saying which figures are missing and why")
+        return self
+
+    def missing(self) -> list[str]:
+        """The figures the planner needs that this entry lacks."""
+        return [f for f in ("memory_gb", "hbm_gb_s") if getattr(self, f) is None]
+
 
 class HardwareCatalog(StrictModel):
-    """configs/hardware.yaml: the exchange rate and the GPU catalog."""
+    """configs/hardware.yaml: the exchange rate, the GPU catalog, and the GPUs named but not usable yet."""
 
     exchange_rates: ExchangeRates = ExchangeRates()
     gpus: dict[str, GpuSpec]
+    pending_gpus: dict[str, PendingGpuSpec] = Field(default_factory=dict)
 
     def gpu(self, gpu_id: str) -> GpuSpec:
-        if gpu_id not in self.gpus:
-            raise UserInputError(f"gpu: unknown GPU {gpu_id!r}; allowed: {', '.join(self.gpus)}")
-        return self.gpus[gpu_id]
+        if gpu_id in self.gpus:
+            return self.gpus[gpu_id]
+        if gpu_id in self.pending_gpus:
+            p = self.pending_gpus[gpu_id]
+            raise UserInputError(
+                f"gpu: {gpu_id!r} ({p.name}) is listed under pending_gpus in configs/hardware.yaml: no checked "
+                f"source for its {' and '.join(p.missing())} yet; give them under gpus: in your own hardware.yaml "
+                f"(--config-dir) to use it")
+        raise UserInputError(f"gpu: unknown GPU {gpu_id!r}; allowed: {', '.join(self.gpus)}")
 
     def canonical_tier(self, gpu_id: str, tier: str) -> str:
         """The GPU's tier named `tier`, a deprecated alias mapped to its new name (with a note on
@@ -206,5 +268,6 @@ class HardwareCatalog(StrictModel):
 def load_hardware(path: str | Path | None = None) -> HardwareCatalog:
     """configs/hardware.yaml with the user's hardware.yaml (--config-dir) layered over it, GPUs by id;
     or the one file `path`. Problems become a one-line UserInputError."""
-    return load_config("hardware.yaml", HardwareCatalog, keyed=("gpus",), path=path,
-                       shape="a hardware file must be a YAML mapping with keys exchange_rates, gpus")
+    return load_config("hardware.yaml", HardwareCatalog, keyed=("gpus", "pending_gpus"), path=path,
+                       shape="a hardware file must be a YAML mapping with keys exchange_rates, gpus, "
+                             "pending_gpus")
