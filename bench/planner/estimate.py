@@ -242,7 +242,7 @@ def _sim_point(dep: Deployment, row: dict[str, Any], c: int, replicas: int, max_
     """A curve point from a simulated row (bench.measure.metrics.summarize's columns): medians as the
     point values, p90/p99 beside them, throughput over the measured window."""
     e = dep.eff
-    batch = float(row["sim_mean_decode_batch"])
+    batch = float(row["sim_mean_decode_batch"]) * dep.dp_attention  # the simulation's is per scheduler (DP group)
     gpus = replicas * dep.tp
     tpot = row.get("tpot_ms_p50") or math.nan
     return CurvePoint(

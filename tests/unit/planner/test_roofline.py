@@ -467,3 +467,10 @@ def test_simulation_and_closed_form_agree_where_nothing_queues_and_part_where_it
     s256, c256 = sim.curve[1], cf.curve[1]
     assert s256.ttft_ms > 10 * s1.ttft_ms and c256.ttft_ms > 10 * c1.ttft_ms
     assert s256.ttft_ms_p90 >= s256.ttft_ms and c256.ttft_ms_p90 is None
+
+
+def test_simulated_dp_attention_batch_is_per_replica():
+    """DP attention 8 runs 8 schedulers (one per attention group) for one replica: the curve's batch is the
+    replica's, 16 sequences at concurrency 16 (2 per group), not one group's 2."""
+    est = estimate("glm-5.2", H200, 8, "fp8", 1024, 64, [16], ep=True, dp_attention=8)
+    assert est.curve[0].batch_per_replica == pytest.approx(16, rel=0.1)
