@@ -7,9 +7,10 @@ bench.config.sweep, where a sweep file's models are assembled.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -120,13 +121,26 @@ register_engine_kind("vllm-offline", EngineKind(pins_output_length=False, needs_
                                                 one_batch_per_point=True))
 
 
+# query parameters that carry a credential (api_key, key, access_token, sig, X-Amz-Signature, ...)
+_CREDENTIAL_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|cred", re.IGNORECASE)
+CREDENTIALS_IN_URL = ("engine.base_url must not carry credentials (user:password@ or a key in the query string): "
+                      "put the key in an environment variable and name it in engine.api_key_env")
+
+
 def check_base_url(url: str) -> None:
     """A base_url must be http(s)://host[:port][/path]: checked when the sweep is read, not when the
-    first request fails after a run dir exists (`localhost:8000` parses as scheme "localhost")."""
+    first request fails after a run dir exists (`localhost:8000` parses as scheme "localhost").
+
+    Credentials in it (user:password@, a key in the query string) are refused, without echoing the URL:
+    they would be written to sweep.yaml and printed; a key belongs in `api_key_env`."""
     try:
         u = urlsplit(url.strip())
         u.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
     except ValueError:
         u = None
+    authority = url.strip().split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]  # parsed or not
+    query = url.split("?", 1)[1] if "?" in url else ""
+    if "@" in authority or any(_CREDENTIAL_PARAM.search(name) for name, _ in parse_qsl(query, True)):
+        raise ValueError(CREDENTIALS_IN_URL)
     if u is None or u.scheme not in ("http", "https") or not u.hostname:
         raise ValueError(f"engine.base_url must be http(s)://host[:port][/path] (got {url!r})")

@@ -392,22 +392,11 @@ def point_row(po: PointOffer) -> dict[str, Any]:
     return row
 
 
-def margin_per_point(
-    points: Any,
-    price: PriceLike | None,
-    utilization: float,
-    *,
-    mix: TrafficMix | None = None,
-    cached_share: float = 0.0,
-    cache_write_share: float | None = None,
-    usd_per_gpu_hour: float | None = None,
-    usd_per_cny: float | None = None,
-    requests: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """One row of money figures per successful point (`point_row` of each of `point_offers`; same arguments)."""
-    return [point_row(po) for po in point_offers(
-        points, price, utilization, mix=mix, cached_share=cached_share, cache_write_share=cache_write_share,
-        usd_per_gpu_hour=usd_per_gpu_hour, usd_per_cny=usd_per_cny, requests=requests)]
+def margin_per_point(points: Any, price: PriceLike | None, utilization: float, **options: Any) -> list[dict[str, Any]]:
+    """One row of money figures per successful point: `point_row` of each of `point_offers`, which takes the
+    same arguments (its keyword options: mix, cached_share, cache_write_share, usd_per_gpu_hour, usd_per_cny,
+    requests)."""
+    return [point_row(po) for po in point_offers(points, price, utilization, **options)]
 
 
 def _num_ok(v: Any) -> bool:

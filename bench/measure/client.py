@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from bench.measure.http import SSEParser, _Conn, _Response
 from bench.measure.metrics import RequestRecord
+from bench.measure.redact import redact
 
 __all__ = ["ClientConfig", "RequestRecord", "RequestSpec", "SSEParser", "StreamingClient", "api_path", "run_async"]
 
@@ -69,7 +70,7 @@ class ClientConfig:
     model: str
     endpoint: str = "completions"  # or "chat"
     # Read from an env var by the caller; sent only in the Authorization header, kept out of repr()
-    # and redacted from error messages, never stored in results.
+    # and redacted from error messages (every form: bench.measure.redact), never stored in results.
     api_key: str | None = field(default=None, repr=False)
     ignore_eos: bool = True  # vLLM extension that pins output length; providers may reject it
     temperature: float = 0.0
@@ -193,6 +194,7 @@ class StreamingClient:
         chunk_ns = rec.chunk_ns
         decode = _JSON.decode
         on_event = self._on_event
+        key = self.cfg.api_key  # masked (every form) before any text is cut, so no part of it survives a cut
 
         def on_events(now: int, events: list[bytes]) -> None:
             n_before = len(chunk_ns)
@@ -203,12 +205,12 @@ class StreamingClient:
                 try:
                     obj = decode(ev.decode("utf-8", errors="replace"))
                 except ValueError:
-                    rec.error = f"unparseable event: {ev[:100]!r}"
+                    rec.error = f"unparseable event: {redact(ev.decode('utf-8', errors='replace'), key)[:100]!r}"
                     continue
                 try:
                     on_event(obj, now, rec, texts, chat)
                 except (AttributeError, TypeError):  # e.g. "choices": ["x"]; free unless it raises
-                    rec.error = f"unexpected event: {ev[:100].decode('utf-8', errors='replace')}"
+                    rec.error = f"unexpected event: {redact(ev.decode('utf-8', errors='replace'), key)[:100]}"
             if len(chunk_ns) - n_before > 1:
                 state["coalesced"] += len(chunk_ns) - n_before - 1
 
@@ -242,7 +244,8 @@ class StreamingClient:
             rec.http_status = resp.status
             rec.done_ns = time.perf_counter_ns()
             if not resp.is_sse:
-                detail = resp.error_body[:300].decode("utf-8", errors="replace").replace("\n", " ")
+                body = redact(resp.error_body.decode("utf-8", errors="replace"), key) or ""
+                detail = body[:300].replace("\n", " ")
                 if resp.status == 200:
                     ctype = resp.content_type.decode("latin-1")
                     rec.error = f"HTTP 200 but not an event stream (Content-Type: {ctype}; stream ignored?): {detail}"
@@ -284,9 +287,9 @@ class StreamingClient:
                 self._drop(conn)
         if rec.done_ns is None:
             rec.done_ns = time.perf_counter_ns()
-        key = self.cfg.api_key
-        if key and rec.error and key in rec.error:  # a gateway that echoes the key back in its error body
-            rec.error = rec.error.replace(key, "***")
+        # a gateway may echo the key back in its error body, raw or encoded: every form is masked
+        rec.error = redact(rec.error, self.cfg.api_key)
+        rec.protocol_error = redact(rec.protocol_error, self.cfg.api_key)
         rec.coalesced_chunks = state["coalesced"]
         rec.output_text = "".join(texts)
         if self.count_tokens is not None and rec.ok:
@@ -298,8 +301,7 @@ class StreamingClient:
     @staticmethod
     def _on_event(obj: Any, now: int, rec: RequestRecord, texts: list[str], chat: bool) -> None:
         if not isinstance(obj, dict):
-            rec.error = f"unexpected event: {str(obj)[:100]}"
-            return
+            raise TypeError("not an object")  # the caller records the event's text, masked, then cut
         choices = obj.get("choices")
         if "error" in obj and not choices:
             err = obj["error"]
@@ -307,15 +309,66 @@ class StreamingClient:
             return
         usage = obj.get("usage")
         if usage:
-            rec.usage_prompt_tokens = usage.get("prompt_tokens")
-            rec.usage_completion_tokens = usage.get("completion_tokens")
-            rec.cached_input_tokens = cached_tokens(usage)
+            read_usage(usage, rec)
         if choices:
             for choice in choices:
                 text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                 if text:
                     rec.chunk_ns.append(now)
                     texts.append(text)
+
+
+MAX_USAGE_TOKENS = 10**9  # above any context length: a larger count is a provider bug, not a measurement
+
+
+def usage_count(value: Any) -> int | None:
+    """A usage token count as sent, if it is one: a JSON integer in [0, MAX_USAGE_TOKENS]; else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_USAGE_TOKENS:
+        return value
+    return None
+
+
+def read_usage(usage: Any, rec: RequestRecord) -> None:
+    """Copy the usage block's token counts into `rec`; a malformed one is a protocol error on the request.
+
+    Why not abort or fail the request: a provider that sends `"completion_tokens": "8"`, 1e300 or -3 still
+    streamed the text, so the request's timings stand; the bad count is dropped (the client's own count is
+    used, as when usage is missing), the raw value is kept in `rec.protocol_error`, and the row counts such
+    requests (`usage_protocol_errors`). None (null) means "not reported" and is not an error.
+    """
+    if not isinstance(usage, dict):
+        _protocol_error(rec, f"usage is not an object: {_raw(usage)}")
+        return
+    details = usage.get("prompt_tokens_details")
+    fields: list[tuple[str, Any]] = [("prompt_tokens", usage.get("prompt_tokens")),
+                                     ("completion_tokens", usage.get("completion_tokens"))]
+    if details is not None and not isinstance(details, dict):
+        _protocol_error(rec, f"usage.prompt_tokens_details is not an object: {_raw(details)}")
+    elif isinstance(details, dict):
+        fields.append(("prompt_tokens_details.cached_tokens", details.get("cached_tokens")))
+    counts: dict[str, int | None] = {}
+    for name, value in fields:
+        counts[name] = n = usage_count(value)
+        if n is None and value is not None:
+            _protocol_error(rec, f"usage.{name} is not a token count (an integer 0..{MAX_USAGE_TOKENS}): "
+                                 f"{_raw(value)}")
+    rec.usage_prompt_tokens = counts["prompt_tokens"]
+    rec.usage_completion_tokens = counts["completion_tokens"]
+    rec.cached_input_tokens = counts.get("prompt_tokens_details.cached_tokens")
+
+
+def _raw(value: Any) -> str:
+    """The value as the server sent it (JSON), cut to 80 characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _protocol_error(rec: RequestRecord, message: str) -> None:
+    """Add `message` to the request's protocol errors (once: a usage block repeated on every chunk)."""
+    if rec.protocol_error is None:
+        rec.protocol_error = message
+    elif message not in rec.protocol_error and len(rec.protocol_error) < 1000:
+        rec.protocol_error = f"{rec.protocol_error}; {message}"
 
 
 def cached_tokens(usage: Any) -> int | None:
@@ -327,8 +380,7 @@ def cached_tokens(usage: Any) -> int | None:
     details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
     if not isinstance(details, dict):
         return None
-    n = details.get("cached_tokens")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+    return usage_count(details.get("cached_tokens"))
 
 
 def _ssl_context(cfg: ClientConfig) -> ssl.SSLContext:

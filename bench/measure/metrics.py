@@ -10,7 +10,8 @@ Times are `time.perf_counter_ns()` stamps taken in the client process.
   k tokens is one gap (its k is recorded in `chunk_tokens`), so ITL is per chunk, not per token.
 - output_tokens = the server's `usage.completion_tokens`; the client's tokenizer count is kept
   as a check, and the relative discrepancy is reported. When the server gives no usage, the
-  client count is used and `usage_missing` is counted.
+  client count is used and `usage_missing` is counted; a malformed count (not an integer 0..1e9) is
+  dropped the same way and `usage_protocol_errors` counts those requests (bench.measure.client.read_usage).
 - Throughputs are over the measured window: first send to last completion of the measured
   requests (warm-up and cool-down requests do not define it): request/s, input tok/s, output
   tok/s, total tok/s, and each per GPU. Token rates count the tokens the server streamed *inside*
@@ -29,6 +30,9 @@ Times are `time.perf_counter_ns()` stamps taken in the client process.
   of the measured window. A request with undefined TPOT meets a TPOT SLO vacuously.
 - Percentiles: mean, p50, p90, p95, p99, linear interpolation between order statistics (numpy's
   default, the same as vLLM's benchmark client).
+- 95% confidence intervals (`<figure>_ci_lo` / `_ci_hi`, bench/measure/intervals.py): percentile
+  bootstrap over requests for the p50/p90/p99 of TTFT, TPOT and E2EL; batch means over the window (10
+  equal batches, Student's t) for output tok/s, total tok/s and request/s; None below 10 measured requests.
 - Offline (max-throughput) points: the window is the measured `LLM.generate` call; token rates are
   its prompt / generated tokens over that window; there are no per-request latencies (`offline_summary`).
 """
@@ -42,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from bench.config.slo import Slo
+from bench.measure.intervals import MIN_REQUESTS, empty_ci_columns, latency_ci_columns, rate_ci_columns
 from bench.units import MS_PER_S, NS_PER_MS, NS_PER_S
 
 PERCENTILES = (50, 90, 95, 99)
@@ -74,6 +79,8 @@ class RequestRecord:
     coalesced_chunks: int = 0
     # usage.prompt_tokens_details.cached_tokens: prompt tokens the server's prefix cache served (None = not reported)
     cached_input_tokens: int | None = None
+    # a malformed usage block (e.g. completion_tokens "8", 1e300, -3), with the raw value; the count is dropped
+    protocol_error: str | None = None
     session_id: int | None = None  # multiturn: the conversation this request is a turn of
     turn: int | None = None  # multiturn: 1-based turn number
 
@@ -94,6 +101,17 @@ class RequestRecord:
             return float(sum(k for t, k in zip(self.chunk_ns, self.chunk_tokens, strict=True)
                              if start_ns <= t <= end_ns))
         return float(inside)
+
+    def chunk_token_weights(self) -> list[float]:
+        """Output tokens of each content chunk, by the rule of `output_tokens_between` (usage spread evenly,
+        else the chunk's own count, else 1): the events of the throughput intervals."""
+        if not self.chunk_ns:
+            return []
+        if self.ok and self.usage_completion_tokens is not None:
+            return [self.usage_completion_tokens / len(self.chunk_ns)] * len(self.chunk_ns)
+        if len(self.chunk_tokens) == len(self.chunk_ns):
+            return [float(k) for k in self.chunk_tokens]
+        return [1.0] * len(self.chunk_ns)
 
     @property
     def output_tokens(self) -> int:
@@ -203,6 +221,10 @@ def summarize(
     itls = [x for r in done for x in r.itl_ms]
     for name, samples in (("ttft_ms", ttfts), ("tpot_ms", tpots), ("itl_ms", itls), ("e2el_ms", e2els)):
         row.update(percentile_stats(name, samples))
+    row.update(empty_ci_columns())
+    if len(measured) >= MIN_REQUESTS:
+        row.update(latency_ci_columns({"ttft_ms": ttfts, "tpot_ms": tpots, "e2el_ms": e2els}))
+        row.update(rate_ci_columns(window_events(records, done), start, end))
     tpot_p50 = row["tpot_ms_p50"]
     row["interactivity_tok_s_user"] = MS_PER_S / tpot_p50 if tpot_p50 else None
     good = sum(1 for r in done if meets_request_slo(r, limits))
@@ -212,6 +234,24 @@ def summarize(
     row["decode_tokens_per_chunk"] = decode_tokens_per_chunk(done)
     row.update(cache_and_session_stats(done))
     return row
+
+
+def window_events(records: Sequence[RequestRecord], done: Sequence[RequestRecord],
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """The events behind each windowed rate, as (times in ns, weights): output tokens at their chunks (every
+    request's, as `output_tok_s`), input tokens at the first chunk, completions of the measured requests."""
+    out_t = [t for r in records for t in r.chunk_ns]
+    out_w = [w for r in records for w in r.chunk_token_weights()]
+    firsts = [r for r in records if r.chunk_ns]
+    in_t = [r.chunk_ns[0] for r in firsts]
+    in_w = [float(r.prompt_tokens) for r in firsts]
+    out_times, in_times = np.asarray(out_t, dtype=np.int64), np.asarray(in_t, dtype=np.int64)
+    out_weights, in_weights = np.asarray(out_w, dtype=float), np.asarray(in_w, dtype=float)
+    return {
+        "output_tok_s": (out_times, out_weights),
+        "total_tok_s": (np.concatenate([out_times, in_times]), np.concatenate([out_weights, in_weights])),
+        "request_throughput": (np.asarray([r.end_ns for r in done], dtype=np.int64), None),
+    }
 
 
 def decode_tokens_per_chunk(done: Sequence[RequestRecord]) -> float | None:
@@ -264,6 +304,7 @@ def token_discrepancy(done: Sequence[RequestRecord]) -> dict[str, Any]:
         "token_count_mismatches": sum(1 for s, c in pairs if s != c),
         "token_discrepancy_pct": (100.0 * (client - server) / server) if server else None,
         "usage_missing": sum(1 for r in done if r.usage_completion_tokens is None),
+        "usage_protocol_errors": sum(1 for r in done if r.protocol_error is not None),
     }
 
 
@@ -287,4 +328,5 @@ def offline_summary(elapsed_s: float, num_prompts: int, completed: int, input_to
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
         row.update(percentile_stats(name, []))
     row.update({"interactivity_tok_s_user": None, "good_requests": None, "goodput_req_s": None})
+    row.update(empty_ci_columns())  # one timed batch: no requests to resample, no batches in time
     return row

@@ -298,7 +298,9 @@ def headline(points: pd.DataFrame, slos: Sequence[Slo]) -> list[dict[str, Any]]:
             cols = ("run_id", "point_id", "series", "model", "quantization", "gpu_type", "gpu_count", "concurrency",
                     "request_rate", "max_num_seqs", "dtype", "output_tok_s_per_gpu", "interactivity_tok_s_user",
                     *ECON_COLUMNS, ttft_col, tpot_col,
-                    *(t.column for t in slo.terms))
+                    *(t.column for t in slo.terms),
+                    # 95% intervals (measure.intervals; null where none, e.g. p95 or under 10 requests)
+                    *(f"{c}_ci_{e}" for c in ("output_tok_s", ttft_col, tpot_col) for e in ("lo", "hi")))
             row.update({k: best.get(k) for k in cols})
         else:
             row["best_ttft_ms"] = _min_num(ok, ttft_col)

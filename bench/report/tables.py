@@ -42,6 +42,25 @@ POINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("j_per_output_token", "J/output tok", "num"),
 )
 
+# Point-table columns shown with their 95% confidence interval: column -> (interval figure, divisor column).
+# The per-GPU rate's interval is the rate's divided by gpu_count, as the rate itself is (measure.metrics).
+CI_OF: dict[str, tuple[str, str | None]] = {
+    "output_tok_s_per_gpu": ("output_tok_s", "gpu_count"),
+    **{c: (c, None) for c in ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "tpot_ms_p90", "e2el_ms_p99")},
+}
+
+
+def with_interval(r: dict[str, Any], column: str, text: str) -> str:
+    """`text` followed by the column's 95% interval, "123 [120, 126]", when the row has one."""
+    if column not in CI_OF or text == "-":
+        return text
+    figure, per = CI_OF[column]
+    lo, hi = finite_float(r.get(f"{figure}_ci_lo")), finite_float(r.get(f"{figure}_ci_hi"))
+    div = finite_float(r.get(per)) if per else 1.0
+    if lo is None or hi is None or not div:
+        return text
+    return f"{text} [{fmt_num(lo / div)}, {fmt_num(hi / div)}]"
+
 
 def load_text(r: dict[str, Any]) -> str:
     c, q = finite_float(r.get("concurrency")), finite_float(r.get("request_rate"))
@@ -132,7 +151,7 @@ class Table:
 def point_table(points: pd.DataFrame, utilization: float) -> Table:
     """Every point; money columns at U (in their headers) and at the cache share each was priced at."""
     cols = [c for c in POINT_COLUMNS if c[0] in points.columns]
-    rows = [[FORMATTERS[f](r.get(c)) for c, _, f in cols] for r in points.to_dict("records")]
+    rows = [[with_interval(r, c, FORMATTERS[f](r.get(c))) for c, _, f in cols] for r in points.to_dict("records")]
     return Table("Points", [h.format(u=f"{utilization:g}") for _, h, _ in cols], rows)
 
 
@@ -252,6 +271,9 @@ def method_lines(utilization: float) -> list[str]:
         "Break-even utilization = cost at U=1 / revenue, at the same cache share.",
         "An SLO is met when every limit holds at its percentile (p90 where the SLO names none); 'cheapest' = lowest "
         "$/M output tokens among the successful points that meet it.",
+        "In the points table, [lo, hi] after a throughput or latency figure is its 95% confidence interval: batch "
+        "means over the measured window for throughput, a bootstrap over requests for latency percentiles "
+        "(docs/metrics.md); none below 10 measured requests.",
         "Interactivity (tok/s/user) = 1000 / median TPOT; the frontier in (a) and (b) holds the points no other "
         "point of the same series beats on both axes.",
     ]

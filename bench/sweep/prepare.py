@@ -24,6 +24,7 @@ from bench.errors import UserInputError
 from bench.measure.workloads import check_workload_files
 from bench.sweep import envinfo
 from bench.sweep.pricing import UNPRICED, Pricing
+from bench.sweep.store import RunStore, check_resume_target
 
 EXECUTORS = ("local", "ray")
 
@@ -54,7 +55,8 @@ def prepare(sweep: Sweep, resume: Path | None = None, executor: str = "local",
             pricing: Pricing | None = None) -> RunPlan:
     """Check and expand `sweep` for a run; every input file is read once and every check made once.
 
-    Raises UserInputError (one line) for: an unknown executor, a --resume dir that is not a run dir,
+    Raises UserInputError (one line) for: an unknown executor, a --resume dir that is not a run dir, is in
+    use by another run (its lock is held) or holds another sweep,
     a missing or malformed trace file or one with a request longer than max_model_len, a feature the
     engine lacks (the engine class's `preflight`), GPUs this machine lacks (local executor, an engine
     on local GPUs), an unknown GPU or price tier.
@@ -62,6 +64,9 @@ def prepare(sweep: Sweep, resume: Path | None = None, executor: str = "local",
     check_executor(executor)
     if resume is not None and not (Path(resume) / "sweep.yaml").is_file():
         raise UserInputError(f"--resume: {resume} is not a maas-bench run directory (no sweep.yaml)")
+    if resume is not None:  # before the progress bar draws; open_run takes the lock for real
+        RunStore(Path(resume)).check_not_locked()
+        check_resume_target(Path(resume), sweep.model_dump(mode="json"))
     pricing = pricing or UNPRICED
     specs = sweep.server_specs()
     points = sweep.points(specs)

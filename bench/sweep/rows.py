@@ -71,6 +71,27 @@ def _latency_columns() -> list[Column]:
             for m, doc in _PCT_DOC.items() for s, label in _STATS]
 
 
+_CI_NULL = "null below 10 measured requests (too few to resample or to fill 10 batches) and for offline points"
+_RATE_UNITS = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "request_throughput": "req/s"}
+
+
+def _ci_columns(figures: list[tuple[str, str, str]]) -> list[Column]:
+    """`<figure>_ci_lo` / `_ci_hi` of (figure, unit, method): the 95% confidence interval (measure.intervals)."""
+    return [Column(f"{f}_ci_{end}", "float", unit,
+                   f"{word} end of the 95% confidence interval of {f}: {how}; {_CI_NULL}")
+            for f, unit, how in figures for end, word in (("lo", "lower"), ("hi", "upper"))]
+
+
+def _rate_ci_columns() -> list[Column]:
+    how = "batch means (the window split into 10 equal batches, Student's t on the batch rates)"
+    return _ci_columns([(f, unit, how) for f, unit in _RATE_UNITS.items()])
+
+
+def _latency_ci_columns() -> list[Column]:
+    how = "percentile bootstrap over the completed requests (fixed seed, 200-1000 resamples)"
+    return _ci_columns([(f"{m}_p{p}", "ms", how) for m in ("ttft_ms", "tpot_ms", "e2el_ms") for p in (50, 90, 99)])
+
+
 COLUMNS: tuple[Column, ...] = (
     *_table("""
     # identity and outcome
@@ -134,7 +155,9 @@ COLUMNS: tuple[Column, ...] = (
     output_tok_s_per_gpu | float | tok/s | output_tok_s / gpu_count
     total_tok_s_per_gpu | float | tok/s | total_tok_s / gpu_count
     """),
+    *_rate_ci_columns(),
     *_latency_columns(),
+    *_latency_ci_columns(),
     *_table("""
     interactivity_tok_s_user | float | tok/s | 1000 / median TPOT in ms: tokens per second one user sees
     good_requests | int | | completed requests meeting every sweep SLO
@@ -143,6 +166,9 @@ COLUMNS: tuple[Column, ...] = (
     token_count_mismatches | int | | requests where client and server token counts differ
     token_discrepancy_pct | float | % | (client - server) output tokens / server output tokens
     usage_missing | int | | completed requests without a usage block
+    usage_protocol_errors | int | | completed requests whose usage block was malformed (a count that is not an
+        integer 0..1e9: "8", 1e300, -3); the count is dropped (the client's is used) and the raw value is in the
+        request's protocol_error (requests/<point_id>.parquet)
     decode_tokens_per_chunk | float | tok | (output tokens - 1) / (content chunks - 1) over completed requests: tokens
         per streamed decode step
     # prefix cache and multi-turn sessions (measure.metrics.cache_and_session_stats)

@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.config.sweep import Point, Sweep
 from bench.errors import UserInputError
 from bench.sweep import envinfo
@@ -29,7 +27,7 @@ from bench.sweep.events import ProgressEvent, ProgressFn, ignore
 from bench.sweep.prepare import EXECUTORS, RunPlan, check_local_gpus, prepare
 from bench.sweep.pricing import Pricing
 from bench.sweep.session import Group, GroupStats, run_group
-from bench.sweep.store import LOGS_DIR, RunStore
+from bench.sweep.store import LOGS_DIR, RunStore, check_resume_target, create_run_dir
 
 __all__ = ["EXECUTORS", "RunPlan", "RunSummary", "check_local_gpus", "group_points", "new_run_dir", "open_run",
            "prepare", "run_sweep"]
@@ -57,51 +55,63 @@ class RunSummary(GroupStats):
         return self.measured_s / self.wall_s if self.wall_s > 0 and self.measured_s > 0 else None
 
 
-def new_run_dir(sweep: Sweep, out_root: Path) -> Path:
+def run_dir_base(sweep: Sweep, out_root: Path) -> Path:
+    """`<out>/<name>-<UTC stamp>`: the run id before `create_run_dir` adds a suffix to make it unique."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = Path(out_root) / f"{sweep.name}-{stamp}"
-    d, n = base, 1
-    while d.exists():
-        n += 1
-        d = Path(f"{base}-{n}")
-    return d
+    return Path(out_root) / f"{sweep.name}-{stamp}"
+
+
+def new_run_dir(sweep: Sweep, out_root: Path) -> Path:
+    """Create a fresh, unique run directory (atomically: see bench.sweep.store.create_run_dir)."""
+    return create_run_dir(run_dir_base(sweep, out_root))
 
 
 def open_run(plan: RunPlan | Sweep, out_root: Path, resume: Path | None = None,
              emit: ProgressFn | None = None) -> tuple[RunStore, ProgressEvent | None]:
-    """A fresh run dir, or the one being resumed; returns a warning event when its config changed.
+    """A fresh run dir, or the one being resumed, locked for this run; returns a warning event when its
+    config changed. The caller releases the lock with `store.unlock()` when the run ends.
 
-    `plan` comes from `prepare` (a bare Sweep is prepared here, with `resume`). On resume, before
-    anything starts: a server that a killed earlier run of this dir left running is stopped (the
-    engine class's `stop_stale`: logs/*.pid.json), and unreadable rows/*.json files are set aside
-    (named in a warning through `emit`) so their points are measured again.
+    `plan` comes from `prepare` (a bare Sweep is prepared here, with `resume`). A fresh run dir is
+    created atomically under a unique name. On resume, before anything starts: the directory's lock is
+    taken (refused, one line, when another run holds it) and the sweep is checked to be the one the
+    directory holds (`check_resume_target`); a server that a killed earlier run of this dir left running
+    is stopped (the engine class's `stop_stale`: logs/*.pid.json), and unreadable rows/*.json files are
+    set aside (named in a warning through `emit`) so their points are measured again.
     """
     if isinstance(plan, Sweep):
         plan = prepare(plan, resume)
     sweep, resume = plan.sweep, plan.resume
-    run_dir = Path(resume) if resume else new_run_dir(sweep, out_root)
-    if not resume and not run_dir.resolve().is_relative_to(Path(out_root).resolve()):
-        raise UserInputError(f"name: the run directory {run_dir} would be outside --out {out_root}")
-    store = RunStore(run_dir)
-    if resume:
+    dump = sweep.model_dump(mode="json")
+    if not resume:
+        base = run_dir_base(sweep, out_root)
+        if not base.resolve().is_relative_to(Path(out_root).resolve()):
+            raise UserInputError(f"name: the run directory {base} would be outside --out {out_root}")
+        store = RunStore(create_run_dir(base))
+        store.lock()  # nobody else can hold it yet: --resume needs a sweep.yaml, written just below
+        try:
+            store.init(dump, envinfo.collect())
+        except BaseException:
+            store.unlock()
+            raise
+        return store, None
+    store = RunStore(Path(resume))
+    store.lock()
+    try:
+        changed = check_resume_target(store.dir, dump)
         say = emit or ignore
-        for pid in plan.engine.stop_stale(run_dir / LOGS_DIR):
+        for pid in plan.engine.stop_stale(store.dir / LOGS_DIR):
             say({"type": "warning", "message": f"resume: stopped server process group {pid} left running by "
                                                "an earlier, killed run of this directory"})
         for f in store.set_aside_corrupt_rows():
             say({"type": "warning", "message": f"resume: {f.with_suffix('')} is not a readable row; renamed to "
                                                f"{f.name} and its point is measured again"})
-    if not resume:
-        store.init(sweep.model_dump(mode="json"), envinfo.collect())
-        return store, None
-    try:
-        stored = yaml.safe_load((run_dir / "sweep.yaml").read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
-        stored = None  # unreadable: treated as changed; points are matched by id anyway
-    if stored != sweep.model_dump(mode="json"):
+    except BaseException:
+        store.unlock()
+        raise
+    if changed:
         # finished points are still matched by point id, so only points whose config is unchanged are skipped
         return store, {"type": "config_changed",
-                       "message": f"resume: the config differs from {run_dir}/sweep.yaml; points whose "
+                       "message": f"resume: the config differs from {store.dir}/sweep.yaml; points whose "
                                   "resolved config changed are measured again"}
     return store, None
 
@@ -133,39 +143,42 @@ def run_sweep(sweep: Sweep | RunPlan, out_root: Path = Path("results"), resume: 
     sweep, resume, executor, rate = plan.sweep, plan.resume, plan.executor, plan.rate
     emit = progress or ignore
     store, warning = open_run(plan, out_root, emit=emit)
-    if warning:
-        emit(warning)
-    for note in plan.notes:
-        emit({"type": "note", "message": note})
-    points = plan.points
-    rows, _ = store.read_rows()  # once: the same sets as store.finished_point_ids(keep_failed=...)
-    all_ids = {r["point_id"] for r in rows}
-    ok_ids = {r["point_id"] for r in rows if r.get("status") == "ok"}
-    groups, skipped = group_points(points, all_ids if keep_failed else ok_ids)
-    if resume:
-        ids = {p.point_id for p in points}
-        retried = len((all_ids - ok_ids) & ids)
-        if retried and not keep_failed:
-            emit({"type": "warning", "message": f"resume: measuring {retried} failed or partial point(s) again "
-                                                "(--keep-failed keeps their rows instead)"})
-        elif retried:
-            emit({"type": "warning", "message": f"resume: keeping {retried} failed or partial point(s) "
-                                                "(--keep-failed)"})
-    summary = RunSummary(run_dir=store.dir, points_total=len(points), points_skipped=skipped, executor=executor)
-    t_start = time.monotonic()
-    emit({"type": "start", "run_dir": str(store.dir), "points": len(points), "skipped": skipped,
-          "groups": len(groups), "executor": executor,
-          "requests": sum(p.load.num_requests for g in groups for _, p in g)})
-    if executor == "ray" and groups:
-        from bench.sweep.ray import run_groups_on_ray
+    try:
+        if warning:
+            emit(warning)
+        for note in plan.notes:
+            emit({"type": "note", "message": note})
+        points = plan.points
+        rows, _ = store.read_rows()  # once: the same sets as store.finished_point_ids(keep_failed=...)
+        all_ids = {r["point_id"] for r in rows}
+        ok_ids = {r["point_id"] for r in rows if r.get("status") == "ok"}
+        groups, skipped = group_points(points, all_ids if keep_failed else ok_ids)
+        if resume:
+            ids = {p.point_id for p in points}
+            retried = len((all_ids - ok_ids) & ids)
+            if retried and not keep_failed:
+                emit({"type": "warning", "message": f"resume: measuring {retried} failed or partial point(s) again "
+                                                    "(--keep-failed keeps their rows instead)"})
+            elif retried:
+                emit({"type": "warning", "message": f"resume: keeping {retried} failed or partial point(s) "
+                                                    "(--keep-failed)"})
+        summary = RunSummary(run_dir=store.dir, points_total=len(points), points_skipped=skipped, executor=executor)
+        t_start = time.monotonic()
+        emit({"type": "start", "run_dir": str(store.dir), "points": len(points), "skipped": skipped,
+              "groups": len(groups), "executor": executor,
+              "requests": sum(p.load.num_requests for g in groups for _, p in g)})
+        if executor == "ray" and groups:
+            from bench.sweep.ray import run_groups_on_ray
 
-        for stats in run_groups_on_ray(plan, groups, store, emit, address=ray_address):
-            stats.add_to(summary)
-    else:
-        on_gpu = envinfo.has_nvidia_gpu()
-        for group in groups:
-            run_group(sweep, group, store, rate, on_gpu, emit, cost=plan.pricing.cost_columns).add_to(summary)
-    summary.wall_s = time.monotonic() - t_start
-    summary.rows = store.rows()
+            for stats in run_groups_on_ray(plan, groups, store, emit, address=ray_address):
+                stats.add_to(summary)
+        else:
+            on_gpu = envinfo.has_nvidia_gpu()
+            for group in groups:
+                run_group(sweep, group, store, rate, on_gpu, emit, cost=plan.pricing.cost_columns).add_to(summary)
+        summary.wall_s = time.monotonic() - t_start
+        summary.rows = store.rows()
+    finally:
+        store.unlock()  # the run is over: the directory may be resumed
     emit({"type": "end", "summary": summary})
     return summary

@@ -32,6 +32,7 @@ from bench.measure.client import ClientConfig, StreamingClient, run_async
 from bench.measure.loadgen import LoadResult, run_load
 from bench.measure.metrics import RequestRecord, offline_summary, summarize
 from bench.measure.nvml import GpuSampler, TelemetryResult, derive_energy_metrics, unavailable
+from bench.measure.redact import redact
 from bench.measure.workloads import PromptFactory, iter_requests
 from bench.sweep.events import ProgressFn
 from bench.sweep.pricing import UNPRICED
@@ -173,6 +174,7 @@ class GroupSession:
         probe = ServerProbe()
         simulated = getattr(engine, "simulated", False)  # a virtual engine runs the point in simulated time
         server_cols: dict[str, Any] = {}
+        secret: str | None = None  # the endpoint's API key: every form of it is masked in the row's error
         try:
             if simulated:
                 result, server_cols = engine.simulate(  # type: ignore[attr-defined]
@@ -180,6 +182,7 @@ class GroupSession:
                     on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}))
             else:
                 cfg = engine.client_config(point.workload.endpoint, lp.timeout_s)
+                secret = cfg.api_key
                 probe.base_url = cfg.base_url
                 if sampler is not None:
                     sampler.start()
@@ -187,7 +190,7 @@ class GroupSession:
         except UserInputError:
             raise
         except Exception as e:  # a harness fault must not end the sweep
-            row.update({"status": "failed", "error": f"{type(e).__name__}: {e}"})
+            row.update({"status": "failed", "error": redact(f"{type(e).__name__}: {e}", secret)})
             store.write_point(row)
             return row
         finally:
@@ -213,6 +216,7 @@ class GroupSession:
             reason = f"server died: {engine.failure_reason()}" if died else (errors[0] if errors else "unknown")
             row["status"] = "failed" if row["completed"] == 0 or died else "partial"
             row["error"] = f"{len(errors)} of {row['num_requests']} requests failed; first: {reason}"
+        row["error"] = redact(row["error"], secret)  # the client masked each request's; this is the last gate
         store.write_point(row, requests_frame(result.records, point.point_id))
         return row
 
@@ -403,6 +407,7 @@ def requests_frame(records: list[RequestRecord], point_id: str) -> pd.DataFrame:
     for r in records:
         rows.append({
             "point_id": point_id, "request_idx": r.request_idx, "warmup": r.warmup, "ok": r.ok, "error": r.error,
+            "protocol_error": r.protocol_error,
             "http_status": r.http_status, "input_tokens": r.input_tokens, "max_tokens": r.max_tokens,
             "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens if r.ok else None,
             "usage_completion_tokens": r.usage_completion_tokens, "client_output_tokens": r.client_output_tokens,

@@ -7,15 +7,25 @@
         points.parquet             all rows, rebuilt atomically after every point
         requests/<point_id>.parquet  per-request observations
         logs/server-<hash>.log     engine logs
+        sweep.sha256               hash of sweep.yaml's content: which sweep this directory belongs to
+        .lock                      held (flock) by the maas-bench run that owns the directory; holds its pid
 
 Every file is written to a temp file in the same directory and renamed into place, so a run
 killed at any instant leaves either the old or the new file, never a torn one. A point counts as
 finished once its `rows/<point_id>.json` exists; `--resume` skips those.
+
+Ownership: a run directory is created with one `os.mkdir` (atomic: it fails when the name exists, and the
+next suffix is tried), so runs started in the same second never share one; the run then holds an
+exclusive `flock` on `.lock` until it ends (the kernel drops it when the process dies, however it dies),
+and a `--resume` of a directory whose lock is held is refused.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,7 @@ import pyarrow as pa
 import yaml
 
 from bench.atomic import atomic_write_parquet, atomic_write_text
+from bench.config.base import stable_hash
 from bench.errors import UserInputError
 from bench.sweep.rows import COLUMNS, validate_row
 
@@ -32,6 +43,64 @@ POINTS_FILE = "points.parquet"
 ROWS_DIR = "rows"
 REQUESTS_DIR = "requests"
 LOGS_DIR = "logs"
+LOCK_FILE = ".lock"
+SWEEP_HASH_FILE = "sweep.sha256"
+
+
+def sweep_config_hash(sweep_dump: dict[str, Any]) -> str:
+    """The resolved sweep config's hash (stored in the run dir; `--resume` compares it)."""
+    return stable_hash(sweep_dump, length=64)
+
+
+def create_run_dir(base: Path) -> Path:
+    """Create `base`, or `base-2`, `base-3`, ... : the first name that did not exist, atomically.
+
+    `os.mkdir` fails when the directory exists, so two runs racing for one name get two directories
+    (an exists() check followed by a later mkdir let three runs started together share one)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        d = base if n == 1 else Path(f"{base}-{n}")
+        try:
+            os.mkdir(d)
+            return d
+        except FileExistsError:
+            n += 1
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid written in the run dir's lock file (None when there is none or it is unreadable)."""
+    try:
+        return int((Path(run_dir) / LOCK_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def check_resume_target(run_dir: Path, sweep_dump: dict[str, Any]) -> bool:
+    """Whether `run_dir` may be resumed with this sweep config; True when the config changed since.
+
+    Raises UserInputError (one line) when the directory belongs to another sweep: its stored config hash
+    (sweep.sha256; sweep.yaml's content for directories written before the hash was stored) differs AND
+    its sweep has another name. The same name with another hash is the same sweep, edited: resumed, and
+    the points whose resolved config changed are measured again (their point ids differ)."""
+    run_dir = Path(run_dir)
+    want = sweep_config_hash(sweep_dump)
+    have = RunStore(run_dir).stored_config_hash()
+    try:
+        stored = yaml.safe_load((run_dir / "sweep.yaml").read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        stored = None
+    if have is None and isinstance(stored, dict):
+        have = sweep_config_hash(stored)
+    if have == want:
+        return False
+    name = stored.get("name") if isinstance(stored, dict) else None
+    if name is not None and name != sweep_dump.get("name"):
+        held = have[:12] if have else "?"
+        raise UserInputError(f"--resume: {run_dir} holds another sweep ({name!r}, config hash {held}; this config "
+                             f"is {sweep_dump.get('name')!r}, hash {want[:12]}); resume it with its own config or "
+                             "start a new run")
+    return True
 
 
 class RunStore:
@@ -39,6 +108,49 @@ class RunStore:
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Take the run dir's exclusive lock (flock on `.lock`) for this run's life, and write our pid into it.
+
+        Raises UserInputError (one line) when another process holds it. The lock file descriptor is not
+        inherited by child processes (Python opens it close-on-exec and subprocess closes the rest), so a
+        server left running by a killed run does not keep the directory locked."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                pid = lock_holder(self.dir)
+                raise UserInputError(f"run directory {self.dir} is in use by another maas-bench run "
+                                     f"(pid {pid if pid is not None else '?'})") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock taken by `lock` (the file stays; its pid is stale once unlocked)."""
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def check_not_locked(self) -> None:
+        """Raise UserInputError when another process holds the lock (a probe: takes and drops it at once)."""
+        if not (self.dir / LOCK_FILE).is_file():
+            return
+        self.lock()
+        self.unlock()
+
+    def stored_config_hash(self) -> str | None:
+        try:
+            return (self.dir / SWEEP_HASH_FILE).read_text().strip() or None
+        except OSError:
+            return None
 
     @property
     def run_id(self) -> str:
@@ -48,6 +160,7 @@ class RunStore:
         for sub in (ROWS_DIR, REQUESTS_DIR, LOGS_DIR):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / "sweep.yaml", yaml.safe_dump(sweep_dump, sort_keys=False))
+        atomic_write_text(self.dir / SWEEP_HASH_FILE, sweep_config_hash(sweep_dump) + "\n")
         atomic_write_text(self.dir / "env.json", json.dumps(env, indent=2, default=str))
 
     def log_path(self, server_hash: str) -> Path:

@@ -13,6 +13,10 @@ misses it too. A failed or partial point (errors, timeouts) counts as missing th
 also measures the rest of the grid and reports whether the search found the grid's best, which is
 how to check the assumption on a new engine or hardware.
 
+Measurement noise: two points whose objective intervals overlap (scaled from the 95% throughput interval
+of each row, bench/measure/intervals.py) are tied, and the cheaper server per hour is preferred among them;
+the search found the grid's best when its pick is tied with it.
+
 The SLO is on aggregate point metrics, in the one syntax of bench.config.slo: `ttft_ms_p99<=2000,tpot_ms_p50<=50`
 means the point's p99 TTFT is at most 2000 ms and its median TPOT at most 50 ms (bench/measure/metrics.py
 defines them); a term without `_pNN` is read at p90.
@@ -60,17 +64,57 @@ def objective_value(row: Row, objective: str) -> float | None:
     return float(v)
 
 
+# objective -> the measured rate whose 95% interval (row columns <rate>_ci_lo/_hi) bounds it, and how the objective
+# moves with that rate: +1 in proportion, -1 inversely ($/M tokens = $/GPU-hour / rate). goodput_req_s has none.
+RATE_OF: dict[str, tuple[str, int]] = {
+    "usd_per_m_output": ("output_tok_s", -1), "usd_per_m_total": ("total_tok_s", -1),
+    "output_tok_s_per_gpu": ("output_tok_s", 1), "total_tok_s_per_gpu": ("total_tok_s", 1),
+    "output_tok_s": ("output_tok_s", 1), "total_tok_s": ("total_tok_s", 1),
+    "request_throughput": ("request_throughput", 1),
+}
+
+
+def objective_interval(row: Row, objective: str) -> tuple[float, float] | None:
+    """The objective's 95% interval, scaled from its throughput's (None: the row has none)."""
+    v = objective_value(row, objective)
+    if v is None or objective not in RATE_OF:
+        return None
+    col, direction = RATE_OF[objective]
+    rate, lo, hi = (objective_value(row, c) for c in (col, f"{col}_ci_lo", f"{col}_ci_hi"))
+    if rate is None or lo is None or hi is None or rate <= 0:
+        return None
+    if direction > 0:
+        return v * lo / rate, v * hi / rate
+    return v * rate / hi if hi > 0 else math.inf, v * rate / lo if lo > 0 else math.inf
+
+
+def tied(a: Row, b: Row, objective: str) -> bool:
+    """Two rows are tied on the objective when their 95% intervals overlap (equal values without intervals)."""
+    ia, ib = objective_interval(a, objective), objective_interval(b, objective)
+    if ia is None or ib is None:
+        return objective_value(a, objective) == objective_value(b, objective)
+    return ia[0] <= ib[1] and ib[0] <= ia[1]
+
+
+def hourly_cost(row: Row) -> float:
+    """$ per hour of the row's server (gpu_count x usd_per_gpu_hour); inf when unknown."""
+    n, usd = objective_value(row, "gpu_count"), objective_value(row, "usd_per_gpu_hour")
+    return n * usd if n is not None and usd is not None else math.inf
+
+
 def best_row(rows: list[Row], constraints: Slo, objective: str) -> Row | None:
-    """The feasible row with the best objective (first one on ties); None when none is feasible."""
+    """The feasible row with the best objective; None when none is feasible.
+
+    Rows whose objective interval overlaps the best one's (measurement noise cannot tell them apart) are
+    tied with it: among them the cheapest server per hour wins, then the better value, then the first row.
+    """
     sign = 1.0 if OBJECTIVES[objective] == "min" else -1.0
-    best: Row | None = None
-    for r in rows:
-        v = objective_value(r, objective)
-        if v is None or not feasible(r, constraints):
-            continue
-        if best is None or sign * v < sign * objective_value(best, objective):  # type: ignore[operator]
-            best = r
-    return best
+    cands = [r for r in rows if objective_value(r, objective) is not None and feasible(r, constraints)]
+    if not cands:
+        return None
+    best = min(cands, key=lambda r: sign * objective_value(r, objective))  # type: ignore[operator]
+    return min((r for r in cands if tied(r, best, objective)),
+               key=lambda r: (hourly_cost(r), sign * objective_value(r, objective)))  # type: ignore[operator]
 
 
 def load_value(point: Point) -> float:
@@ -192,8 +236,7 @@ def tune(sweep: Sweep, constraints: Slo, objective: str, measure: MeasureFn,
         if result.grid_best is None:
             result.found_grid_best = best is None
         else:
-            result.found_grid_best = best is not None and (
-                objective_value(best, objective) == objective_value(result.grid_best, objective))
+            result.found_grid_best = best is not None and tied(best, result.grid_best, objective)
     return result
 
 
@@ -238,7 +281,10 @@ def run_tune(sweep: Sweep | RunPlan, slo: str | Slo, objective: str = "usd_per_m
     try:
         result = tune(sweep, constraints, objective, measure, verify=verify, progress=emit, points=plan.points)
     finally:
-        if current:
-            current.pop().close()
+        try:
+            if current:
+                current.pop().close()
+        finally:
+            store.unlock()  # the run is over: the directory may be resumed
     result.run_dir = store.dir
     return result

@@ -164,3 +164,40 @@ def test_best_row_ignores_failed_and_partial_rows():
             {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": 0.5},
             {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": None}]
     assert best_row(rows, SLO, "usd_per_m_output")["usd_per_m_output"] == 0.5
+
+
+# --- ties within measurement noise (95% throughput intervals, bench/measure/intervals.py) -----------
+
+def ci_row(usd, rate, half, gpus=1, usd_h=1.0, ttft=1.0):
+    """A feasible row whose output_tok_s interval is rate +- half; $/M output = usd."""
+    return {"status": "ok", "ttft_ms_p99": ttft, "usd_per_m_output": usd, "output_tok_s": rate,
+            "output_tok_s_ci_lo": rate - half, "output_tok_s_ci_hi": rate + half, "gpu_count": gpus,
+            "usd_per_gpu_hour": usd_h}
+
+
+def test_overlapping_intervals_are_tied_and_the_cheaper_server_wins():
+    # A: $0.50/M at 1000 +- 50 tok/s -> $/M interval [0.5 * 1000/1050, 0.5 * 1000/950] = [0.4762, 0.5263]
+    # B: $0.52/M at 1000 +- 50 tok/s -> [0.4952, 0.5474]: overlaps A's, and B's server costs $1/h vs A's $8/h
+    a = ci_row(0.50, 1000.0, 50.0, gpus=8)
+    b = ci_row(0.52, 1000.0, 50.0, gpus=1)
+    assert best_row([a, b], SLO, "usd_per_m_output") is b
+
+
+def test_separated_intervals_keep_the_better_value():
+    # B: $0.60/M at 1000 +- 10 -> [0.5941, 0.6061], above A's [0.4950, 0.5051]: not tied, A wins though pricier
+    a = ci_row(0.50, 1000.0, 10.0, gpus=8)
+    b = ci_row(0.60, 1000.0, 10.0, gpus=1)
+    assert best_row([a, b], SLO, "usd_per_m_output") is a
+
+
+def test_tie_on_a_throughput_objective_and_same_hourly_cost_keeps_the_better_value():
+    # output_tok_s objective: intervals [950, 1050] and [1000, 1100] overlap; same $/h -> the higher value
+    a = ci_row(0.5, 1000.0, 50.0)
+    b = ci_row(0.5, 1050.0, 50.0)
+    assert best_row([a, b], SLO, "output_tok_s") is b
+
+
+def test_rows_without_intervals_keep_the_old_rule():
+    a = {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": 0.5, "gpu_count": 8, "usd_per_gpu_hour": 1.0}
+    b = {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": 0.51, "gpu_count": 1, "usd_per_gpu_hour": 1.0}
+    assert best_row([a, b], SLO, "usd_per_m_output") is a
