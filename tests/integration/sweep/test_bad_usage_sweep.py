@@ -4,14 +4,13 @@ points and the sweep go on, and the row counts the requests (`usage_protocol_err
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import threading
 
 import pandas as pd
 import pytest
 from aiohttp import web
+from fake_endpoint import serve
 
 from bench.config.sweep import Sweep
 from bench.sweep.run import run_sweep
@@ -45,20 +44,8 @@ def bad_usage_url():
         await resp.write_eof()
         return resp
 
-    loop = asyncio.new_event_loop()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with serve(handle) as url:
+        yield url
 
 
 def test_malformed_usage_is_counted_per_request_and_the_sweep_goes_on(tmp_path, bad_usage_url):

@@ -4,18 +4,17 @@ it into a file under the run directory or into what `maas-bench run` prints."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import subprocess
 import sys
-import threading
 from urllib.parse import quote, quote_plus
 
 import pytest
 import yaml
 from aiohttp import web
+from fake_endpoint import serve
 
 KEY = "sk-Te5t/K3y+Pl4in=wOrd&é \"quoted\""
 
@@ -39,20 +38,8 @@ def echo_url():
         body = {"error": {"message": "invalid api key", "echo": forms(token)}}
         return web.Response(status=401, text=json.dumps(body), content_type="application/json")
 
-    loop = asyncio.new_event_loop()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with serve(handle) as url:
+        yield url
 
 
 def _leaks(text: str) -> list[str]:
