@@ -249,8 +249,7 @@ def _prefetch(items: Iterable[Any], n: int) -> Iterator[Any]:
 
 async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterable[RequestSpec], lp: LoadPoint,
                    seed: int = 0, on_done: DoneFn | None = None, *,
-                   cooldown: Iterable[RequestSpec] | None = None, on_phase: PhaseFn | None = None,
-                   result: LoadResult | None = None) -> LoadResult:
+                   cooldown: Iterable[RequestSpec] | None = None, on_phase: PhaseFn | None = None) -> LoadResult:
     """Run one point: warm-up, measured and cool-down phases as one continuous stream.
 
     `warmup`, `measured` and `cooldown` may be lists or (endless) iterators; the phase lengths
@@ -258,8 +257,6 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
     `on_phase("measure_start")` runs beside the load when the first measured request is sent;
     `on_phase("measure_end")` is awaited after the last measured request ends, while the
     cool-down load still runs (a good moment to scrape server gauges under load).
-    `result`, when given, is filled in place: a caller that cancels the load (bench.measure.health's
-    watch, when the server dies) still has the records of the requests that finished.
     """
     if lp.duration_s is None:
         if lp.num_requests <= MEASURED_PREFETCH:
@@ -272,7 +269,7 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
         warmup = _prefetch(warmup, lp.effective_warmup)
     cooldown = _prefetch(cooldown, COOLDOWN_PREFETCH) if cooldown is not None and lp.cooldown else None
 
-    res = result if result is not None else LoadResult()
+    res = LoadResult()
     trace_scale = 1.0
     if lp.request_rate is not None:
         res.load_mode, res.requested_rate = "rate", lp.request_rate

@@ -29,7 +29,6 @@ from bench.engines.base import BatchEngine, Engine, EngineStartError
 from bench.engines.registry import create_engine
 from bench.errors import UserInputError
 from bench.measure.client import ClientConfig, StreamingClient, run_async
-from bench.measure.health import HealthWatch, ServerDown, watch_load
 from bench.measure.loadgen import LoadResult, run_load
 from bench.measure.metrics import RequestRecord, offline_summary, summarize
 from bench.measure.nvml import GpuSampler, TelemetryResult, derive_energy_metrics, unavailable
@@ -94,7 +93,6 @@ class GroupSession:
         self.engine: Engine | None = None
         self.factory: PromptFactory | None = None
         self.start_error: str | None = None
-        self.hung = False  # the health watch failed a point while the process still ran: restart it
         self.stats = GroupStats()
 
     def __enter__(self) -> GroupSession:
@@ -109,7 +107,6 @@ class GroupSession:
 
     def _start(self, restart: bool) -> None:
         assert self.engine is not None
-        self.hung = False
         try:
             if restart:
                 self.engine.stop()
@@ -132,9 +129,8 @@ class GroupSession:
                                         self.on_gpu)
             self.factory = prompt_factory(self.spec.model, self.engine.model_path)
             self._start(restart=False)
-        elif self.start_error is None and (self.hung or not self.engine.alive()):
-            # the server died (or hung: it stopped answering /health) in an earlier point of this group:
-            # start a fresh one
+        elif self.start_error is None and not self.engine.alive():
+            # the server died in an earlier point of this group: start a fresh one
             self._start(restart=True)
 
     def measure(self, idx: int, point: Point) -> dict[str, Any]:
@@ -179,7 +175,6 @@ class GroupSession:
         simulated = getattr(engine, "simulated", False)  # a virtual engine runs the point in simulated time
         server_cols: dict[str, Any] = {}
         secret: str | None = None  # the endpoint's API key: every form of it is masked in the row's error
-        partial = LoadResult()  # filled as requests finish: what is left when the health watch cancels the load
         try:
             if simulated:
                 result, server_cols = engine.simulate(  # type: ignore[attr-defined]
@@ -191,22 +186,9 @@ class GroupSession:
                 probe.base_url = cfg.base_url
                 if sampler is not None:
                     sampler.start()
-                watch = health_watch(engine, cfg)
-                result = run_async(_drive(cfg, engine.count_tokens(), warm, measured, point, emit, cool, probe,
-                                          watch=watch, partial=partial))
+                result = run_async(_drive(cfg, engine.count_tokens(), warm, measured, point, emit, cool, probe))
         except UserInputError:
             raise
-        except ServerDown as e:  # the server died or hung mid-point: fail it now, not at its timeout
-            if engine.starts_server and engine.alive():
-                self.hung = True
-            measured_recs = [r for r in partial.records if r.measured]
-            done = sum(1 for r in measured_recs if r.ok)
-            total = row["num_requests"] if isinstance(row["num_requests"], int) else len(measured_recs)
-            row.update({"status": "failed", "completed": done, "failed": max(total - done, 0),
-                        "finished_at": datetime.now(timezone.utc).isoformat(),
-                        "error": redact(f"{e.reason}; {done} of {total} measured requests had finished", secret)})
-            store.write_point(row, requests_frame(partial.records, point.point_id))
-            return row
         except Exception as e:  # a harness fault must not end the sweep
             row.update({"status": "failed", "error": redact(f"{type(e).__name__}: {e}", secret)})
             store.write_point(row)
@@ -333,25 +315,14 @@ def speculative_columns(s: ServerSpec) -> dict[str, Any]:
             "spec_pinned_acceptance_length": sp.acceptance_length, "spec_pinned_acceptance_rates": rates}
 
 
-def health_watch(engine: Engine, cfg: ClientConfig) -> HealthWatch:
-    """What bench.measure.health watches during an online point: the process of an engine that starts one
-    (its `alive()`) and, for every HTTP engine, the endpoint's /health. The virtual engine is not watched."""
-    proc = engine.starts_server
-    return HealthWatch(base_url=cfg.base_url or None, alive=engine.alive if proc else None,
-                       died_reason=engine.failure_reason, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls)
-
-
 async def _drive(cfg: ClientConfig, count: Callable[[str], int] | None, warm: Any, measured: Any,
-                 point: Point, emit: ProgressFn, cool: Any = None, probe: ServerProbe | None = None, *,
-                 watch: HealthWatch | None = None, partial: LoadResult | None = None) -> LoadResult:
-    """The point's load, watched by `watch` (a failed watch cancels it: ServerDown; `partial` keeps its records)."""
+                 point: Point, emit: ProgressFn, cool: Any = None, probe: ServerProbe | None = None) -> LoadResult:
     if probe is not None:
         await probe.scrape("before")
     async with StreamingClient(cfg, count) as client:
-        load = run_load(client.send, warm, measured, point.load, seed=point.workload.seed,
-                        on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}),
-                        cooldown=cool, on_phase=probe.on_phase if probe is not None else None, result=partial)
-        result = await watch_load(load, watch)
+        result = await run_load(client.send, warm, measured, point.load, seed=point.workload.seed,
+                                on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}),
+                                cooldown=cool, on_phase=probe.on_phase if probe is not None else None)
     for rec in client.cancelled:  # cool-down requests cut off at the end of the measured phase
         rec.warmup, rec.cooldown = False, True
         result.records.append(rec)
