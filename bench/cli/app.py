@@ -7,7 +7,6 @@ click), so the handler is an override of that one method on the app's group (`_O
 
 - `UserInputError` raised by any library code (config files, flags checked deep down);
 - pydantic `ValidationError` that escaped a config loader's own formatting;
-- an `OSError` no command checked for first (a disk that fills up mid-write): `<path>: <reason>`;
 - click usage errors (`BadParameter`, missing option, no such command) that typer would otherwise draw
   as a multi-line box.
 
@@ -65,8 +64,6 @@ class _OneLineErrors(TyperGroup):
             _error(str(e))
         except ValidationError as e:
             _error(_validation_text(e))
-        except OSError as e:  # the fallback for a path the commands did not check first (full disk, ...)
-            _error(_os_error_text(e))
         except typer.Abort:
             say("aborted", err=True)
             sys.exit(1)
@@ -91,15 +88,6 @@ def _sigterm_like_sigint() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _os_error_text(e: OSError) -> str:
-    """`<path>: <reason>` for an OSError that reached the handler (the path it names, when it names one)."""
-    reason = e.strerror or str(e) or type(e).__name__
-    where = e.filename if e.filename is not None else None
-    if where is None:
-        return f"cannot write or read a file: {reason}"
-    return f"{where}: {reason}"
 
 
 def _error(message: str) -> None:

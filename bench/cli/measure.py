@@ -14,7 +14,6 @@ from bench.config.sweep import load_sweep
 from bench.engines import registry  # noqa: F401 - registers every engine kind before a sweep file is read
 from bench.errors import UserInputError
 from bench.planner import virtual  # noqa: F401 - registers the virtual engine kind (it needs the planner)
-from bench.sweep.store import check_output_dir
 
 
 def models(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
@@ -62,8 +61,6 @@ def run(
     check_executor(executor)  # an argument error comes before the sweep file's errors
     if keep_failed and resume is None:
         raise UserInputError("--keep-failed is only used with --resume")
-    if resume is None:
-        check_output_dir(out)  # before anything runs or is written
     sweep = load_sweep(config)
     # every pre-start check, once: before the progress bar draws, so an error is one line
     plan = prepare(sweep, resume, executor, ROW_PRICING)
@@ -172,8 +169,6 @@ def tune(
 
     constraints = parse_slo(slo)
     check_objective(objective)
-    if resume is None:
-        check_output_dir(out)
     sweep = load_sweep(config)
     plan = prepare(sweep, resume, "local", ROW_PRICING)  # the same checks as `run`
 

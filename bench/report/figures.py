@@ -38,14 +38,8 @@ def _new_figure(ncols: int = 1, width: float = 7.5, height: float = 4.4) -> tupl
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Render to memory, then write atomically: a full disk or a kill never leaves a torn or 0-byte PNG."""
-    import io
-
-    from bench.atomic import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata={"Software": None})
     return path
 
 
