@@ -3,8 +3,9 @@ the session's vLLM server (CPU build), then predict 2 points the calibration nev
 concurrency it did not see, and an open-loop request rate) and measure them.
 
 The full check (14 held-out points, goal 1.25x) is scripts/check_scheduler_cpu.py, its table in
-docs/planner.md. Here the samples are 16-24 requests on a shared 2-core CI box, so the bound is 1.6x: it
-still fails when the simulation misses queueing or chunking (the closed form's TTFT was 4-20x off)."""
+docs/planner.md. Here the samples are 16-24 requests on a shared 2-core CI box, where a calibration on 3 such
+points moved the predicted TPOT by up to 1.8x between runs, so the bound is 2x: it still fails when the
+simulation misses queueing or chunking (the closed form's TTFT was 4-20x off)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bench.sweep.store import load_results
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-BOUND = 1.6
+BOUND = 2.0
 CALIB = [{"name": "in256-out32", "input_len": 256, "output_len": 32},
          {"name": "in1024-out16", "input_len": 1024, "output_len": 16}]
 HELD_OUT = [{"name": "in512-out24", "input_len": 512, "output_len": 24}]
