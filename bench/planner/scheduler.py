@@ -78,7 +78,6 @@ class SimRequest:
     engine: int = 0
     cached_tokens: int = 0
     preemptions: int = 0
-    done: bool = False
 
 
 class _Live:
@@ -439,7 +438,6 @@ class EngineSim:
                     self.cache[h] = 0
                     self.evictable[h] = None
         req.cached_tokens = lv.hit_tokens
-        req.done = True
         self.outstanding -= 1
         self._evict_to(step + 1)
         return req

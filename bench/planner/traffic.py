@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -66,7 +66,6 @@ class SimOutcome:
     prefix_hit_tokens: int = 0
     prompt_tokens: int = 0
     engine_output_tokens: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class SimClient:
