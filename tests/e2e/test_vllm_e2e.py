@@ -53,21 +53,28 @@ def test_all_requests_complete_with_pinned_lengths(e2e_run):
 def test_throughput_latency_and_cost_are_consistent(e2e_run):
     _, df = e2e_run
     assert (df["output_tok_s"] > 0).all()
-    assert (df["ttft_ms_p50"] < df["e2el_ms_p50"]).all()
-    assert (df["tpot_ms_mean"] > 0).all()
+    # at concurrency 1 the stream arrives token by token; under load (2 cores shared with the server) the API
+    # server can fall behind and hand a whole answer over in one read (vLLM merges undelivered deltas), so there
+    # the first token may arrive with the last
+    assert (df["ttft_ms_p50"] <= df["e2el_ms_p50"]).all()
+    one = df[df.concurrency == 1]
+    assert (one["ttft_ms_p50"] < one["e2el_ms_p50"]).all() and (one["tpot_ms_mean"] > 0).all()
+    assert (df["tpot_ms_mean"] >= 0).all()
     # $/M output = rate / (tok/s/GPU * 3600 / 1e6), recomputed independently here
     expected = 0.10 / (df["output_tok_s_per_gpu"] * 3600 / 1e6)
     assert (abs(df["usd_per_m_output"] - expected) < 1e-9 * expected).all()
     # output tok/s = tokens streamed inside the measured window (any request) / window, recomputed here
-    # from the per-request chunk timestamps (vLLM streams one token per chunk for these requests)
+    # from the per-request chunk timestamps, each chunk carrying its request's usage tokens / its chunk count
+    # (one token per chunk unless a loaded server merged several into one)
     for _, row in df.iterrows():
         req = load_requests(e2e_run[0].run_dir, row["point_id"])
         meas = req[~req["warmup"] & ~req["cooldown"]]
         start, end = meas["send_ns"].min(), meas["done_ns"].max()
-        in_window = sum(int(((start <= c) & (c <= end)).sum()) for c in req["chunk_ns"].map(np.asarray))
+        in_window = sum(int(((start <= c) & (c <= end)).sum()) * k / len(c) for c, k in
+                        zip(req["chunk_ns"].map(np.asarray), req["output_tokens"], strict=True) if len(c))
         assert row["duration_s"] == pytest.approx((end - start) / 1e9)
         assert row["output_tok_s"] == pytest.approx(in_window / row["duration_s"], rel=1e-9)
-        assert in_window >= N * OUTPUT_LEN  # the measured requests' own tokens are all inside the window
+        assert in_window >= N * OUTPUT_LEN - 1e-6  # the measured requests' own tokens are all inside the window
 
 
 def test_server_and_client_token_counts_agree(e2e_run):

@@ -75,9 +75,12 @@ def _sweep_file(path):
     path.write_text(yaml.safe_dump({
         "name": "ctrl-c", "engine": {"kind": "vllm", "startup_timeout_s": 600}, "hardware": {"gpu": "cpu-2core"},
         "server": {"model": "glm-4.5-tiny", "max_model_len": 256, "max_num_seqs": 4},
-        "load": {"concurrency": [1, 2], "num_requests": 4, "warmup_requests": 0, "timeout_s": 60},
-        # 200 output tokens: point 1 streams for ~2 s, long enough for the 0.2 s poll to see it in flight
-        "workloads": [{"name": "w", "input_len": 16, "output_len": 200}]}))
+        "load": {"concurrency": [1], "num_requests": 4, "warmup_requests": 0, "timeout_s": 120},
+        # point 0 is short; point 1 streams 4 x 220 tokens one after another (~8 s on 2 idle cores, longer under
+        # load), so a poll slowed by a busy machine still sees a request in flight (a CI run with 4 x 200 tokens
+        # at concurrency 2, ~4 s, missed it)
+        "workloads": [{"name": "short", "input_len": 16, "output_len": 16},
+                      {"name": "long", "input_len": 16, "output_len": 220}]}))
     return path
 
 
@@ -89,7 +92,7 @@ def _busy(run_dir):
     try:
         rec = json.loads(recs[0].read_text())
         port = rec["command"][rec["command"].index("--port") + 1]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
     except (OSError, ValueError, KeyError):
         return None
