@@ -11,6 +11,7 @@ Standard library only: `bench.engines.guard` imports it and must start in millis
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,7 +82,15 @@ def stop_group(pgid: int, grace_s: float, kill_wait_s: float = KILL_WAIT_S, *,
             time.sleep(POLL_S)
         return not live()
 
-    _ladder(lambda sig: os.killpg(pgid, sig), gone_within, grace_s, kill_wait_s)
+    try:
+        _ladder(lambda sig: os.killpg(pgid, sig), gone_within, grace_s, kill_wait_s)
+    except KeyboardInterrupt:
+        # Ctrl-C while the group is being stopped (a sweep's normal end, or an earlier Ctrl-C's unwinding): skip
+        # the rest of the grace but still SIGKILL and wait, so the interrupt never leaves members behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        gone_within(kill_wait_s)
+        raise
     if proc is not None:
         try:
             proc.wait(timeout=kill_wait_s)

@@ -75,10 +75,10 @@ def _sweep_file(path):
     path.write_text(yaml.safe_dump({
         "name": "ctrl-c", "engine": {"kind": "vllm", "startup_timeout_s": 600}, "hardware": {"gpu": "cpu-2core"},
         "server": {"model": "glm-4.5-tiny", "max_model_len": 256, "max_num_seqs": 4},
-        "load": {"concurrency": [1], "num_requests": 4, "warmup_requests": 0, "timeout_s": 120},
-        # point 0 is short; point 1 streams 4 x 220 tokens one after another (~8 s on 2 idle cores, longer under
-        # load), so a poll slowed by a busy machine still sees a request in flight (a CI run with 4 x 200 tokens
-        # at concurrency 2, ~4 s, missed it)
+        "load": {"concurrency": [1], "num_requests": 8, "warmup_requests": 0, "timeout_s": 120},
+        # point 0 is short; point 1 streams 8 x 220 tokens one after another (~7 s on 2 idle cores, longer under
+        # load), so a poll slowed by a busy machine still sees a request in flight and the Ctrl-C lands before
+        # the point ends (a CI run with 4 x 200 tokens at concurrency 2, ~4 s, missed the window)
         "workloads": [{"name": "short", "input_len": 16, "output_len": 16},
                       {"name": "long", "input_len": 16, "output_len": 220}]}))
     return path
@@ -125,4 +125,4 @@ def test_ctrl_c_mid_point_leaves_no_vllm_and_keeps_the_finished_point(tmp_path):
     assert time.monotonic() - t0 < 30 and code != 0
     assert not _group_members(guard), "Ctrl-C left vLLM processes behind"
     df = load_results(run_dir)
-    assert list(df["status"]) == ["ok"] and list(df["point_index"]) == [0] and df["completed"].iloc[0] == 4
+    assert list(df["status"]) == ["ok"] and list(df["point_index"]) == [0] and df["completed"].iloc[0] == 8

@@ -68,3 +68,32 @@ def test_the_guard_imports_nothing_of_the_harness_but_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
     assert out.stdout.split() == ["bench", "bench.engines", "bench.engines.guard", "bench.engines.process"]
+
+
+def test_ctrl_c_during_the_grace_still_kills_the_group_before_it_propagates(monkeypatch):
+    """A Ctrl-C that lands while a stubborn group is in its 30 s grace (a sweep ending as the user presses it):
+    the interrupt propagates at once, but only after the group got SIGKILL and is gone (a CI run left the
+    server's processes alive when it skipped the rest of the ladder)."""
+    import bench.engines.process as process
+
+    proc = _started(STUBBORN, group=True)
+    real_sleep, calls = time.sleep, []
+
+    def interrupted_once(s: float) -> None:
+        calls.append(s)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_sleep(s)
+
+    monkeypatch.setattr(process.time, "sleep", interrupted_once)
+    t0 = time.monotonic()
+    try:
+        stop_group(proc.pid, grace_s=30.0, proc=proc)
+        raise AssertionError("the KeyboardInterrupt must propagate")
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(process.time, "sleep", real_sleep)
+    assert time.monotonic() - t0 < 10.0  # not the 30 s grace
+    assert group_members(proc.pid) == []
+    proc.wait(5)
+    assert proc.returncode == -signal.SIGKILL
