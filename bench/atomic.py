@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def _naming(path: Path, e: OSError) -> OSError:
+    """`e` with `path` as its file name when it has none or names our temp file (a full disk's
+    ENOSPC from write/fsync names no file): the one-line error then names the file being written."""
+    if e.filename is None or str(e.filename).endswith(".tmp"):
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    return e
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,9 +34,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _naming(path, e) from e
         raise
 
 
@@ -44,7 +54,9 @@ def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
     try:
         df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _naming(path, e) from e
         raise

@@ -200,6 +200,70 @@ def corrupt_resume(d: Path) -> list[str]:
 CASES.append(("resume with a corrupt rows/*.json", corrupt_resume, {}))
 
 
+# --- issue 25: validation up front, strict trace types, traversal, the remaining tracebacks ----------------
+def with_trace_bytes(data: bytes, kind: str = "trace", **changes: Any) -> Callable[[Path], list[str]]:
+    def make(d: Path) -> list[str]:
+        (d / "trace.jsonl").write_bytes(data)
+        return cfg(workloads=[{"name": "t", "kind": kind, "trace_path": str(d / "trace.jsonl")}], **changes)(d)
+    return make
+
+
+def evil_twin(twin: str) -> Callable[[Path], list[str]]:
+    """--config-dir with a model file whose tiny twin is named `twin`, and a sweep that uses it."""
+    def make(d: Path) -> list[str]:
+        doc = yaml.safe_load((ROOT / "configs" / "models" / "glm-4.5.yaml").read_text())
+        doc["name"], doc["tiny"]["name"], doc["tiny_variants"] = "evil", twin, []
+        (d / "mine" / "models").mkdir(parents=True)
+        (d / "mine" / "models" / "evil.yaml").write_text(yaml.safe_dump(doc))
+        (d / "sweep.yaml").write_text(yaml.safe_dump(sweep_with(server__model=twin)))
+        return ["--config-dir", str(d / "mine"), "run", str(d / "sweep.yaml"), "--out", str(d / "out")]
+    return make
+
+
+def deep_config_dir(d: Path) -> list[str]:
+    (d / "mine").mkdir()
+    (d / "mine" / "hardware.yaml").write_text("gpus: " + "[" * 5000 + "]" * 5000 + "\n")
+    (d / "sweep.yaml").write_text(base_yaml())
+    return ["--config-dir", str(d / "mine"), "run", str(d / "sweep.yaml"), "--out", str(d / "out")]
+
+
+def string_number_row(command: str) -> Callable[[Path], list[str]]:
+    def make(d: Path) -> list[str]:
+        run = fake_run(d, rows=True)
+        row = next((run / "rows").glob("*.json"))
+        doc = json.loads(row.read_text())
+        doc["completed"] = "10"
+        row.write_text(json.dumps(doc))
+        (run / "points.parquet").unlink()  # else the (fresh) table is read and the row file is not
+        if command == "report":
+            return ["report", str(run), "--out", str(d / "out" / "report")]
+        return ["margin", "--results", str(run), "--price", "glm-4.5@zai"]
+    return make
+
+
+ROW = b'{"timestamp": 0, "input_len": 8, "output_len": 4}\n'
+CASES += [
+    ("trace input_len: 3.9", with_trace_bytes(ROW + b'{"timestamp": 1, "input_len": 3.9, "output_len": 4}\n'), {}),
+    ("trace input_len: true", with_trace_bytes(b'{"timestamp": 0, "input_len": true, "output_len": 4}\n'), {}),
+    ('trace output_len: "4"', with_trace_bytes(b'{"timestamp": 0, "input_len": 8, "output_len": "4"}\n'), {}),
+    ("trace input_len: Infinity", with_trace_bytes(b'{"timestamp": 0, "input_len": Infinity, "output_len": 4}\n'),
+     {}),
+    ("trace not UTF-8 (line 2)", with_trace_bytes(ROW + b'{"timestamp": 1, "x": "\xff"}\n'), {}),
+    ("trace 1e18 tokens (openai)", with_trace_bytes(
+        b'{"timestamp": 0, "input_len": 1000000000000000000, "output_len": 4}\n', engine=OPENAI), {}),
+    ("mooncake row > max_model_len", with_trace_bytes(
+        b'{"timestamp": 0, "input_length": 600, "output_length": 4, "hash_ids": [1]}\n', kind="mooncake"), {}),
+    ("mooncake output_length: 3.9", with_trace_bytes(
+        b'{"timestamp": 0, "input_length": 6, "output_length": 3.9, "hash_ids": [1]}\n', kind="mooncake"), {}),
+    ("--config-dir twin named ../escape-tiny", evil_twin("../escape-tiny"), {}),
+    ("--config-dir twin named /tmp/abs-tiny", evil_twin("/tmp/maas-bench-abs-tiny"), {}),
+    ("--config-dir hardware.yaml 5000 levels deep", deep_config_dir, {}),
+    ("sim --port 70000", lambda d: ["sim", "--port", "70000"], {}),
+    ('report: a row with completed: "10"', string_number_row("report"), {}),
+    ('margin --results: a row with completed: "10"', string_number_row("margin"), {}),
+]
+
+
 def run_case(make: Callable[[Path], list[str]], env_extra: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="badinput-") as tmp:
         d = Path(tmp)

@@ -7,6 +7,7 @@ click), so the handler is an override of that one method on the app's group (`_O
 
 - `UserInputError` raised by any library code (config files, flags checked deep down);
 - pydantic `ValidationError` that escaped a config loader's own formatting;
+- an `OSError` no command checked for first (a disk that fills up mid-write): `<path>: <reason>`;
 - click usage errors (`BadParameter`, missing option, no such command) that typer would otherwise draw
   as a multi-line box.
 
@@ -27,7 +28,7 @@ from pydantic import ValidationError
 from typer._click import exceptions as cx  # typer >= 0.20 vendors click: its exceptions live here
 from typer.core import TyperGroup
 
-from bench.cli import measure, money, report
+from bench.cli import catalog_cmd, measure, money, report, results_cmd
 from bench.cli.output import say
 from bench.config.base import format_validation_error, set_user_config_dir
 from bench.errors import UserInputError
@@ -64,6 +65,8 @@ class _OneLineErrors(TyperGroup):
             _error(str(e))
         except ValidationError as e:
             _error(_validation_text(e))
+        except OSError as e:  # the fallback for a path the commands did not check first (full disk, ...)
+            _error(_os_error_text(e))
         except typer.Abort:
             say("aborted", err=True)
             sys.exit(1)
@@ -83,11 +86,27 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _sigterm_like_sigint() -> None:
     """`kill <pid>` (SIGTERM) stops a run the way Ctrl-C does: KeyboardInterrupt unwinds the sweep,
     so every started server is stopped and the rows written so far stay. Only from the main thread
-    (signal handlers can only be set there; CliRunner in a worker thread just skips it)."""
+    (signal handlers can only be set there; CliRunner in a worker thread just skips it).
+
+    An ignored SIGINT is taken back to Python's default first: a shell starts a background job (`cmd &`
+    in a script, nohup) with SIGINT ignored, and the re-sent SIGINT was then ignored too, so `kill` never
+    stopped a backgrounded `run` and `maas-bench sim` kept serving until SIGKILL (issue 25). asyncio's runner
+    only turns SIGINT into a cancellation when the handler is Python's default, so this must precede it."""
     import threading
 
     if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _os_error_text(e: OSError) -> str:
+    """`<path>: <reason>` for an OSError that reached the handler (the path it names, when it names one)."""
+    reason = e.strerror or str(e) or type(e).__name__
+    where = e.filename if e.filename is not None else None
+    if where is None:
+        return f"cannot write or read a file: {reason}"
+    return f"{where}: {reason}"
 
 
 def _error(message: str) -> None:
@@ -116,7 +135,8 @@ def _global_options(
 
 
 for _fn in (measure.models, measure.run, measure.sim, money.cost, money.margin, money.plan, money.calibrate,
-            report.report, measure.tune):
+            report.report, measure.tune, catalog_cmd.catalog, catalog_cmd.query, catalog_cmd.compare,
+            results_cmd.import_results, results_cmd.export):
     app.command()(_fn)
 
 

@@ -14,6 +14,7 @@ from bench.config.sweep import load_sweep
 from bench.engines import registry  # noqa: F401 - registers every engine kind before a sweep file is read
 from bench.errors import UserInputError
 from bench.planner import virtual  # noqa: F401 - registers the virtual engine kind (it needs the planner)
+from bench.sweep.store import check_output_dir
 
 
 def models(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
@@ -47,6 +48,8 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="Print the points as JSON instead of a table."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="With --resume: keep failed/partial points' "
                                      "rows instead of measuring those points again."),
+    allow_large_sweep: bool = typer.Option(False, "--allow-large-sweep", help="Run a sweep of more points than "
+                                           "the point budget (2,000; docs/reliability.md)."),
 ) -> None:
     """Measure: run a sweep on its engine and write results/<run_id>/ (exit 1 if any point failed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -54,16 +57,20 @@ def run(
 
     from bench.econ.row_cost import ROW_PRICING
     from bench.sweep.prepare import check_executor, prepare
-    from bench.sweep.run import run_sweep
+    from bench.sweep.run import check_point_budget, run_sweep
 
     if address is not None and executor != "ray":
         raise UserInputError("--address is only used with --executor ray")
     check_executor(executor)  # an argument error comes before the sweep file's errors
     if keep_failed and resume is None:
         raise UserInputError("--keep-failed is only used with --resume")
+    if resume is None:
+        check_output_dir(out)  # before anything runs or is written
     sweep = load_sweep(config)
+    n_points = check_point_budget(sweep, allow_large_sweep)  # before the points are expanded and checked
     # every pre-start check, once: before the progress bar draws, so an error is one line
     plan = prepare(sweep, resume, executor, ROW_PRICING)
+    say(f"{sweep.name}: {n_points} point(s)", err=True)
     # markup=False: descriptions carry model names and paths from data
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=False, disable=json_out) as bar:
@@ -100,12 +107,16 @@ def run(
         say(f"{summary.points_run} point(s) run, {summary.points_skipped} skipped, "
             f"{summary.points_failed} failed; {summary.server_starts} server start(s); "
             f"wall {summary.wall_s:.1f} s; sweep efficiency {eff:.2f}" if eff is not None else "")
+        if summary.timing:
+            from bench.sweep.timing import timing_line
+
+            say(timing_line(summary.timing) + f" (by group: {summary.run_dir}/timing.json)")
     if summary.points_failed:
         raise typer.Exit(1)
 
 
 def sim(
-    port: int = typer.Option(8000, "--port", help="Port on 127.0.0.1 (0 = any free port)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0 = any free port)."),
     model: str = typer.Option("sim-model", "--model", help="Model id reported by /v1/models."),
     ttft_ms: float = typer.Option(50.0, "--ttft-ms", help="Time to first token after getting a slot."),
     itl_ms: float = typer.Option(10.0, "--itl-ms", help="Gap between content chunks."),
@@ -169,6 +180,8 @@ def tune(
 
     constraints = parse_slo(slo)
     check_objective(objective)
+    if resume is None:
+        check_output_dir(out)
     sweep = load_sweep(config)
     plan = prepare(sweep, resume, "local", ROW_PRICING)  # the same checks as `run`
 

@@ -87,6 +87,20 @@ def plan(
     published_file: Path | None = typer.Option(None, "--published-file", help="With --check-published: another file."),
     write_fit: bool = typer.Option(False, "--write-fit", help="With --check-published: write planner_fit.yaml."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    disagg: bool = typer.Option(False, "--disagg", help="Estimate: also search disaggregated prefill/decode "
+                                "(xPyD pools on --disagg-gpus GPUs) and print its best point under --slo next to "
+                                "the aggregated one; with --compare, per GPU."),
+    disagg_gpus: int | None = typer.Option(None, "--disagg-gpus", help="With --disagg: GPUs of the whole xPyD "
+                                           "deployment (default 2 x --count); its concurrencies are --concurrency "
+                                           "x GPUs / --count (the same load per GPU)."),
+    pools: str | None = typer.Option(None, "--pools", help="With --disagg: fix the layout, xPyD (e.g. 2P1D); "
+                                     "default: search every layout that fits."),
+    prefill_tp: int | None = typer.Option(None, "--prefill-tp", help="With --disagg: TP of a prefill replica "
+                                          "(default: search)."),
+    decode_tp: int | None = typer.Option(None, "--decode-tp", help="With --disagg: GPUs of a decode replica "
+                                         "(default: search); --ep and --dp-attention apply to it."),
+    figure: Path | None = typer.Option(None, "--figure", help="With --disagg: write a PNG of output tok/s per GPU "
+                                       "vs interactivity, aggregated and disaggregated frontiers."),
 ) -> None:
     """Fleet sizing: GPUs, monthly cost and margin to serve --tokens-per-day at an SLO-feasible throughput.
 
@@ -104,6 +118,17 @@ def plan(
                         tok_s_per_gpu=tok_s_per_gpu, isl=input_tokens, osl=output_tokens, cached_share=cached_share,
                         utilization=utilization, peak_to_average=peak_to_average, max_utilization=max_utilization,
                         kv_bits=kv_bits, private_usd_per_year=private_usd_per_year, usd_per_cny=usd_per_cny)
+    dq = _disagg_question(disagg, model=model, gpu=gpu, quant=quant, count=count, ep=ep, kv_bits=kv_bits,
+                          dp_attention=dp_attention, isl=input_tokens, osl=output_tokens, gpus=disagg_gpus,
+                          pools=pools, prefill_tp=prefill_tp, decode_tp=decode_tp, concurrency=concurrency,
+                          slo=slo, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                          refused={"--closed-form": closed_form, "--burst": burst, "--spec-tokens": spec_tokens,
+                                   "--tokens-per-day": tokens_per_day is not None, "--results": results is not None,
+                                   "--cached-share": cached_share,
+                                   "--output-tok-s-per-gpu": output_tok_s_per_gpu is not None,
+                                   "--total-tok-s-per-gpu": total_tok_s_per_gpu is not None},
+                          other={"--disagg-gpus": disagg_gpus, "--pools": pools, "--prefill-tp": prefill_tp,
+                                 "--decode-tp": decode_tp, "--figure": figure})
     a = answer_plan(PlanQuestion(
         tokens_per_day=tokens_per_day, model=model, gpu=gpu, count=count, quant=quant, tier=tier,
         usd_per_gpu_hour=usd_per_gpu_hour, output_tok_s_per_gpu=output_tok_s_per_gpu,
@@ -116,6 +141,11 @@ def plan(
         spec_tokens=spec_tokens, acceptance_length=acceptance_length,
         method="closed-form" if closed_form else "simulate", max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens))
+    if dq is not None:
+        _disagg(a.estimate, dq, price=price, usd_per_cny=usd_per_cny, compare=compare, json_out=json_out,
+                figure=figure)
+        opts.print_notes(a.tier_note)
+        return
     if a.fleet is None:  # the estimate alone: nothing to size, or no point meets the SLO
         print_json({"estimate": a.estimate}) if json_out else _print_estimate(a.estimate)
         if a.error is not None:
@@ -183,6 +213,97 @@ def _print_estimate(e: dict[str, Any]) -> None:
         cols += ["gross_margin"] if any("gross_margin" in r for r in e["compare"]) else []
         print_table(f"GPU x quantization (estimate; best point under the SLO; $ {at_u}; all fields: --json)",
                     opts.pct(e["compare"]), cols)
+
+
+def _disagg_question(on: bool, *, model: str | None, gpu: str | None, quant: str | None, count: int, ep: bool,
+                     kv_bits: float | None, dp_attention: int, isl: float, osl: float, gpus: int | None,
+                     pools: str | None, prefill_tp: int | None, decode_tp: int | None,
+                     concurrency: list[int] | None, slo: str | None, max_num_seqs: int | None,
+                     max_num_batched_tokens: int | None, refused: dict[str, Any], other: dict[str, Any]) -> Any:
+    """`--disagg`'s question, every input checked before anything is simulated (one line, exit 2)."""
+    if not on:
+        given = [k for k, v in other.items() if v is not None]
+        if given:
+            raise UserInputError(f"{given[0]}: only with --disagg")
+        return None
+    bad = [k for k, v in refused.items() if v]
+    if bad:
+        raise UserInputError(f"{bad[0]}: not with --disagg (it compares simulated aggregated and disaggregated "
+                             "serving at the SLO; no fleet, measured throughput, burst, speculation or prefix cache)")
+    if model is None or gpu is None or quant is None:
+        raise UserInputError("--disagg: needs --model, --gpu and --quant")
+    from bench.planner import disagg as dg
+    from bench.planner.estimate import DEFAULT_CONCURRENCIES
+
+    n = 2 * count if gpus is None else gpus
+    if n < 2:
+        raise UserInputError(f"--disagg-gpus: at least 2 (one prefill and one decode GPU; got {n})")
+    limits = {t.column: t.limit_ms for t in opts.slo_option(slo).terms}
+    q = dg.DisaggQuestion(
+        base=dg.base_deployment(model, gpu, quant, ep=ep, kv_bits=kv_bits), gpus=n, isl=int(isl), osl=int(osl),
+        # the same load per GPU as the aggregated curve: each concurrency is per --count GPUs
+        concurrencies=tuple(sorted({max(1, c * n // count) for c in (concurrency or DEFAULT_CONCURRENCIES)})),
+        slo=limits,
+        pools=dg.parse_pools(pools) if pools is not None else None, prefill_tp=prefill_tp, decode_tp=decode_tp,
+        decode_dp_attention=dp_attention, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    dg.layouts(q)  # the layout checks (divides the GPUs, TP within the scale-up domain, fits) before any run
+    return q
+
+
+DISAGG_COLUMNS = ["layout", "gpus", "link_kind", "kv_transfer_ms_isl", "decode_kv_blocks", "concurrency",
+                  "ttft_ms_p90", "tpot_ms_p90", "output_tok_s_per_gpu", "usd_per_m_output_tokens", "gross_margin"]
+
+
+def _disagg(est: dict[str, Any], q: Any, *, price: str | None, usd_per_cny: float | None, compare: bool,
+            json_out: bool, figure: Path | None) -> None:
+    """`plan --disagg`: the aggregated estimate, every xPyD layout's best point, and the two side by side."""
+    from bench.config.prices import load_price_book
+    from bench.planner import disagg as dg
+    from bench.planner.estimate import COMPARE_GPUS
+
+    entry = load_price_book().get(price) if price is not None else None
+    out = dg.plan_disagg(est, q, price=entry, usd_per_cny=usd_per_cny)
+    if compare:
+        out["compare"] = dg.compare_disagg(est, q, COMPARE_GPUS, price=entry, usd_per_cny=usd_per_cny)
+    if figure is not None:
+        out["figure"] = str(_disagg_figure(est, out, figure))
+    if json_out:
+        print_json({"estimate": est, "disagg": out})
+        return
+    _print_estimate(est)
+    rows = [{**(r["best"] or {}), **r, "link_kind": r["link"]["kind"]} for r in out["layouts"]]
+    at = f"$ at {out['tier']} ${out['usd_per_gpu_hour'] or float('nan'):.3g}/GPU-h, U = {out['utilization']:g}"
+    print_table(f"Disaggregated prefill/decode on {q.gpus} x {out['gpu']}: best point per layout under the SLO "
+                f"(estimate; {at})", opts.pct(rows), DISAGG_COLUMNS)
+    for n in out["notes"]:
+        say(f"note: {n}")
+    print_table(f"Aggregated vs disaggregated: best output tok/s per GPU under the SLO (estimate; {at})",
+                opts.pct(out["comparison"]), ["mode", "config", "gpus", "concurrency", "ttft_ms_p90", "tpot_ms_p90",
+                                              "output_tok_s_per_gpu", "usd_per_m_output_tokens", "gross_margin"])
+    if compare:
+        print_table(f"GPUs compared at {out['quant']}: aggregated vs disaggregated (estimate; U = "
+                    f"{out['utilization']:g})", opts.pct(out["compare"]),
+                    ["gpu", "mode", "config", "gpus", "output_tok_s_per_gpu", "tier", "usd_per_m_output_tokens",
+                     "gross_margin"])
+    if figure is not None:
+        say(f"wrote {out['figure']}")
+
+
+def _disagg_figure(est: dict[str, Any], out: dict[str, Any], path: Path) -> Path:
+    """Output tok/s per GPU vs interactivity: the aggregated curve and every xPyD layout's points, one
+    frontier each (the report's figure (a), bench.report.figures.fig_throughput)."""
+    import pandas as pd
+
+    from bench.report.figures import fig_throughput
+
+    rows = [{"series": f"aggregated TP{est['tp']}", "load_short": f"c{p['concurrency']}", **p}
+            for p in est["curve"]]
+    rows += [{"series": f"disaggregated ({out['gpus']} GPUs)",
+              "load_short": f"{r['prefill_replicas']}P{r['decode_replicas']}D c{p['concurrency']}", **p}
+             for r in out["layouts"] for p in r["curve"]]
+    df = pd.DataFrame([{k: r[k] for k in ("series", "load_short", "interactivity_tok_s_user",
+                                          "output_tok_s_per_gpu")} | {"status": "ok"} for r in rows])
+    return fig_throughput(df, path)
 
 
 CHECK_COLUMNS = ["id", "engine", "gpu", "spec", "mode", "weight", "predicted_output_tok_s", "published_output_tok_s",

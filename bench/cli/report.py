@@ -31,6 +31,10 @@ def report(
     from bench.report import build_report
 
     require_finite(utilization=utilization, usd_per_cny=usd_per_cny)
+    if out is not None:
+        from bench.sweep.store import check_output_dir
+
+        check_output_dir(out)
     res = build_report(runs, out, price=price, utilization=utilization,
                        slos=[parse_slo(s) for s in slo] or None, usd_per_cny=usd_per_cny)
     if json_out:

@@ -66,8 +66,33 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+# Bounds on every YAML file read (`read_yaml`): past them the file is refused, one line, before it is built.
+MAX_YAML_BYTES = 10 * 1024 * 1024  # the shipped configs are < 100 KB; a bigger file is not a config file
+MAX_YAML_NODES = 1_000_000  # values after alias expansion: a 722-byte "billion laughs" file expands to 2 GB
+MAX_YAML_DEPTH = 100  # nesting levels (aliases included): configs nest < 10; PyYAML recurses per level
+
+
+class _YamlLimitError(Exception):
+    """A YAML file past one of the bounds above; the message says which (read_yaml adds the file)."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (PyYAML silently keeps the last)."""
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML silently keeps the last), and a
+    document nested deeper than MAX_YAML_DEPTH while it is composed (PyYAML's composer recurses per level,
+    so thousands of levels were a RecursionError)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                raise _YamlLimitError(f"line {line}: nested deeper than {MAX_YAML_DEPTH} levels "
+                                      "(MAX_YAML_DEPTH)")
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
 
 
 def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -88,12 +113,73 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+def _load_bounded(text: str) -> Any:
+    """Compose the document (depth bounded while composing), bound its size after alias expansion, then
+    build it. PyYAML builds an aliased value once and shares it, so a bomb costs nothing until something
+    walks it (hashing, validation, a dump): hence the count over the expanded tree, before building."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        if node is None:
+            return None
+        _check_expanded(node)
+        return loader.construct_document(node)  # type: ignore[no-untyped-call]
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
+def _check_expanded(root: yaml.Node) -> None:
+    """Raise _YamlLimitError when the tree `root` stands for, every alias expanded, has more than
+    MAX_YAML_NODES nodes or is deeper than MAX_YAML_DEPTH. Each node is walked once (its size and
+    height are remembered), so a bomb is refused in microseconds; recursion stays within the depth bound."""
+    seen: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+    on_path: set[int] = set()
+
+    def too_deep(node: yaml.Node) -> _YamlLimitError:
+        return _YamlLimitError(f"line {node.start_mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels "
+                               "once aliases are expanded (MAX_YAML_DEPTH)")
+
+    def walk(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in on_path:
+            raise _YamlLimitError(f"line {node.start_mark.line + 1}: an alias refers to a value that contains it "
+                                  "(a recursive document)")
+        known = seen.get(key)
+        if known is not None:
+            if depth + known[1] - 1 > MAX_YAML_DEPTH:
+                raise too_deep(node)
+            return known
+        if depth > MAX_YAML_DEPTH:
+            raise too_deep(node)
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        on_path.add(key)
+        size, height = 1, 1
+        for child in children:
+            c_size, c_height = walk(child, depth + 1)
+            size += c_size
+            height = max(height, c_height + 1)
+            if size > MAX_YAML_NODES:
+                raise _YamlLimitError(f"more than {MAX_YAML_NODES:,} values once aliases are expanded "
+                                      "(MAX_YAML_NODES; an alias bomb?)")
+        on_path.discard(key)
+        seen[key] = (size, height)
+        return size, height
+
+    walk(root, 1)
+
+
 def read_yaml(path: Path) -> Any:
     """Read a YAML file; every way it can be unreadable becomes a one-line UserInputError.
 
     Why all here: every config file goes through this one function, so a directory, a file that
-    is not UTF-8, a NUL byte, a syntax error or a key given twice (PyYAML would silently keep the
-    last value) is reported the same way for sweeps, hardware, prices and models.
+    is not UTF-8, a NUL byte, a syntax error, a key given twice (PyYAML would silently keep the
+    last value) and a file past the bounds (MAX_YAML_BYTES, MAX_YAML_NODES, MAX_YAML_DEPTH) are
+    reported the same way for sweeps, hardware, prices and models.
     """
     path = Path(path)
     if path.is_dir():
@@ -101,7 +187,11 @@ def read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)  # never more than the bound, whatever the file's size
+        if len(raw) > MAX_YAML_BYTES:
+            raise UserInputError(f"{path}: larger than {MAX_YAML_BYTES // (1024 * 1024)} MB (MAX_YAML_BYTES); "
+                                 "not a config file")
     except OSError as e:
         raise UserInputError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
@@ -114,7 +204,9 @@ def read_yaml(path: Path) -> Any:
         line = text[: text.index("\x00")].count("\n") + 1
         raise UserInputError(f"{path}: line {line}: contains a NUL byte; a YAML file must be text")
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return _load_bounded(text)
+    except _YamlLimitError as e:
+        raise UserInputError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -139,7 +139,8 @@ class TcoSpec(StrictModel):
 
 # The figures of a GPU entry that `figure_sources` may name (each one's source, entry by entry).
 FIGURE_FIELDS = ("memory_gb", "hbm_gb_s", "tflops_bf16", "tflops_fp8", "tflops_int8", "tflops_fp6", "tflops_fp4",
-                 "tdp_w", "interconnect_gb_s", "scale_up_gpus", "scale_out_gb_s")
+                 "tdp_w", "interconnect_gb_s", "scale_up_gpus", "scale_up_latency_us", "scale_out_gb_s",
+                 "scale_out_latency_us")
 
 
 class _GpuFields(StrictModel):
@@ -162,6 +163,15 @@ class _GpuFields(StrictModel):
     # Past the scale-up domain traffic goes over the NICs (InfiniBand / Ethernet), per GPU, one direction.
     scale_out_gb_s: float | None = Field(None, gt=0,
                                          description="per GPU scale-out (NIC) bandwidth, GB/s, one direction")
+    # Fixed cost of ONE GPU-to-GPU transfer (software included, as a KV-cache hand-off pays it), on top of
+    # bytes / bandwidth: inside the scale-up domain and across the scale-out network. None = not recorded
+    # (readers fall back to configs/roofline.yaml collective_latency_us / inter_node_latency_us).
+    scale_up_latency_us: float | None = Field(None, ge=0, description="one transfer inside the scale-up domain, us")
+    scale_out_latency_us: float | None = Field(None, ge=0, description="one transfer over the scale-out network, us")
+    # A GPU never measured takes its efficiencies (per_gpu factors, calibration, kernel curves of
+    # configs/roofline.yaml) from the nearest measured GPU of its vendor and generation, said in every
+    # estimate's notes and with a wider error band (bench.planner.factors.efficiency_for).
+    efficiency_from: str | None = Field(None, description="catalog GPU id whose efficiencies this GPU inherits")
     # Where each figure came from, figure by figure (newer entries; older ones cite the file header).
     figure_sources: dict[str, str] = Field(default_factory=dict)
     figures_as_of: str | None = Field(None, pattern=DATE_PATTERN, description="date the figures were recorded here")
@@ -193,6 +203,12 @@ class _GpuFields(StrictModel):
     def figures(self) -> dict[str, float | int | None]:
         """The entry's figures by name (FIGURE_FIELDS), None where not recorded."""
         return {f: getattr(self, f) for f in FIGURE_FIELDS}
+
+    @property
+    def scale_up_gb_s(self) -> float | None:
+        """Per-GPU scale-up bandwidth, one direction: the same figure as `interconnect_gb_s` (one field
+        holds it; this name reads alongside scale_up_gpus / scale_out_gb_s)."""
+        return self.interconnect_gb_s
 
 
 class GpuSpec(_GpuFields):
@@ -228,6 +244,21 @@ class HardwareCatalog(StrictModel):
     exchange_rates: ExchangeRates = ExchangeRates()
     gpus: dict[str, GpuSpec]
     pending_gpus: dict[str, PendingGpuSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _efficiency_parents(self) -> HardwareCatalog:
+        for gid, g in self.gpus.items():
+            parent = g.efficiency_from
+            if parent is None:
+                continue
+            if parent == gid or parent not in self.gpus:
+                others = ", ".join(k for k in self.gpus if k != gid)
+                raise ValueError(f"gpus.{gid}.efficiency_from: {parent!r} is not another GPU of the catalog; "
+                                 f"allowed: {others}")
+            if self.gpus[parent].efficiency_from is not None:
+                raise ValueError(f"gpus.{gid}.efficiency_from: {parent!r} itself inherits from "
+                                 f"{self.gpus[parent].efficiency_from!r}; name the GPU that has the efficiencies")
+        return self
 
     def gpu(self, gpu_id: str) -> GpuSpec:
         if gpu_id in self.gpus:

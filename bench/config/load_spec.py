@@ -9,9 +9,31 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from bench.config.base import StrictModel
+
+
+class UntilSpec(StrictModel):
+    """`load.until`: keep measuring a point in rounds until its throughput interval is tight enough.
+
+    A point is one window of requests on a noisy machine; its output tok/s carries a 95% interval
+    (bench.measure.intervals, batch means). With `until`, the measured phase runs `num_requests`
+    requests (one round), and while the interval's relative width (hi - lo) / output_tok_s is above
+    `throughput_rel_ci` another round of `num_requests` follows in the same continuous stream (no
+    gap, no new warm-up), until `max_requests` measured requests have been sent. The check is made
+    when a round's last measured request has finished, on every request finished by then.
+    """
+
+    throughput_rel_ci: float = Field(gt=0, le=2, description="target (hi - lo) / output_tok_s of the 95% interval")
+    max_requests: int = Field(gt=0, description="cap on measured requests over all rounds")
+
+
+def _drop_no_until(d: Any) -> Any:
+    """A load without `until` dumps as it did before the field existed: point ids (the resume key) keep."""
+    if isinstance(d, dict) and d.get("until", 0) is None:
+        d.pop("until")
+    return d
 
 
 class LoadPoint(StrictModel):
@@ -28,6 +50,11 @@ class LoadPoint(StrictModel):
     ramp_s: float | None = Field(None, gt=0, description="ramp-up seconds (requests sent during it are warm-up)")
     ramp_start_rate: float | None = Field(None, ge=0, description="rate mode: req/s at the start of the ramp")
     cooldown: bool = Field(True, description="keep the load on (unmeasured) until the last measured request ends")
+    until: UntilSpec | None = Field(None, description="measure in rounds until the throughput interval is tight")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        return _drop_no_until(handler(self))
 
     @property
     def effective_warmup(self) -> int:
@@ -48,7 +75,18 @@ class LoadPoint(StrictModel):
             raise ValueError("give exactly one of concurrency or request_rate")
         if self.ramp_start_rate is not None and (self.request_rate is None or self.ramp_s is None):
             raise ValueError("ramp_start_rate needs request_rate and ramp_s")
+        _check_until(self.until, self.num_requests, self.duration_s)
         return self
+
+
+def _check_until(until: UntilSpec | None, num_requests: int, duration_s: float | None) -> None:
+    if until is None:
+        return
+    if duration_s is not None:
+        raise ValueError("until measures in rounds of num_requests: give it without duration_s")
+    if until.max_requests < num_requests:
+        raise ValueError(f"until.max_requests ({until.max_requests}) is below num_requests ({num_requests}), "
+                         "the first round")
 
 
 class LoadMatrix(StrictModel):
@@ -65,12 +103,17 @@ class LoadMatrix(StrictModel):
     ramp_s: float | None = Field(None, gt=0)
     ramp_start_rate: float | None = Field(None, ge=0)
     cooldown: bool = True
+    until: UntilSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        return _drop_no_until(handler(self))
 
     @field_validator("concurrency", mode="before")
     @classmethod
     def _conc(cls, v: Any) -> Any:
-        v = [v] if isinstance(v, (int, str)) else v
-        for c in v or ():
+        v = v if isinstance(v, (list, tuple)) else [v]  # one value, of any type (`1.0` was a TypeError)
+        for c in v:
             if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
                 raise ValueError(f"concurrency values must be positive integers (got {c!r})")
         return v
@@ -78,8 +121,8 @@ class LoadMatrix(StrictModel):
     @field_validator("request_rate", mode="before")
     @classmethod
     def _rate(cls, v: Any) -> Any:
-        v = [v] if isinstance(v, (int, float)) else v
-        for r in v or ():
+        v = v if isinstance(v, (list, tuple)) else [v]
+        for r in v:
             if not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r) or r <= 0:
                 raise ValueError(f"request_rate values must be positive numbers in req/s (got {r!r})")
         return v
@@ -90,6 +133,7 @@ class LoadMatrix(StrictModel):
             raise ValueError("give at least one concurrency or request_rate")
         if self.ramp_start_rate is not None and self.ramp_s is None:
             raise ValueError("ramp_start_rate needs ramp_s")
+        _check_until(self.until, self.num_requests, self.duration_s)
         return self
 
     def points(self) -> list[LoadPoint]:

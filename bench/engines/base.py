@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from bench.config.engine_spec import EngineKind, register_engine_kind
 from bench.config.sweep import EngineSpec, ServerSpec
+from bench.errors import UserInputError
 
 if TYPE_CHECKING:
     from bench.measure.client import ClientConfig
@@ -125,6 +126,14 @@ def register_engine(cls: type[Any] | None = None, *, config: EngineKind | None =
     return add(cls) if cls is not None else add
 
 
+def refuse_disagg(kind: str, specs: list[ServerSpec]) -> None:
+    """`server.disagg` on a kind that cannot serve prefill/decode disaggregation (every kind but vllm, whose
+    preflight checks the pools instead: bench.engines.disagg): one line before anything starts."""
+    if any(s.disagg is not None for s in specs):
+        raise UserInputError(f"server.disagg: engine.kind {kind} cannot run a disaggregated (prefill/decode) "
+                             "deployment; use engine.kind vllm, or drop server.disagg")
+
+
 def tokenizer_counter(tokenizer: Any) -> Callable[[str], int] | None:
     """Token count of a text with the served model's tokenizer (no special tokens), or None."""
     if tokenizer is None:
@@ -149,7 +158,7 @@ class LocalModelEngine:
 
     @classmethod
     def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
-        return None
+        refuse_disagg(cls.kind, specs)  # type: ignore[attr-defined]  # every subclass has a kind
 
     @classmethod
     def stop_stale(cls, logs_dir: Path) -> list[int]:

@@ -24,6 +24,7 @@ from bench.config import quant as quant_registry
 from bench.config.base import stable_hash
 from bench.config.catalog import CATALOG_ONLY_KEYS, ModelSpec, get_model, load_models
 from bench.config.vocab import SPECIAL_TOKENS, vocabulary
+from bench.errors import UserInputError
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
@@ -147,6 +148,17 @@ _MOE_KEYS = {"moe_intermediate_size", "n_routed_experts", "num_experts_per_tok",
              "first_k_dense_replace", "num_nextn_predict_layers", "scoring_func"}
 
 
+def check_model_dir_name(name: str) -> None:
+    """A catalog model's name names its twin's directory under the cache (`<name>-<quant>-<hash>`), so it must
+    be one plain path component: a `--config-dir` model named `../x` or `/tmp/x` wrote its directory outside
+    the cache. UserInputError (one line) otherwise; bench.sweep.prepare calls it before anything starts."""
+    bad = next((c for c in ("/", "\\", "\x00") if c in name), None)
+    if bad is not None or name.startswith(".") or not name.strip():
+        what = f"contains {bad!r}" if bad is not None else ("starts with '.'" if name.startswith(".") else "is blank")
+        raise UserInputError(f"model {name!r}: its name {what}; a catalog model's name names its dummy-weights "
+                             "directory and must be one plain path component (no '/', '\\', NUL, leading '.')")
+
+
 def materialize(model: ModelSpec | str, quantization: str | None = None, cache_dir: Path | None = None) -> Path:
     """Write (or reuse) a model dir for `model` with an optional checkpoint quantization_config."""
     spec = get_model(model) if isinstance(model, str) else model
@@ -163,7 +175,10 @@ def materialize(model: ModelSpec | str, quantization: str | None = None, cache_d
     }
     digest = stable_hash({"files": files, "v": TOKENIZER_VERSION}, length=16)
     root = cache_dir or default_cache_dir()
+    check_model_dir_name(spec.name)
     target = root / f"{spec.name}-{quantization or 'bf16'}-{digest}"
+    if target.parent != root:  # pragma: no cover - check_model_dir_name keeps it one component
+        raise UserInputError(f"model {spec.name!r}: its directory would be outside {root}")
     if (target / "config.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)

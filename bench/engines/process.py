@@ -52,10 +52,15 @@ def group_members(pgid: int) -> list[int]:
 
 def _ladder(send: Callable[[int], None], gone_within: Callable[[float], bool], grace_s: float,
             kill_wait_s: float) -> None:
-    """SIGTERM, wait up to `grace_s`; SIGKILL, wait up to `kill_wait_s`; stop early once nothing is left."""
+    """SIGTERM, wait up to `grace_s`; SIGKILL, wait up to `kill_wait_s`; stop early once nothing is left.
+
+    SIGCONT follows SIGTERM: a stopped process (SIGSTOP, a debugger; the health watch fails such a hung
+    server's point) handles SIGTERM only once continued, and would otherwise sit out the whole grace."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
         try:
             send(sig)
+            if sig == signal.SIGTERM:
+                send(signal.SIGCONT)
         except ProcessLookupError:
             return
         if gone_within(wait_s):

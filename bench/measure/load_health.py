@@ -64,6 +64,7 @@ class LoadResult:
     measured_sent: int = 0
     cooldown_sent: int = 0
     stop_reason: str | None = None  # "count" | "duration" | "exhausted" (workload ran out)
+    until_rounds: int | None = None  # load.until: rounds of num_requests measured (None: no until)
     measure_start_ns: int | None = None
     measure_end_ns: int | None = None
 
@@ -77,6 +78,7 @@ class LoadResult:
             "loop_lag_p50_ms": self.loop_lag_p50_ms, "loop_lag_p99_ms": self.loop_lag_p99_ms,
             "client_kept_up": self.client_kept_up, "client_lag_reason": self.client_lag_reason,
             "warmup_sent": self.warmup_sent, "cooldown_sent": self.cooldown_sent, "stop_reason": self.stop_reason,
+            "until_rounds": self.until_rounds,
         }
 
 

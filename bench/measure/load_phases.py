@@ -17,6 +17,7 @@ from bench.measure.client import RequestSpec
 from bench.units import s_to_ns
 
 PhaseFn = Callable[[str], Any]  # called with "measure_start" / "measure_end"; may return an awaitable
+MoreFn = Callable[[], bool]  # load.until: after a round's last measured request, True = measure another round
 
 WARMUP, MEASURED, COOLDOWN = "warmup", "measured", "cooldown"
 
@@ -25,8 +26,11 @@ class Phases:
     """Hands out (phase, index, request, time) in order and knows when the measured phase is over."""
 
     def __init__(self, lp: LoadPoint, warmup: Iterable[RequestSpec], measured: Iterable[RequestSpec],
-                 cooldown: Iterable[RequestSpec] | None, on_phase: PhaseFn | None) -> None:
+                 cooldown: Iterable[RequestSpec] | None, on_phase: PhaseFn | None, more: MoreFn | None = None) -> None:
         self.lp = lp
+        self.more = more if lp.until is not None else None
+        self.target = lp.num_requests  # measured requests to send: one round, more with load.until
+        self.rounds = 1
         self.iters: dict[str, Iterator[RequestSpec]] = {
             WARMUP: iter(warmup), MEASURED: iter(measured), COOLDOWN: iter(cooldown if cooldown is not None else ())}
         self.order = [WARMUP, MEASURED, COOLDOWN]
@@ -60,17 +64,18 @@ class Phases:
         if ph == MEASURED:
             if lp.duration_s is not None:
                 return self.measure_deadline_ns is None or t_ns < self.measure_deadline_ns
-            return self.sent[MEASURED] < lp.num_requests
+            return self.sent[MEASURED] < self.target
         return not self.all_done.is_set()
 
     def _advance(self, reason: str) -> None:
-        if self.phase == MEASURED:
-            self.measured_closed = True
-            self.stop_reason = reason
-            if self.outstanding == 0:
-                self.all_done.set()
+        closing = self.phase == MEASURED
         self.i += 1
         self.pending = self.pending_t = None
+        if closing:
+            self.measured_closed = True
+            self.stop_reason = reason
+            if self.outstanding == 0 and not self._another_round():
+                self.all_done.set()
 
     def next(self, t_cand: int, time_of: Callable[[str, RequestSpec, int], int]) -> tuple[str, int, RequestSpec,
                                                                                           int] | None:
@@ -117,8 +122,22 @@ class Phases:
     def finished(self, ph: str) -> None:
         if ph == MEASURED:
             self.outstanding -= 1
-            if self.measured_closed and self.outstanding == 0:
+            if self.measured_closed and self.outstanding == 0 and not self._another_round():
                 self.all_done.set()
+
+    def _another_round(self) -> bool:
+        """load.until: reopen the measured phase for one more round (the cool-down load ran meanwhile, so the
+        stream never paused) while the interval is too wide and the cap allows; False = the point is done."""
+        until = self.lp.until
+        if (self.more is None or until is None or self.stop_reason != "count" or self.error is not None
+                or self.target >= until.max_requests or not self.more()):
+            return False
+        self.target = min(self.target + self.lp.num_requests, until.max_requests)
+        self.rounds += 1
+        self.measured_closed, self.stop_reason = False, None
+        self.i = self.order.index(MEASURED)
+        self.pending = self.pending_t = None  # a cool-down request drawn but not sent: dropped
+        return True
 
     def _hook(self, name: str) -> None:
         if self.on_phase is None:

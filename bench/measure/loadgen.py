@@ -57,6 +57,7 @@ from typing import Any
 
 from bench.config.load_spec import LoadPoint
 from bench.measure.client import RequestSpec
+from bench.measure.intervals import MIN_REQUESTS, batch_means_ci
 from bench.measure.load_health import (
     COALESCED_WARN_FRAC,
     LAG_P99_LIMIT_MS,
@@ -66,19 +67,27 @@ from bench.measure.load_health import (
     probe_loop_lag,
 )
 from bench.measure.load_phases import COOLDOWN, MEASURED, WARMUP, PhaseFn, Phases
-from bench.measure.metrics import RequestRecord
+from bench.measure.metrics import RequestRecord, window_events
 from bench.measure.sessions import Session
 from bench.units import NS_PER_S, ns_to_s, s_to_ns
 
 __all__ = [
     "COALESCED_WARN_FRAC", "COOLDOWN_PREFETCH", "LAG_P99_LIMIT_MS", "LOOP_LAG_P50_LIMIT_MS",
-    "MEASURED_PREFETCH", "DoneFn", "LoadResult", "PhaseFn", "SendFn", "client_health", "ramp_time_s", "run_load",
+    "MEASURED_PREFETCH", "OPEN_LOOP_BACKLOG_CAP", "CannotSustainRate", "DoneFn", "LoadResult", "PhaseFn", "SendFn",
+    "client_health", "ramp_time_s", "run_load",
 ]
 
 SendFn = Callable[[int, RequestSpec, bool, int | None], Awaitable[RequestRecord]]
 DoneFn = Callable[[RequestRecord], None]  # called once per finished request
 
 COOLDOWN_PREFETCH = 64  # cool-down requests generated before the run (the rest lazily)
+# Open loop: the most requests the client may hold unfinished (sent and not answered, waiting for a
+# max_concurrency slot, or due by the schedule and not yet sent) before the point stops with "the endpoint
+# cannot sustain N req/s". Why a cap: an endpoint slower than the requested rate makes that backlog grow
+# without bound (request_rate 100000 against the simulator grew the harness to 22 GB and ignored Ctrl-C until
+# the kernel killed it, issue 25). A sustainable point holds about rate x latency requests (Little's law): 4096
+# is e.g. 100 req/s of 40 s requests. max_concurrency above half the cap raises it to 2 x max_concurrency.
+OPEN_LOOP_BACKLOG_CAP = 4096
 # Measured requests generated before the clock starts; the rest are generated lazily as they are sent,
 # so memory stays bounded whatever num_requests is (10^15 once exhausted 24 GB before the first send).
 MEASURED_PREFETCH = 4096
@@ -100,6 +109,24 @@ def ramp_time_s(u: float, rate: float, ramp_s: float | None = None, start_rate: 
     disc = r0 * r0 + 4.0 * a * u
     return 2.0 * u / (r0 + math.sqrt(max(disc, 0.0))) if u > 0 else 0.0
 
+
+
+def throughput_rel_width(records: list[RequestRecord]) -> float | None:
+    """(hi - lo) / output_tok_s of the 95% batch-means interval over the requests finished so far (as
+    metrics.summarize computes it for the row); None while there are too few for an interval. `load.until`
+    calls it between rounds, on the event loop: histograms only, no bootstrap."""
+    measured = [r for r in records if r.measured]
+    done = [r for r in measured if r.ok]
+    if len(measured) < MIN_REQUESTS or not done:
+        return None
+    start, end = min(r.send_ns for r in measured), max(r.end_ns for r in measured)
+    times, weights = window_events(records, done)["output_tok_s"]
+    inside = (times >= start) & (times <= end)
+    rate = float(weights[inside].sum()) / (max(end - start, 1) / NS_PER_S)
+    if rate <= 0:
+        return None
+    lo, hi = batch_means_ci(times, weights, start, end)
+    return (hi - lo) / rate
 
 
 async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
@@ -216,6 +243,7 @@ async def _open_loop(send: SendFn, plan: Phases, lp: LoadPoint, seed: int, trace
         plan.finished(ph)
 
     plan.phase_gap_ns = int(NS_PER_S / lp.request_rate)
+    cap = max(OPEN_LOOP_BACKLOG_CAP, 2 * (lp.max_concurrency or 0))
     while not plan.all_done.is_set():
         u += rng.gammavariate(shape, 1.0 / shape)  # unit-mean gaps in operational time
         t_cand = start + s_to_ns(ramp_time_s(u, lp.request_rate, lp.ramp_s, lp.ramp_start_rate or 0.0))
@@ -233,12 +261,40 @@ async def _open_loop(send: SendFn, plan: Phases, lp: LoadPoint, seed: int, trace
                     pass
             else:
                 await asyncio.sleep(delay)
+        else:  # behind schedule: still let answers, timers and signals (Ctrl-C) run between sends
+            await asyncio.sleep(0)
         if plan.error is not None:
+            break
+        held = len(tasks) + _due_unsent(when, lp.request_rate)
+        if held > cap:
+            plan.fail(CannotSustainRate(lp.request_rate, held, ns_to_s(time.perf_counter_ns() - start), cap))
             break
         task = asyncio.create_task(one(ph, idx, req, when))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await _until_measured_done(plan, tasks)
+
+
+def _wider_than_target(records: list[RequestRecord], lp: LoadPoint) -> bool:
+    """load.until: True while the throughput interval is wider than the target (or there is none yet)."""
+    assert lp.until is not None
+    width = throughput_rel_width(records)
+    return width is None or width > lp.until.throughput_rel_ci
+
+
+class CannotSustainRate(RuntimeError):  # noqa: N818 - the row's error reads "CannotSustainRate: the endpoint ..."
+    """The open-loop backlog passed its cap: the point stops instead of queueing without bound."""
+
+    def __init__(self, rate: float, backlog: int, after_s: float, cap: int = OPEN_LOOP_BACKLOG_CAP) -> None:
+        super().__init__(f"the endpoint cannot sustain {rate:g} req/s (backlog {backlog} after {after_s:.1f} s; "
+                         f"cap {cap} requests unfinished or due and unsent)")
+
+
+def _due_unsent(when_ns: int, rate: float) -> int:
+    """Requests due by the schedule but not yet sent, estimated as how late this send is x the rate (the
+    arrivals are generated one at a time, so the ones behind it are not materialised)."""
+    late_s = ns_to_s(time.perf_counter_ns() - when_ns)
+    return int(late_s * rate) if late_s > 0 else 0
 
 
 def _prefetch(items: Iterable[Any], n: int) -> Iterator[Any]:
@@ -249,7 +305,8 @@ def _prefetch(items: Iterable[Any], n: int) -> Iterator[Any]:
 
 async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterable[RequestSpec], lp: LoadPoint,
                    seed: int = 0, on_done: DoneFn | None = None, *,
-                   cooldown: Iterable[RequestSpec] | None = None, on_phase: PhaseFn | None = None) -> LoadResult:
+                   cooldown: Iterable[RequestSpec] | None = None, on_phase: PhaseFn | None = None,
+                   result: LoadResult | None = None) -> LoadResult:
     """Run one point: warm-up, measured and cool-down phases as one continuous stream.
 
     `warmup`, `measured` and `cooldown` may be lists or (endless) iterators; the phase lengths
@@ -257,10 +314,13 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
     `on_phase("measure_start")` runs beside the load when the first measured request is sent;
     `on_phase("measure_end")` is awaited after the last measured request ends, while the
     cool-down load still runs (a good moment to scrape server gauges under load).
+    `result`, when given, is filled in place: a caller that cancels the load (bench.measure.health's
+    watch, when the server dies) still has the records of the requests that finished.
     """
     if lp.duration_s is None:
-        if lp.num_requests <= MEASURED_PREFETCH:
-            measured = list(islice(measured, lp.num_requests))  # generate before the clock starts
+        cap = lp.until.max_requests if lp.until is not None else lp.num_requests  # every round's requests
+        if cap <= MEASURED_PREFETCH:
+            measured = list(islice(measured, cap))  # generate before the clock starts
         else:
             measured = _prefetch(measured, MEASURED_PREFETCH)
     if not lp.ramp_s:
@@ -269,7 +329,7 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
         warmup = _prefetch(warmup, lp.effective_warmup)
     cooldown = _prefetch(cooldown, COOLDOWN_PREFETCH) if cooldown is not None and lp.cooldown else None
 
-    res = LoadResult()
+    res = result if result is not None else LoadResult()
     trace_scale = 1.0
     if lp.request_rate is not None:
         res.load_mode, res.requested_rate = "rate", lp.request_rate
@@ -286,7 +346,7 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
             if len(measured) > 1 and span > 0:
                 res.trace_rate = (len(measured) - 1) / span
                 trace_scale = res.trace_rate / lp.request_rate
-    plan = Phases(lp, warmup, measured, cooldown, on_phase)
+    plan = Phases(lp, warmup, measured, cooldown, on_phase, more=lambda: _wider_than_target(res.records, lp))
     probe = asyncio.ensure_future(probe_loop_lag(res.loop_lag_samples))
     try:
         if lp.request_rate is None:
@@ -299,5 +359,6 @@ async def run_load(send: SendFn, warmup: Iterable[RequestSpec], measured: Iterab
         raise plan.error
     res.warmup_sent, res.measured_sent, res.cooldown_sent = plan.sent[WARMUP], plan.sent[MEASURED], plan.sent[COOLDOWN]
     res.stop_reason = plan.stop_reason
+    res.until_rounds = plan.rounds if lp.until is not None else None
     client_health(res)
     return res

@@ -173,6 +173,17 @@ def percentile_stats(name: str, samples: Sequence[float]) -> dict[str, float | N
     return out
 
 
+
+def per_gpu_columns(row: dict[str, Any], gpu_count: int) -> dict[str, float | None]:
+    """`*_tok_s_per_gpu` from a row's token rates: the figure every $/M divides by (the one place)."""
+    return {f"{k}_per_gpu": row[k] / gpu_count if row.get(k) is not None else None
+            for k in ("input_tok_s", "output_tok_s", "total_tok_s")}
+
+
+def interactivity_tok_s_user(tpot_ms_p50: float | None) -> float | None:
+    """Tokens/s one user sees at the median: 1000 / median TPOT (the x axis of throughput-interactivity plots)."""
+    return MS_PER_S / tpot_ms_p50 if tpot_ms_p50 else None
+
 def summarize(
     records: Sequence[RequestRecord],
     gpu_count: int = 1,
@@ -212,8 +223,7 @@ def summarize(
     row["input_tok_s"] = rate(win_in)
     row["output_tok_s"] = rate(win_out)
     row["total_tok_s"] = rate(win_in + win_out)
-    for k in ("input_tok_s", "output_tok_s", "total_tok_s"):
-        row[f"{k}_per_gpu"] = row[k] / gpu_count if row[k] is not None else None
+    row.update(per_gpu_columns(row, gpu_count))
 
     ttfts = [r.ttft_ms for r in done if r.ttft_ms is not None]
     tpots = [r.tpot_ms for r in done if r.tpot_ms is not None]
@@ -225,8 +235,7 @@ def summarize(
     if len(measured) >= MIN_REQUESTS:
         row.update(latency_ci_columns({"ttft_ms": ttfts, "tpot_ms": tpots, "e2el_ms": e2els}))
         row.update(rate_ci_columns(window_events(records, done), start, end))
-    tpot_p50 = row["tpot_ms_p50"]
-    row["interactivity_tok_s_user"] = MS_PER_S / tpot_p50 if tpot_p50 else None
+    row["interactivity_tok_s_user"] = interactivity_tok_s_user(row["tpot_ms_p50"])
     good = sum(1 for r in done if meets_request_slo(r, limits))
     row["good_requests"] = good
     row["goodput_req_s"] = rate(good)
@@ -323,8 +332,7 @@ def offline_summary(elapsed_s: float, num_prompts: int, completed: int, input_to
     row["input_tok_s"] = rate(input_tokens)
     row["output_tok_s"] = rate(output_tokens)
     row["total_tok_s"] = rate(input_tokens + output_tokens)
-    for k in ("input_tok_s", "output_tok_s", "total_tok_s"):
-        row[f"{k}_per_gpu"] = row[k] / gpu_count if row[k] is not None else None
+    row.update(per_gpu_columns(row, gpu_count))
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
         row.update(percentile_stats(name, []))
     row.update({"interactivity_tok_s_user": None, "good_requests": None, "goodput_req_s": None})

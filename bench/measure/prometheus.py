@@ -249,3 +249,41 @@ async def fetch_metrics(base_url: str, session: Any, timeout_s: float = 5.0) -> 
     except Exception as e:  # connection refused, timeout, ...: metrics are optional
         log.warning("GET %s/metrics failed: %s", root, _describe(e))
         return None
+
+
+# vLLM's dev route (vllm/entrypoints/serve/dev/cache/api_router.py, vllm 0.32): served only when the server runs
+# with VLLM_SERVER_DEV_MODE=1; answers {"success": false} while blocks are held (requests still running).
+RESET_PREFIX_CACHE_PATH = "/reset_prefix_cache"
+RESET_RETRY_S = 0.25
+RESET_WAIT_S = 10.0  # the previous point's cancelled cool-down requests are aborted within this
+
+
+async def reset_prefix_cache(base_url: str, session: Any, wait_s: float = RESET_WAIT_S) -> str | None:
+    """POST ``<server root>/reset_prefix_cache`` until vLLM says it emptied its prefix cache; None when it did,
+    else why not (404: the server does not run in dev mode; still busy after `wait_s`; no answer).
+
+    Why retried: vLLM refuses the reset while any KV block is held, and the requests of the previous point's
+    cool-down, cancelled by the client, are aborted by the server a moment later."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    root = base_url.rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")]
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            async with session.post(root + RESET_PREFIX_CACHE_PATH, timeout=aiohttp.ClientTimeout(total=5.0)) as r:
+                if r.status != 200:
+                    return f"POST {RESET_PREFIX_CACHE_PATH} answered HTTP {r.status}"
+                body = await r.json(content_type=None)
+                if isinstance(body, dict) and body.get("success") is True:
+                    return None
+                why = f"the server still held KV blocks after {wait_s:g} s ({body!r})"
+        except Exception as e:  # connection refused, timeout, not JSON
+            return f"POST {RESET_PREFIX_CACHE_PATH} failed: {_describe(e)}"
+        if time.monotonic() >= deadline:
+            return why
+        await asyncio.sleep(RESET_RETRY_S)

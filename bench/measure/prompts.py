@@ -255,3 +255,19 @@ def sized_request(factory: PromptFactory, spec: WorkloadSpec, isl: int, osl: int
     prompt = factory.make(body, rng, prefix)
     return RequestSpec(prompt=prompt, input_len=prefix_tokens + body + overhead, output_len=osl,
                        prefix_id=prefix_id, arrival_s=arrival_s)
+
+
+# the request streams of one point, each seeded apart (bench.sweep.session): measured, warm-up, cool-down
+STREAM_MEASURED, STREAM_WARMUP, STREAM_COOLDOWN = 0, 1, 2
+
+
+def point_seed_offset(point_id: str, stream: int) -> int:
+    """The seed offset of one request stream of one point, derived from the point's id (the hash of its resolved
+    config): every point of a sweep, and every stream of a point, draws different prompts, so no point is served
+    from a prefix cache that an earlier point (or the warm-up) filled with the same text, while the same point
+    gets the same prompts in every run. Shared text that a workload wants (a prefix workload's prefixes, a
+    multiturn system prompt, Mooncake hash blocks) is seeded by the workload's own seed, not by this offset."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{point_id}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:6], "big")  # 48 bits: collisions across a sweep's streams are negligible

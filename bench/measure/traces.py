@@ -12,6 +12,7 @@ import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bench.config.workload_spec import WorkloadSpec
 from bench.errors import UserInputError
@@ -21,27 +22,74 @@ from bench.units import ms_to_s
 
 
 def _trace_lines(path: str | None) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a JSONL trace's non-blank lines; a missing file is a user error."""
+    """(line number, line) of a JSONL trace's non-blank lines; a missing, unreadable or non-UTF-8 file is a
+    user error naming the file (and the line, for bytes that are not UTF-8)."""
     if not path or not Path(path).is_file():
         raise UserInputError(f"workload.trace_path: no such file {path!r}")
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UserInputError(f"workload.trace_path: {path}: cannot read ({e.strerror or e})") from None
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserInputError(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                                 f"{e.start + 1})") from None
         if line.strip():
             yield lineno, line
 
 
+def _no_constant(name: str) -> Any:
+    """json.loads hook: `NaN`, `Infinity` and `-Infinity` are not JSON (Python's parser accepts them)."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_row(line: str, where: str) -> dict[str, Any]:
+    """One JSONL row as a dict; anything else (invalid JSON, NaN/Infinity, too deep, not an object) is one line."""
+    try:
+        row = json.loads(line, parse_constant=_no_constant)
+    except RecursionError:
+        raise UserInputError(f"{where}: nested too deep to be a trace row") from None
+    except ValueError as e:
+        raise UserInputError(f"{where}: not a JSON object ({e})") from None
+    if not isinstance(row, dict):
+        raise UserInputError(f"{where}: not a JSON object")
+    return row
+
+
+def _length(row: dict[str, Any], name: str, where: str) -> int:
+    """row[name] as a token count: a JSON integer >= 1 (3.9, true, "4" are refused, not coerced)."""
+    v = row[name]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise UserInputError(f"{where}: {name} must be an integer >= 1 (got {json.dumps(v)[:40]})")
+    return v
+
+
+def _timestamp(row: dict[str, Any], name: str, where: str, unit: str) -> float:
+    v = row[name]
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise UserInputError(f"{where}: {name} must be a finite number of {unit} (got {json.dumps(v)[:40]})")
+    return float(v)
+
+
 def read_trace(path: str | None) -> list[tuple[float, int, int, int | None]]:
-    """(timestamp_s, input_len, output_len, prefix_id) rows of a JSONL trace, sorted by time."""
+    """(timestamp_s, input_len, output_len, prefix_id) rows of a JSONL trace, sorted by time.
+
+    Types are strict: lengths and prefix_id are JSON integers (a float, a bool or a string is refused with
+    the file, line and field, never coerced), the timestamp a finite number."""
     rows = []
     for lineno, line in _trace_lines(path):
-        try:
-            row = json.loads(line)
-            ts, isl, osl = float(row["timestamp"]), int(row["input_len"]), int(row["output_len"])
-            pid = row.get("prefix_id")
-            pid = None if pid is None else int(pid)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UserInputError(f"{path}:{lineno}: need timestamp, input_len, output_len ({e})") from None
-        if isl < 1 or osl < 1 or not math.isfinite(ts):
-            raise UserInputError(f"{path}:{lineno}: input_len and output_len must be >= 1, timestamp finite")
+        where = f"{path}:{lineno}"
+        row = _json_row(line, where)
+        missing = [f for f in ("timestamp", "input_len", "output_len") if f not in row]
+        if missing:
+            raise UserInputError(f"{where}: need timestamp, input_len, output_len (missing {', '.join(missing)})")
+        ts = _timestamp(row, "timestamp", where, "seconds")
+        isl, osl = _length(row, "input_len", where), _length(row, "output_len", where)
+        pid = row.get("prefix_id")
+        if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
+            raise UserInputError(f"{where}: prefix_id must be an integer or null (got {json.dumps(pid)[:40]})")
         rows.append((ts, isl, osl, pid))
     if not rows:
         raise UserInputError(f"workload.trace_path: {path} has no rows")
@@ -81,24 +129,16 @@ def read_mooncake(path: str | None) -> list[tuple[float, int, int, list[int]]]:
     rows = []
     for lineno, line in _trace_lines(path):
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise UserInputError(f"{where}: not a JSON object") from None
-        if not isinstance(row, dict):
-            raise UserInputError(f"{where}: not a JSON object")
+        row = _json_row(line, where)
         missing = [f for f in MOONCAKE_FIELDS if f not in row]
         if missing:
             raise UserInputError(f"{where}: missing field(s) {', '.join(missing)}; a Mooncake row needs "
                                  f"{', '.join(MOONCAKE_FIELDS)}")
-        ts, isl, osl, ids = (row[f] for f in MOONCAKE_FIELDS)
+        ids = row["hash_ids"]
         if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
             raise UserInputError(f"{where}: hash_ids must be a list of integers (got {str(ids)[:60]})")
-        for name, v in (("input_length", isl), ("output_length", osl)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserInputError(f"{where}: {name} must be an integer >= 1 (got {v!r})")
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
-            raise UserInputError(f"{where}: timestamp must be a finite number of milliseconds (got {ts!r})")
+        isl, osl = _length(row, "input_length", where), _length(row, "output_length", where)
+        ts = _timestamp(row, "timestamp", where, "milliseconds")
         rows.append((ms_to_s(float(ts)), isl, osl, ids))
     if not rows:
         raise UserInputError(f"workload.trace_path: {path} has no rows")

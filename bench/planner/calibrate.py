@@ -92,9 +92,11 @@ def points_from_results(df: Any) -> list[MeasuredPoint]:
         model = model if model in models else by_hub.get(model, "")
         if not model:  # a local dir or hub id the catalog does not describe: no hyperparameters
             continue
-        conc, done = row.get("concurrency"), row.get("completed") or 0
+        conc, done = row.get("concurrency"), _pos(row.get("completed")) or 0
         if conc is None or (isinstance(conc, float) and math.isnan(conc)) or done <= 0:
             continue
+        if _pos(row.get("input_tokens")) is None or _pos(row.get("output_tokens")) is None:
+            continue  # no token totals (an imported InferenceX or llm-d point): no mean ISL/OSL to fit on
         tp = int(row.get("tensor_parallel_size") or 1)
         count = int(row.get("gpu_count") or tp)
         kv = row.get("kv_cache_dtype")

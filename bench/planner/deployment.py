@@ -51,6 +51,7 @@ class Deployment:
     ep: bool = False
     eff: Efficiency = field(default_factory=Efficiency)
     dp_attention: int = 1
+    dense_dp: bool | None = None  # None: wide EP decides (`dense_data_parallel`)
 
     def __post_init__(self) -> None:
         if self.dp_attention < 1 or self.tp % self.dp_attention:
@@ -60,6 +61,31 @@ class Deployment:
     def attn_tp(self) -> int:
         """GPUs of one attention group: tp / dp_attention (tp without DP attention)."""
         return self.tp // self.dp_attention
+
+    @property
+    def scale_up_gpus(self) -> int:
+        """GPUs of one scale-up (NVLink / Infinity Fabric) domain: the GPU's `scale_up_gpus` (72 on an NVL72
+        rack), else the board of configs/roofline.yaml `gpus_per_node` (8). Collectives of a group no larger
+        run at `interconnect_gb_s`; a larger one crosses the scale-out network."""
+        return int(getattr(self.gpu, "scale_up_gpus", None) or self.eff.gpus_per_node)
+
+    @property
+    def scale_out_gb_s(self) -> float:
+        """Per-GPU scale-out (NIC) bandwidth, one direction: the GPU's `scale_out_gb_s`, else configs/
+        roofline.yaml `inter_node_gb_s` (one 400 Gb/s NIC per GPU)."""
+        return float(getattr(self.gpu, "scale_out_gb_s", None) or self.eff.inter_node_gb_s)
+
+    @property
+    def dense_data_parallel(self) -> bool:
+        """Wide EP: everything but the routed experts (attention, dense FFN layers, shared experts, routers,
+        embeddings, LM head) is held and run per attention group, only the routed experts are spread over all
+        tp GPUs. Default: on for EP with DP attention beyond one 8-GPU board (tp > gpus_per_node), the layout
+        of the large-scale EP recipes (SGLang `--moe-dense-tp-size 1 --enable-dp-lm-head`, LMSYS blog
+        2025-05-05; vLLM `--data-parallel-size` ranks own their dense layers); off otherwise, where the dense
+        weights stay split over all tp GPUs (SGLang's default with --enable-dp-attention)."""
+        if self.dense_dp is not None:
+            return self.dense_dp
+        return self.ep and self.dp_attention > 1 and self.tp > self.eff.gpus_per_node
 
     # weights ---------------------------------------------------------------------------------
     def routed_expert_params(self) -> int:
@@ -80,7 +106,11 @@ class Deployment:
             + hp.num_index_layers * hp.indexer_params_per_layer()
 
     def weight_gib_per_gpu(self) -> float:
-        """Replica weights / tp, except the attention weights: / attn_tp (replicated per DP group)."""
+        """Replica weights / tp, except the attention weights: / attn_tp (replicated per DP group). Wide EP
+        (`dense_data_parallel`): only the routed experts / tp, everything else / attn_tp."""
+        if self.dense_data_parallel:
+            routed = self.routed_expert_params() * self.quant.expert_bits / 8
+            return ((self.weight_bytes_total() - routed) / self.attn_tp + routed / self.tp) / GIB
         attn = self.attention_params() * self.quant.weight_bits / 8
         return ((self.weight_bytes_total() - attn) / self.tp + attn / self.attn_tp) / GIB
 
@@ -122,9 +152,11 @@ class Deployment:
         # decoding sequences (balanced over the groups)
         kv_bytes_per_gpu = n_dec / dp * hp.attention_read_bytes(ctx, q.kv_bits / 8, tp=self.attn_tp)
         c, hbm = self.eff.curves, self.gpu.hbm_gb_s * BYTES_PER_GB
-        memory_s = ((always_params * wb / tp) / (hbm * c.dense_bw_fraction(tokens, q.weight_bits))
+        # wide EP: the dense parts and the LM head are a group's own (its tokens/dp over attn_tp GPUs)
+        dense_split, dense_tokens = (self.attn_tp, tokens / dp) if self.dense_data_parallel else (tp, tokens)
+        memory_s = ((always_params * wb / dense_split) / (hbm * c.dense_bw_fraction(dense_tokens, q.weight_bits))
                     + (attn_params * wb / self.attn_tp) / (hbm * c.dense_bw_fraction(tokens / dp, q.weight_bits))
-                    + (lm_head_bytes / tp) / (hbm * c.dense_bw_fraction(tokens, 16))
+                    + (lm_head_bytes / dense_split) / (hbm * c.dense_bw_fraction(dense_tokens, 16))
                     + (routed_bytes / tp) / (hbm * c.expert_bw_fraction(tokens, q.expert_bits))
                     + c.attention_s(kv_bytes_per_gpu, self.gpu.hbm_gb_s, hp.num_hidden_layers))
 
@@ -203,9 +235,24 @@ class Deployment:
         inter_node_latency_us when the group spans nodes."""
         e, n = self.eff, self.tp if group is None else group
         lat = e.collective_latency_us * max(math.log2(n), 1.0)
-        if n > e.gpus_per_node:
+        if n > self.scale_up_gpus:
             lat += e.inter_node_latency_us
         return us_to_s(lat)
+
+    def all_to_all_bytes(self, tokens: float) -> float:
+        """Bytes one GPU sends in ONE direction of one MoE layer's EP all-to-all (dispatch, or combine):
+        its tokens (tokens/dp with DP attention) x hidden x ACT_BYTES x top-k, of which (tp-1)/tp go to
+        other GPUs (experts spread evenly over the tp GPUs of the replica; the rest stay local)."""
+        hp = self.hp
+        return tokens / self.dp_attention * hp.hidden_size * ACT_BYTES * hp.num_experts_per_tok \
+            * (self.tp - 1) / self.tp
+
+    def all_to_all_bytes_per_step(self, tokens: float) -> float:
+        """All-to-all bytes one GPU sends in a step over `tokens` tokens: dispatch + combine of every MoE
+        layer (0 without EP)."""
+        if not self.ep or self.tp <= 1:
+            return 0.0
+        return self.hp.num_moe_layers * 2.0 * self.all_to_all_bytes(tokens)
 
     def comm_s(self, tokens: float) -> float:
         """Collective time of one forward over `tokens` tokens (0 without tensor parallelism).
@@ -218,18 +265,20 @@ class Deployment:
         if self.tp <= 1 or tokens <= 0:
             return 0.0
         e, dp, at = self.eff, self.dp_attention, self.attn_tp
-        link = self.gpu.interconnect_gb_s or e.inter_node_gb_s
-        if self.tp > e.gpus_per_node:
-            link = min(link, e.inter_node_gb_s)
+        link = self.gpu.interconnect_gb_s or self.scale_out_gb_s
+        if self.tp > self.scale_up_gpus:
+            link = min(link, self.scale_out_gb_s)
         bw = link * BYTES_PER_GB * e.interconnect_efficiency
         msg = tokens * self.hp.hidden_size * ACT_BYTES
         lat = self.collective_latency_s()
         allreduce = 2.0 * (self.tp - 1) / self.tp * msg / bw + lat
         attn = 2.0 * (at - 1) / at * (msg / dp) / bw + self.collective_latency_s(at) if at > 1 else 0.0
         L, n_moe = self.hp.num_hidden_layers, self.hp.num_moe_layers
+        if self.dense_data_parallel:  # wide EP: dense layers all-reduce within the group, like attention
+            allreduce = attn
         if self.ep and n_moe:
             # dispatch + combine: each token's k expert copies; (tp-1)/tp of them leave the GPU
-            a2a = 2.0 * (self.hp.num_experts_per_tok * (msg / dp) * (self.tp - 1) / self.tp / bw + lat)
+            a2a = 2.0 * (self.all_to_all_bytes(tokens) / bw + lat)
             return L * attn + (L - n_moe) * allreduce + n_moe * a2a
         return L * attn + L * allreduce
 

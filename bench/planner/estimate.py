@@ -35,7 +35,7 @@ from bench.planner.roofline import (
 from bench.units import MS_PER_S, ms_to_s, s_to_ms
 
 DEFAULT_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-COMPARE_GPUS = ("h100", "h200", "h20", "b200", "ascend-910b")
+COMPARE_GPUS = ("h100", "h200", "h20", "b200", "b300", "gb200-nvl72", "gb300-nvl72", "mi300x", "mi355x", "ascend-910b")
 COMPARE_QUANTS = ("bf16", "fp8", "int4")
 
 
@@ -201,7 +201,7 @@ def estimate(
                      + (f"; at concurrency {', '.join(map(str, steady))} they do not all fit, so the steady state "
                         "is shown" if steady else ""))
     if cfg.fit is not None and efficiency is None:
-        notes.append(cfg.fit.band_text())
+        notes.append(cfg.fit.band_text(eff.inherited_from))
     _, precision = gpu_peaks.tflops(q.compute)
     return Estimate(
         model=name, gpu=gpu_peaks.id, count=count, tp=tp, ep=ep, replicas=replicas, quant=q.name,
@@ -292,11 +292,16 @@ def _notes(dep: Deployment, fit: MemoryFit) -> list[str]:
         notes.append(f"expert width {moe_i}/tp{dep.tp} = {moe_i // dep.tp} is not a multiple of 128: "
                      "block-128 FP8 checkpoints (e.g. MiniMax-M2) refuse pure TP here; use --ep")
     how = dep.eff.curves_source
-    if how.startswith(("interpolated", "nearest")):
+    if dep.eff.inherited_from:
+        notes.append(f"efficiencies inherited from {dep.eff.inherited_from.upper()}: never measured on "
+                     f"{dep.gpu.id.upper()} (configs/hardware.yaml efficiency_from; curves {how}); "
+                     "the error band below is widened for it")
+    elif how.startswith(("interpolated", "nearest")):
         notes.append(f"{dep.gpu.id} kernels are not measured: efficiency curves {how} (rule: "
                      "bench/planner/efficiency.py); expect a wider error than the band below")
-    if dep.tp > dep.eff.gpus_per_node:
-        notes.append(f"tp {dep.tp} spans nodes: collectives at {dep.eff.inter_node_gb_s} GB/s scale-out")
+    if dep.tp > dep.scale_up_gpus:
+        notes.append(f"tp {dep.tp} spans {dep.scale_up_gpus}-GPU scale-up domains: collectives at "
+                     f"{dep.scale_out_gb_s:g} GB/s scale-out")
     if dep.gpu.interconnect_gb_s is None and dep.tp > 1:
         notes.append(f"{dep.gpu.id} has no interconnect_gb_s; collectives at {dep.eff.inter_node_gb_s} GB/s")
     return notes
@@ -440,7 +445,7 @@ def plan_estimate(
         "compute_precision": est.compute_precision, "isl": isl, "osl": osl, "slo": slo,
         "tier": main_tier, "usd_per_gpu_hour": main_rate, "utilization": utilization,
         "efficiency_source": est.efficiency_source, "efficiency": est.efficiency,
-        "error_band": cfg.fit.band_text() if cfg.fit is not None else NO_BAND_TEXT,
+        "error_band": cfg.fit.band_text(est.efficiency.get("inherited_from")) if cfg.fit is not None else NO_BAND_TEXT,
         "error_band_detail": {k: v.model_dump() for k, v in cfg.fit.band.items()} if cfg.fit is not None else None,
         "spec_tokens": spec_tokens, "acceptance_length": acceptance_length,
         "dp_attention": dp_attention, "burst": burst, "method": method,

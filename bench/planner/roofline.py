@@ -43,8 +43,15 @@ The model (stated once, here; units in every name):
   + communication + step_overhead_ms.
 - Communication per layer: two ring all-reduces of tokens x hidden x 2 bytes:
   2 (tp-1)/tp x bytes / (link x interconnect_efficiency) + collective_latency_us each; with EP the
-  MoE one becomes an all-to-all dispatch + combine of k copies. A TP group larger than a node
-  uses `inter_node_gb_s`.
+  MoE one becomes an all-to-all dispatch + combine of k copies (Deployment.all_to_all_bytes: a GPU's
+  tokens x hidden x 2 B x k, (tp-1)/tp of it leaving the GPU). A group larger than the scale-up domain
+  (the GPU's `scale_up_gpus`, 72 on an NVL72 rack; else `gpus_per_node`, 8) runs at the scale-out
+  bandwidth (`scale_out_gb_s`, else `inter_node_gb_s`) + `inter_node_latency_us`.
+- Wide EP (Deployment.dense_data_parallel; default on with EP and DP attention when tp exceeds
+  gpus_per_node): only the routed experts are spread over the tp GPUs; everything else (attention, dense
+  FFN layers, shared experts, routers, embeddings, LM head) belongs to an attention group, held over its
+  attn_tp GPUs, streamed for the group's tokens/D and all-reduced within the group (none at attn_tp 1).
+    weights/GPU = (replica weights - routed experts) / attn_tp + routed experts / tp
 - Serving at closed-loop concurrency C (split evenly over replicas; B = min(C per replica, max
   sequences)): TPOT = step(B decodes) + (B-1)/OSL x marginal prefill time of one prompt (the other
   requests' prefills interleave with my decode steps; chunked prefill); TTFT = one step that

@@ -133,13 +133,19 @@ def setup(dep: Deployment, replicas: int, *, max_num_seqs: int, max_model_len: i
     return SimSetup(dep=dep, engine=cfg, replicas=replicas, fit=fit, max_model_len=max_model_len, router=router)
 
 
-def cluster(s: SimSetup) -> Cluster:
+def engines(s: SimSetup, first_index: int = 0) -> list[EngineSim]:
     """The schedulers of a setup: one per replica, or per DP attention group (its step priced with every
-    group as loaded as it is: the groups run their steps in lockstep for the MoE all-to-all)."""
+    group as loaded as it is: the groups run their steps in lockstep for the MoE all-to-all). Indices start
+    at `first_index` (a disaggregated cluster numbers its two pools in one list)."""
     timer = StepTimer(s.dep, spec_tokens=s.engine.spec_tokens)
     d = s.dep.dp_attention
     step = timer if d == 1 else (lambda n, c, ch: timer(n * d, c, list(ch) * d))
-    return Cluster([EngineSim(s.engine, step, i) for i in range(s.schedulers)], router=s.router)
+    return [EngineSim(s.engine, step, first_index + i) for i in range(s.schedulers)]
+
+
+def cluster(s: SimSetup) -> Cluster:
+    """The engines of a setup behind its router."""
+    return Cluster(engines(s), router=s.router)
 
 
 # --- requests -------------------------------------------------------------------------------------------
@@ -243,11 +249,14 @@ def plan_requests(concurrency: int, burst: bool, schedulers: int = 1) -> tuple[i
 
 def simulate_curve_point(s: SimSetup, isl: int, osl: int, concurrency: int, *, cached_share: float = 0.0,
                          burst: bool = False, requests: int | None = None, warmup: int | None = None,
-                         cooldown: bool | None = None, seed: int = 0) -> dict[str, Any]:
+                         cooldown: bool | None = None, seed: int = 0, engines: Cluster | None = None,
+                         gpu_count: int | None = None) -> dict[str, Any]:
     """One closed-loop point at fixed lengths: the row bench.measure.metrics.summarize makes of the
     simulated records (every latency percentile, window throughput), plus the simulation's own counts.
     Defaults are the harness's protocol (`plan_requests`, cool-down on); a published run replays its own
-    tool's (`requests` = its num_prompts, no warm-up, no cool-down: vLLM's `bench serve`)."""
+    tool's (`requests` = its num_prompts, no warm-up, no cool-down: vLLM's `bench serve`). `engines`: a
+    cluster built elsewhere (the disaggregated pools of bench.planner.disagg; `s` is then the pool that
+    decodes) over `gpu_count` GPUs in all."""
     from bench.measure.metrics import summarize
 
     measured, warm = plan_requests(concurrency, burst, s.schedulers)
@@ -260,9 +269,9 @@ def simulate_curve_point(s: SimSetup, isl: int, osl: int, concurrency: int, *, c
     def make(spec: RequestSpec) -> SimRequest:
         return SimRequest(spec.input_len, spec.output_len, hashes=shared)
 
-    client = SimClient(cluster(s), lp, make, seed=seed, max_sim_s=1e7)
+    client = SimClient(engines or cluster(s), lp, make, seed=seed, max_sim_s=1e7)
     out = client.run(fixed_requests(isl, osl), fixed_requests(isl, osl), fixed_requests(isl, osl))
-    row = summarize(out.load.records, gpu_count=s.replicas * s.dep.tp)
+    row = summarize(out.load.records, gpu_count=gpu_count or s.replicas * s.dep.tp)
     row.update(sim_steps=out.steps, sim_preemptions=out.preemptions, sim_stopped=out.stopped,
                sim_mean_decode_batch=out.engine_output_tokens / max(out.steps, 1) / s.engine.acceptance_length)
     return row

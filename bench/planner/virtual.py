@@ -24,7 +24,7 @@ from pydantic import Field
 from bench.config import quant as quant_registry
 from bench.config.engine_spec import EngineKind, EngineSpec
 from bench.config.sweep import Point, ServerSpec, Sweep
-from bench.engines.base import NoProcessEngine, register_engine
+from bench.engines.base import NoProcessEngine, refuse_disagg, register_engine
 from bench.errors import UserInputError
 from bench.measure.client import ClientConfig
 from bench.measure.load_health import LoadResult
@@ -122,6 +122,7 @@ class VirtualEngine(NoProcessEngine):
     def preflight(cls, specs: list[ServerSpec], sweep: Any = None) -> None:
         """Everything the real engine would refuse, before any point runs: an unknown model, a model that
         does not fit the hardware at max_model_len, a token budget below the KV block or max_num_seqs."""
+        refuse_disagg(cls.kind, specs)  # P/D is simulated by `plan`, not by this engine kind
         for spec in specs:
             catalog_hp(spec.model)
             acceptance_length(spec)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from bench.config.base import read_yaml
 from bench.config.slo import DEFAULT_PERCENTILE, Slo, parse_slo
 from bench.errors import UserInputError
 from bench.measure.loadgen import COALESCED_WARN_FRAC
@@ -101,13 +101,32 @@ def load_run(run_dir: str | Path) -> tuple[RunInfo, pd.DataFrame]:
         raise UserInputError(f"run: {d} must be a results/<run_id> directory ({what})")
     df = load_results(d)
     env_path, sweep_path = d / "env.json", d / "sweep.yaml"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
-    sweep_text = sweep_path.read_text() if sweep_path.is_file() else ""
-    sweep = (yaml.safe_load(sweep_text) or {}) if sweep_text else {}
+    env = _read_env(env_path) if env_path.is_file() else {}
+    sweep = (read_yaml(sweep_path) or {}) if sweep_path.is_file() else {}  # bounded, one line when corrupt
+    if not isinstance(sweep, dict):
+        raise UserInputError(f"{sweep_path}: corrupt run file: not a mapping (a sweep config)")
+    sweep_text = sweep_path.read_text(encoding="utf-8") if sweep_path.is_file() else ""
     df = df.copy()
     if "run_id" not in df.columns or df["run_id"].isna().any():
         df["run_id"] = d.name
     return RunInfo(d, d.name, env, sweep_text, sweep, len(df)), df
+
+
+def _read_env(path: Path) -> dict[str, Any]:
+    """A run's env.json; a torn or hand-edited one is one line naming it (UserInputError)."""
+    try:
+        env = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"{path}: corrupt run file: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise UserInputError(f"{path}: corrupt run file: invalid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise UserInputError(f"{path}: corrupt run file: JSON nested too deep") from None
+    if not isinstance(env, dict):
+        raise UserInputError(f"{path}: corrupt run file: not a JSON object")
+    return env
 
 
 def series_labels(df: pd.DataFrame) -> pd.Series:

@@ -3,9 +3,10 @@ wrote and bench.report.data added; nothing is recomputed here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -28,6 +29,22 @@ FIGURES = {
 # --- figures ----------------------------------------------------------------------------------
 
 
+F = TypeVar("F", bound=Callable[..., Path])
+
+
+def _plain_text(fn: F) -> F:
+    """Run a figure function with matplotlib's mathtext off: labels carry user text (model ids, run names,
+    series), and a `$...$` in one was parsed as TeX (a model directory named `$\\frac$` crashed the report).
+    Drawing happens in `_save` inside the call, so tick labels made at draw time are covered too."""
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> Path:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+    return plain  # type: ignore[return-value]
+
+
 def _new_figure(ncols: int = 1, width: float = 7.5, height: float = 4.4) -> tuple[Any, Any]:
     """A pyplot-free matplotlib figure (no global state, no display backend needed)."""
     from matplotlib.figure import Figure
@@ -38,8 +55,14 @@ def _new_figure(ncols: int = 1, width: float = 7.5, height: float = 4.4) -> tupl
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
+    """Render to memory, then write atomically: a full disk or a kill never leaves a torn or 0-byte PNG."""
+    import io
+
+    from bench.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -97,12 +120,14 @@ def _frontier_figure(points: pd.DataFrame, path: Path, y: str, maximize: bool, y
     return _save(fig, path)
 
 
+@_plain_text
 def fig_throughput(points: pd.DataFrame, path: Path) -> Path:
     """(a) output tok/s per GPU vs interactivity; Pareto frontier (both maximized) per series."""
     return _frontier_figure(points, path, "output_tok_s_per_gpu", True, "output tok/s per GPU", "a throughput",
                             "(a) Throughput per GPU vs interactivity; labels = load")
 
 
+@_plain_text
 def fig_cost(points: pd.DataFrame, path: Path, utilization: float) -> Path:
     """(b) $/M output tokens at the report's U vs interactivity; frontier = cheapest at each interactivity."""
     return _frontier_figure(points, path, "cost_usd_per_m_output_tokens", False,
@@ -110,6 +135,7 @@ def fig_cost(points: pd.DataFrame, path: Path, utilization: float) -> Path:
                             "a cost", f"(b) Cost per M output tokens vs interactivity (U = {utilization:g})")
 
 
+@_plain_text
 def fig_latency(points: pd.DataFrame, path: Path, xlabel: str, slos: Sequence[Slo]) -> Path:
     """(c) TTFT (left) and TPOT (right) p50/p90/p99 vs load, per series; SLO limits dashed."""
     fig, axes = _new_figure(2, width=10.0)
@@ -141,6 +167,7 @@ def fig_latency(points: pd.DataFrame, path: Path, xlabel: str, slos: Sequence[Sl
     return _save(fig, path)
 
 
+@_plain_text
 def fig_margin(curves: list[dict[str, Any]], path: Path, note: str) -> Path:
     """(d) gross margin vs fleet utilization for the headline points; break-even marked."""
     from matplotlib.ticker import PercentFormatter
@@ -187,6 +214,7 @@ def has_speculation(points: pd.DataFrame) -> bool:
     return bool((k.fillna(0) > 0).any())
 
 
+@_plain_text
 def fig_spec(points: pd.DataFrame, path: Path) -> Path:
     """Output tok/s per GPU vs interactivity, one colour per speculation setting (no spec, method K, pinned
     L); each successful point is labelled with its measured acceptance length (mean tokens per step).
@@ -217,6 +245,7 @@ def fig_spec(points: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+@_plain_text
 def fig_cache_margin(points: pd.DataFrame, path: Path, utilization: float) -> Path:
     """Gross margin vs the measured prefix-cache hit rate (cached_input_frac) of each point.
 
@@ -253,6 +282,7 @@ def fig_cache_margin(points: pd.DataFrame, path: Path, utilization: float) -> Pa
     return _save(fig, path)
 
 
+@_plain_text
 def fig_runs(points: pd.DataFrame, path: Path, slo: Slo | None, utilization: float) -> Path:
     """(e) per run and series: peak output tok/s per GPU and lowest $/M output (all points; under `slo`)."""
     fig, axes = _new_figure(2, width=10.0)

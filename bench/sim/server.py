@@ -4,9 +4,10 @@ It exists to check the harness (a client must measure exactly what this server w
 produce) and to let users try pipelines without a GPU. It never stands in for vLLM in an
 end-to-end claim.
 
-Endpoints: POST /v1/completions and /v1/chat/completions (stream true/false), GET /v1/models,
-GET /health, GET /metrics (Prometheus text with vLLM-named series). Chunks follow vLLM's OpenAI
-server: ``data: {json}\\n\\n`` events, chat streams open with a role-only chunk (empty content),
+Endpoints: POST /v1/completions and /v1/chat/completions (stream true/false), GET /v1/models and
+/v1/models/<id> (any id: requests may name any model), GET /health, GET /metrics (Prometheus text with
+vLLM-named series). Chunks follow vLLM's OpenAI server: ``data: {json}\\n\\n`` events, chat streams
+open with a role-only chunk (empty content),
 the last content chunk carries finish_reason, an optional usage-only chunk (``choices: []``)
 follows when ``stream_options.include_usage`` is true, then ``data: [DONE]``.
 
@@ -412,6 +413,14 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [card]})
 
 
+async def _model(request: web.Request) -> web.Response:
+    """OpenAI's "retrieve model": the sim serves whatever model name a request gives, so any id is served
+    (the harness's check that an `openai` endpoint serves the sweep's model: bench.engines.identity)."""
+    name = request.match_info["model"]
+    return web.json_response({"id": name, "object": "model", "created": 0, "owned_by": "maas-bench-sim",
+                              "root": name})
+
+
 async def _health(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
@@ -469,6 +478,7 @@ def make_app(cfg: SimConfig | None = None) -> web.Application:
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model:.+}", _model)
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     return app

@@ -13,6 +13,7 @@ Which keys an event carries depends on its `type`:
 - point_start: index, point, requests
 - request_done: ok
 - point_done: row, skipped_requests (requests that will not report request_done)
+- group_done: server_hash, timing (the group's wall seconds by bucket, bench.sweep.timing)
 - ray_submitted: tasks, cluster_gpus
 - end: summary
 - tune_* events of bench.sweep.tune: ladder, row, ...
@@ -48,6 +49,7 @@ class ProgressEvent(TypedDict, total=False):
     cluster_gpus: float
     summary: Any  # bench.sweep.run.RunSummary
     ladder: dict[str, Any]
+    timing: dict[str, Any]
 
 
 ProgressFn = Callable[[ProgressEvent], None]

@@ -101,6 +101,14 @@ COLUMNS: tuple[Column, ...] = (
     server_hash | str | | hash of the server spec; points sharing it share one engine start
     status | str | | ok, partial (some requests failed) or failed
     error | str | | why the point failed or was partial
+    # provenance (bench.sweep.imports writes these for imported rows; see row_source for older rows)
+    source | str | | measured (a maas-bench run on a real engine), imported (another tool's result file, `maas-bench
+        import`) or virtual (the planner's simulated engine); null in rows written before this column: row_source
+    import_tool | str | | imported rows: the tool that wrote the file (vllm, guidellm, aiperf, inferencex, llm-d)
+    import_tool_version | str | | imported rows: the tool's version as the file states it (null when it states none)
+    import_file_sha256 | str | | imported rows: SHA-256 of the imported file's bytes
+    output_token_counter | str | | who counted output_tokens: server (the usage block) or client (the tool's own
+        tokenizer over the streamed text); null when the file does not say
     # server config
     model | str | | catalog model id or model directory
     engine | str | | engine kind: vllm, vllm-offline or openai
@@ -111,6 +119,7 @@ COLUMNS: tuple[Column, ...] = (
     max_num_seqs | int | | vLLM's cap on sequences batched at once
     max_num_batched_tokens | int | tok | vLLM's cap on tokens per scheduler step (null = default)
     enable_prefix_caching | bool | | automatic prefix caching on
+    prefix_cache_between_points | str | | reset (the prefix cache is emptied before each point) or keep
     tensor_parallel_size | int | | tensor-parallel GPUs per server
     expert_parallel | bool | | experts sharded across the tensor-parallel GPUs (MoE)
     spec_method | str | | speculative decoding method: mtp, eagle3, ngram, draft_model (null = off)
@@ -118,6 +127,8 @@ COLUMNS: tuple[Column, ...] = (
     spec_pinned_acceptance_length | float | tok | acceptance length pinned by synthetic rejection sampling (null: the
         weights decide)
     spec_pinned_acceptance_rates | str | frac | JSON list of pinned per-position acceptance rates
+    disagg | str | | prefill/decode disaggregation: xPyD and the KV connector (`1P1D ExampleConnector`), or the
+        same servers aggregated behind the proxy (`2 servers aggregated`); null = one server (bench.engines.disagg)
     # hardware and price
     device | str | | gpu or cpu: where the engine ran
     gpu_type | str | | hardware id from configs/hardware.yaml
@@ -194,6 +205,13 @@ COLUMNS: tuple[Column, ...] = (
     warmup_sent | int | | warm-up requests sent
     cooldown_sent | int | | cool-down requests sent after the measured ones
     stop_reason | str | | count, duration or exhausted: what ended the measured phase
+    # wall time of the point (bench.sweep.timing)
+    point_wall_s | float | s | wall seconds of the whole point, prompts, scrapes and summary included
+    warmup_wall_s | float | s | wall seconds from the load's start to the first measured send
+    measure_wall_s | float | s | wall seconds from the first measured send to the end of the last measured request
+    cooldown_wall_s | float | s | wall seconds of the cool-down after that, until its requests were cancelled
+    until_rounds | int | | load.until: rounds of num_requests (load config) measured until the output tok/s interval
+        was tight enough or max_requests was reached (num_requests here is then the total); null without until
     # energy (measure.nvml via session.telemetry_columns)
     telemetry_available | bool | | GPU telemetry was sampled
     telemetry_reason | str | | why telemetry is missing or partial
@@ -210,6 +228,8 @@ COLUMNS: tuple[Column, ...] = (
     prefix_cache_queries | float | tok | prefix-cache lookups during the point
     prefix_cache_hits | float | tok | prefix-cache hits during the point
     prefix_cache_hit_rate | float | frac | prefix-cache hits / queries
+    prefix_cache_reset | bool | | the server's prefix cache was emptied before the point (false: the reset was refused
+        or failed; null: not tried: keep, caching off, or an engine the harness did not start)
     num_preemptions | float | | sequences preempted during the point
     spec_num_drafts | float | | speculative decoding: verification steps that carried a draft
     spec_num_draft_tokens | float | tok | draft tokens proposed during the point
@@ -265,6 +285,17 @@ def validate_row(row: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise RowSchemaError("row column(s) of the wrong type: " + ", ".join(bad))
     return {c.name: row.get(c.name) for c in COLUMNS}
+
+
+SOURCES = ("measured", "imported", "virtual")
+
+
+def row_source(source: Any, engine: Any) -> str:
+    """A row's `source`, also for rows written before the column existed (null source): those were
+    measured, or simulated when their engine is `virtual`. One rule for every reader (catalog, report)."""
+    if isinstance(source, str) and source in SOURCES:
+        return source
+    return "virtual" if engine == "virtual" else "measured"
 
 
 # --- the docs table --------------------------------------------------------------------------

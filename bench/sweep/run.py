@@ -28,9 +28,15 @@ from bench.sweep.prepare import EXECUTORS, RunPlan, check_local_gpus, prepare
 from bench.sweep.pricing import Pricing
 from bench.sweep.session import Group, GroupStats, run_group
 from bench.sweep.store import LOGS_DIR, RunStore, check_resume_target, create_run_dir
+from bench.sweep.timing import timing_report, write_timing
 
-__all__ = ["EXECUTORS", "RunPlan", "RunSummary", "check_local_gpus", "group_points", "new_run_dir", "open_run",
-           "prepare", "run_sweep"]
+__all__ = ["EXECUTORS", "POINT_BUDGET", "RunPlan", "RunSummary", "check_local_gpus", "check_point_budget",
+           "group_points", "new_run_dir", "open_run", "prepare", "run_sweep"]
+
+# The most points a sweep runs without `--allow-large-sweep`. Why a budget: a point costs at least seconds
+# (warm-up, measured requests, cool-down), so 2,000 points is already hours of a GPU; a sweep file whose
+# axes multiply to a million points is almost always a mistake, and used to start without a word (issue 25).
+POINT_BUDGET = 2000
 
 
 @dataclass(kw_only=True)
@@ -45,6 +51,7 @@ class RunSummary(GroupStats):
     wall_s: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
     executor: str = "local"
+    timing: dict[str, Any] = field(default_factory=dict)  # where the wall time went: timing.json (bench.sweep.timing)
 
     @property
     def sweep_efficiency(self) -> float | None:
@@ -53,6 +60,17 @@ class RunSummary(GroupStats):
         With parallel groups (`--executor ray`) it can exceed 1: it then also counts the parallelism.
         """
         return self.measured_s / self.wall_s if self.wall_s > 0 and self.measured_s > 0 else None
+
+
+def check_point_budget(sweep: Sweep, allow_large: bool, budget: int = POINT_BUDGET) -> int:
+    """The sweep's point count (server specs x workloads x load points, counted before any Point is built);
+    UserInputError (one line, exit 2) naming the count and the flag when it exceeds `budget` unless
+    `allow_large`."""
+    n = len(sweep.server_specs()) * len(sweep.workloads) * len(sweep.load.points())
+    if n > budget and not allow_large:
+        raise UserInputError(f"the sweep has {n:,} points, above the budget of {budget:,} points per run; pass "
+                             "--allow-large-sweep to run it anyway")
+    return n
 
 
 def run_dir_base(sweep: Sweep, out_root: Path) -> Path:
@@ -177,7 +195,12 @@ def run_sweep(sweep: Sweep | RunPlan, out_root: Path = Path("results"), resume: 
             for group in groups:
                 run_group(sweep, group, store, rate, on_gpu, emit, cost=plan.pricing.cost_columns).add_to(summary)
         summary.wall_s = time.monotonic() - t_start
+        summary.timing = timing_report(summary.wall_s, summary.wall, summary.groups)
+        write_timing(store.dir, summary.timing)
         summary.rows = store.rows()
+        # points.parquet once, at the end (a point writes only its row: the per-point cost stays flat); an
+        # interrupted run skips it (a Ctrl-C must end the run within 2 s) and load_results rebuilds it
+        store.write_table(summary.rows)
     finally:
         store.unlock()  # the run is over: the directory may be resumed
     emit({"type": "end", "summary": summary})

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -29,14 +29,19 @@ from bench.engines.base import BatchEngine, Engine, EngineStartError
 from bench.engines.registry import create_engine
 from bench.errors import UserInputError
 from bench.measure.client import ClientConfig, StreamingClient, run_async
-from bench.measure.loadgen import LoadResult, run_load
+from bench.measure.health import HealthWatch, ServerDown, watch_load
+from bench.measure.loadgen import CannotSustainRate, LoadResult, run_load
 from bench.measure.metrics import RequestRecord, offline_summary, summarize
 from bench.measure.nvml import GpuSampler, TelemetryResult, derive_energy_metrics, unavailable
+from bench.measure.prompts import STREAM_COOLDOWN, STREAM_MEASURED, STREAM_WARMUP, point_seed_offset
 from bench.measure.redact import redact
 from bench.measure.workloads import PromptFactory, iter_requests
 from bench.sweep.events import ProgressFn
 from bench.sweep.pricing import UNPRICED
+from bench.sweep.probe import ServerProbe, health_watch
+from bench.sweep.rows import row_source, validate_row
 from bench.sweep.store import RunStore
+from bench.sweep.timing import WallTime
 
 Group = list[tuple[int, Point]]
 CostFn = Callable[[dict[str, Any]], dict[str, Any]]  # a measured row -> its cost columns (bench.sweep.pricing)
@@ -50,12 +55,16 @@ class GroupStats:
     points_run: int = 0
     points_failed: int = 0
     measured_s: float = 0.0
+    wall: WallTime = field(default_factory=WallTime)  # where the group's wall time went (bench.sweep.timing)
+    groups: list[dict[str, Any]] = field(default_factory=list)  # per group: server_hash and its wall buckets
 
     def add_to(self, summary: Any) -> None:
         summary.server_starts += self.server_starts
         summary.points_run += self.points_run
         summary.points_failed += self.points_failed
         summary.measured_s += self.measured_s
+        summary.wall.add(self.wall)
+        summary.groups += self.groups
 
 
 FALLBACK_VOCAB = 4096  # words of the catalog twins' word-level vocabulary (bench.config.vocab)
@@ -93,6 +102,9 @@ class GroupSession:
         self.engine: Engine | None = None
         self.factory: PromptFactory | None = None
         self.start_error: str | None = None
+        self.hung = False  # the health watch failed a point while the process still ran: restart it
+        self.reset_warned = False  # a failed prefix-cache reset was reported (once per group)
+        self._point_t0 = time.monotonic()
         self.stats = GroupStats()
 
     def __enter__(self) -> GroupSession:
@@ -103,19 +115,28 @@ class GroupSession:
 
     def close(self) -> None:
         if self.engine is not None:
+            t0 = time.monotonic()
             self.engine.stop()
+            self.stats.wall.server_stop_s += time.monotonic() - t0
+            timing = {"server_hash": self.spec.server_hash, **self.stats.wall.as_dict()}
+            self.stats.groups.append(timing)
+            self.emit({"type": "group_done", "server_hash": self.spec.server_hash, "timing": timing})
 
     def _start(self, restart: bool) -> None:
         assert self.engine is not None
+        self.hung = False
+        t0 = time.monotonic()
         try:
             if restart:
                 self.engine.stop()
             self.engine.start()
         except EngineStartError as e:
+            self.stats.wall.server_start_s += time.monotonic() - t0
             self.stats.server_starts += 1
             self.start_error = f"engine failed to {'restart' if restart else 'start'}: {e}"
             self.emit({"type": "server_failed", "server_hash": self.spec.server_hash, "error": self.start_error})
             return
+        self.stats.wall.server_start_s += time.monotonic() - t0
         if self.engine.starts_server:
             self.stats.server_starts += 1
         self.emit({"type": "server_ready", "server_hash": self.spec.server_hash, "pid": self.engine.pid,
@@ -129,20 +150,30 @@ class GroupSession:
                                         self.on_gpu)
             self.factory = prompt_factory(self.spec.model, self.engine.model_path)
             self._start(restart=False)
-        elif self.start_error is None and not self.engine.alive():
-            # the server died in an earlier point of this group: start a fresh one
+        elif self.start_error is None and (self.hung or not self.engine.alive()):
+            # the server died (or hung: it stopped answering /health) in an earlier point of this group:
+            # start a fresh one
             self._start(restart=True)
+
+    def _write(self, row: dict[str, Any], requests: pd.DataFrame | None = None) -> None:
+        """Write the point's row, with its wall seconds so far (from the end of any engine start)."""
+        row["point_wall_s"] = time.monotonic() - self._point_t0
+        self.sink.write_point(row, requests)
+        full = validate_row(row)  # the row as stored: every declared column (the import ones are None here)
+        row.clear()
+        row.update(full)
 
     def measure(self, idx: int, point: Point) -> dict[str, Any]:
         """Measure one point of this group (index = its position in the sweep) and write its row."""
         if point.server_hash != self.spec.server_hash:
             raise ValueError("point does not belong to this server group")
         self._ensure_engine()
+        self._point_t0 = time.monotonic()
         self.stats.points_run += 1
         if self.start_error is not None:
             row = base_row(self.sweep, point, idx, self.sink.run_id, self.rate, self.on_gpu)
             row.update({"status": "failed", "error": self.start_error})
-            self.sink.write_point(row)
+            self._write(row)
             self.stats.points_failed += 1
             self.emit({"type": "point_done", "row": row, "skipped_requests": point.load.num_requests})
             return row
@@ -153,6 +184,7 @@ class GroupSession:
             self.stats.measured_s += row.get("duration_s") or 0.0
         if row["status"] != "ok":
             self.stats.points_failed += 1
+        self.stats.wall.add_point(row)
         self.emit({"type": "point_done", "row": row})
         return row
 
@@ -165,16 +197,16 @@ class GroupSession:
         assert factory is not None
         lp = point.load
         # Endless request streams; the load generator takes warm-up, measured (count or duration) and cool-down.
-        measured = iter_requests(point.workload, factory, seed_offset=idx)
-        warm = iter_requests(point.workload, factory, seed_offset=10_000 + idx)
-        cool = iter_requests(point.workload, factory, seed_offset=20_000 + idx)
+        measured, warm, cool = (iter_requests(point.workload, factory, seed_offset=point_seed_offset(point.point_id, s))
+                                for s in (STREAM_MEASURED, STREAM_WARMUP, STREAM_COOLDOWN))
         emit({"type": "point_start", "index": idx, "point": point, "requests": lp.num_requests})
         sample = self.on_gpu and engine.uses_local_gpus
         sampler = GpuSampler(device_indices=gpu_indices(point.gpu_count)) if sample else None
-        probe = ServerProbe()
+        probe = ServerProbe(reset_cache=engine.starts_server and point.server.resets_prefix_cache)
         simulated = getattr(engine, "simulated", False)  # a virtual engine runs the point in simulated time
         server_cols: dict[str, Any] = {}
         secret: str | None = None  # the endpoint's API key: every form of it is masked in the row's error
+        partial = LoadResult()  # filled as requests finish: what is left when the health watch cancels the load
         try:
             if simulated:
                 result, server_cols = engine.simulate(  # type: ignore[attr-defined]
@@ -186,12 +218,29 @@ class GroupSession:
                 probe.base_url = cfg.base_url
                 if sampler is not None:
                     sampler.start()
-                result = run_async(_drive(cfg, engine.count_tokens(), warm, measured, point, emit, cool, probe))
+                watch = health_watch(engine, cfg)
+                result = run_async(_drive(cfg, engine.count_tokens(), warm, measured, point, emit, cool, probe,
+                                          watch=watch, partial=partial))
         except UserInputError:
             raise
+        except ServerDown as e:  # the server died or hung mid-point: fail it now, not at its timeout
+            if engine.starts_server and engine.alive():
+                self.hung = True
+            measured_recs = [r for r in partial.records if r.measured]
+            done = sum(1 for r in measured_recs if r.ok)
+            total = row["num_requests"] if isinstance(row["num_requests"], int) else len(measured_recs)
+            row.update({"status": "failed", "completed": done, "failed": max(total - done, 0),
+                        "finished_at": datetime.now(timezone.utc).isoformat(),
+                        "error": redact(f"{e.reason}; {done} of {total} measured requests had finished", secret)})
+            self._write(row, requests_frame(partial.records, point.point_id))
+            return row
+        except CannotSustainRate as e:  # the endpoint's own limit, said as such (not a harness fault)
+            row.update({"status": "failed", "error": redact(str(e), secret)})
+            self._write(row)
+            return row
         except Exception as e:  # a harness fault must not end the sweep
             row.update({"status": "failed", "error": redact(f"{type(e).__name__}: {e}", secret)})
-            store.write_point(row)
+            self._write(row)
             return row
         finally:
             telemetry = sampler.stop() if sampler is not None else unavailable(
@@ -201,6 +250,12 @@ class GroupSession:
         row.update(result.columns())
         row.update(telemetry_columns(telemetry, row))
         row.update(probe.columns())
+        row.update(probe.phase_columns())
+        if probe.reset_error is not None and not self.reset_warned:  # once per group: the cache could not be emptied
+            self.reset_warned = True
+            emit({"type": "warning", "message": f"server {self.spec.server_hash}: prefix cache not reset before "
+                                                f"point {idx} ({probe.reset_error}); its hit rate may include "
+                                                "earlier points' prompts"})
         stopped = server_cols.pop("error", None)
         row.update(server_cols)
         row["finished_at"] = datetime.now(timezone.utc).isoformat()
@@ -217,7 +272,7 @@ class GroupSession:
             row["status"] = "failed" if row["completed"] == 0 or died else "partial"
             row["error"] = f"{len(errors)} of {row['num_requests']} requests failed; first: {reason}"
         row["error"] = redact(row["error"], secret)  # the client masked each request's; this is the last gate
-        store.write_point(row, requests_frame(result.records, point.point_id))
+        self._write(row, requests_frame(result.records, point.point_id))
         return row
 
     def _measure_batch(self, point: Point, idx: int, engine: Engine) -> dict[str, Any]:
@@ -228,15 +283,18 @@ class GroupSession:
         lp, factory = point.load, self.factory
         assert factory is not None
         emit({"type": "point_start", "index": idx, "point": point, "requests": lp.num_requests})
-        reqs = list(itertools.islice(iter_requests(point.workload, factory, seed_offset=idx), lp.num_requests))
-        warm = list(itertools.islice(iter_requests(point.workload, factory, seed_offset=10_000 + idx),
+        reqs = list(itertools.islice(iter_requests(point.workload, factory,
+                                                   seed_offset=point_seed_offset(point.point_id, STREAM_MEASURED)),
+                                     lp.num_requests))
+        warm = list(itertools.islice(iter_requests(point.workload, factory,
+                                                   seed_offset=point_seed_offset(point.point_id, STREAM_WARMUP)),
                                      lp.warmup_requests))
         try:
             res = cast(BatchEngine, engine).run_batch([r.prompt or "" for r in reqs], [r.prompt or "" for r in warm],
                                                       point.workload.output_len, lp.timeout_s)
         except EngineStartError as e:
             row.update({"status": "failed", "error": str(e)})
-            store.write_point(row)
+            self._write(row)
             return row
         row.update(offline_summary(res.elapsed_s, res.num_prompts, res.completed, res.input_tokens,
                                    res.output_tokens, gpu_count=point.gpu_count))
@@ -249,7 +307,7 @@ class GroupSession:
             row["error"] = f"{res.num_prompts - res.completed} of {res.num_prompts} prompts did not finish"
         for _ in range(lp.num_requests):
             emit({"type": "request_done", "ok": True})
-        store.write_point(row)
+        self._write(row)
         return row
 
 
@@ -269,11 +327,14 @@ def base_row(sweep: Sweep, point: Point, idx: int, run_id: str, rate: float | No
     return {
         "run_id": run_id, "point_id": point.point_id, "point_index": idx, "server_hash": point.server_hash,
         "status": None, "error": None,
+        "source": row_source(None, sweep.engine.kind),
         "model": s.model, "engine": sweep.engine.kind, "dtype": s.dtype, "quantization": s.quantization or "none",
         "kv_cache_dtype": s.kv_cache_dtype, "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
         "max_num_batched_tokens": s.max_num_batched_tokens, "enable_prefix_caching": s.enable_prefix_caching,
+        "prefix_cache_between_points": s.prefix_cache_between_points,
         "tensor_parallel_size": s.tensor_parallel_size, "expert_parallel": s.expert_parallel,
         **speculative_columns(s),
+        "disagg": s.disagg.label(s.tensor_parallel_size) if s.disagg is not None else None,
         "device": "gpu" if on_gpu else "cpu", "gpu_type": sweep.hardware.gpu, "gpu_count": point.gpu_count,
         "hardware_tier": sweep.hardware.tier if sweep.hardware.usd_per_gpu_hour is None else "override",
         "workload": w.name, "workload_kind": w.kind, "endpoint": w.endpoint, "input_len": w.input_len,
@@ -316,65 +377,23 @@ def speculative_columns(s: ServerSpec) -> dict[str, Any]:
 
 
 async def _drive(cfg: ClientConfig, count: Callable[[str], int] | None, warm: Any, measured: Any,
-                 point: Point, emit: ProgressFn, cool: Any = None, probe: ServerProbe | None = None) -> LoadResult:
+                 point: Point, emit: ProgressFn, cool: Any = None, probe: ServerProbe | None = None, *,
+                 watch: HealthWatch | None = None, partial: LoadResult | None = None) -> LoadResult:
+    """The point's load, watched by `watch` (a failed watch cancels it: ServerDown; `partial` keeps its records)."""
     if probe is not None:
-        await probe.scrape("before")
+        await probe.before_load()
+        probe.mark("load_start")
     async with StreamingClient(cfg, count) as client:
-        result = await run_load(client.send, warm, measured, point.load, seed=point.workload.seed,
-                                on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}),
-                                cooldown=cool, on_phase=probe.on_phase if probe is not None else None)
+        load = run_load(client.send, warm, measured, point.load, seed=point.workload.seed,
+                        on_done=lambda rec: emit({"type": "request_done", "ok": rec.ok}),
+                        cooldown=cool, on_phase=probe.on_phase if probe is not None else None, result=partial)
+        result = await watch_load(load, watch)
+    if probe is not None:
+        probe.mark("load_end")
     for rec in client.cancelled:  # cool-down requests cut off at the end of the measured phase
         rec.warmup, rec.cooldown = False, True
         result.records.append(rec)
     return result
-
-
-SERVER_METRIC_COLUMNS = ("kv_cache_usage_frac", "prefix_cache_queries", "prefix_cache_hits", "prefix_cache_hit_rate",
-                         "num_preemptions", "spec_num_drafts", "spec_num_draft_tokens", "spec_num_accepted_tokens",
-                         "spec_draft_acceptance_rate", "spec_acceptance_length", "spec_accept_rate_per_pos",
-                         "server_prompt_tokens", "server_generation_tokens")
-
-
-class ServerProbe:
-    """Scrapes the server's /metrics before the point's load starts and when its measured phase ends.
-
-    Never during the measured phase: rendering /metrics blocks vLLM's API-server event loop (100+ ms
-    on a busy CPU box), which would hold back the stream chunks being measured. The end scrape runs
-    once the last measured request is done, while the cool-down load is still on, so gauges such as
-    KV-cache usage describe the loaded server, not an idle one. Counters are differenced
-    (bench.measure.prometheus), so they also count the warm-up's requests.
-    """
-
-    def __init__(self) -> None:
-        self.base_url: str | None = None
-        self.texts: dict[str, str | None] = {}
-
-    async def scrape(self, name: str) -> None:
-        if self.base_url is None:
-            return
-        import aiohttp
-
-        from bench.measure.prometheus import fetch_metrics
-
-        async with aiohttp.ClientSession() as session:
-            self.texts[name] = await fetch_metrics(self.base_url, session)
-
-    async def on_phase(self, name: str) -> None:
-        if name == "measure_end":
-            await self.scrape("after")
-
-    def columns(self) -> dict[str, Any]:
-        from bench.measure.prometheus import scrape_prometheus, vllm_metric_deltas
-
-        before, after = self.texts.get("before"), self.texts.get("after")
-        if before is None or after is None:
-            return {**dict.fromkeys(SERVER_METRIC_COLUMNS), "server_metrics_available": False}
-        d = vllm_metric_deltas(scrape_prometheus(before), scrape_prometheus(after))
-        d["server_prompt_tokens"] = d.pop("prompt_tokens")
-        d["server_generation_tokens"] = d.pop("generation_tokens")
-        if d.get("spec_accept_rate_per_pos") is not None:  # a list: one JSON string column (parquet-friendly)
-            d["spec_accept_rate_per_pos"] = json.dumps([round(r, 6) for r in d["spec_accept_rate_per_pos"]])
-        return {**{k: d.get(k) for k in SERVER_METRIC_COLUMNS}, "server_metrics_available": True}
 
 
 def gpu_indices(count: int) -> list[int]:
@@ -416,6 +435,6 @@ def requests_frame(records: list[RequestRecord], point_id: str) -> pd.DataFrame:
             "cooldown": r.cooldown, "cancelled": r.cancelled,
             "num_chunks": len(r.chunk_ns), "coalesced_chunks": r.coalesced_chunks, "itl_ms": r.itl_ms,
             "cached_input_tokens": r.cached_input_tokens, "session_id": r.session_id, "turn": r.turn,
-            "chunk_ns": list(r.chunk_ns),
+            "chunk_ns": list(r.chunk_ns), "chunk_tokens": list(r.chunk_tokens),
         })
     return pd.DataFrame(rows)

@@ -4,7 +4,7 @@
         sweep.yaml                 resolved sweep config (validated, defaults filled in)
         env.json                   versions, device, git sha
         rows/<point_id>.json       one finished point (ok or failed): the source of truth
-        points.parquet             all rows, rebuilt atomically after every point
+        points.parquet             all rows: written when the run ends, rebuilt by load_results when stale
         requests/<point_id>.parquet  per-request observations
         logs/server-<hash>.log     engine logs
         sweep.sha256               hash of sweep.yaml's content: which sweep this directory belongs to
@@ -35,7 +35,7 @@ import pyarrow as pa
 import yaml
 
 from bench.atomic import atomic_write_parquet, atomic_write_text
-from bench.config.base import stable_hash
+from bench.config.base import read_yaml, stable_hash
 from bench.errors import UserInputError
 from bench.sweep.rows import COLUMNS, validate_row
 
@@ -68,6 +68,45 @@ def create_run_dir(base: Path) -> Path:
             n += 1
 
 
+def check_output_dir(out: Path, flag: str = "--out") -> None:
+    """Raise UserInputError (one line naming `out`) unless `out` is, or can be created as, a writable
+    directory. Checked before anything runs or is written, without creating anything: an existing file,
+    a dangling symlink, a name longer than the file system allows, a path under a file, a directory
+    that cannot be written."""
+    out = Path(out)
+    try:
+        name_max = os.pathconf(_existing_ancestor(out), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    for part in out.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise UserInputError(f"{flag}: {out}: a name in it is longer than {name_max} bytes (File name too long)")
+    if len(os.fsencode(str(out))) >= os.pathconf("/", "PC_PATH_MAX") - 256:  # room for <run_id>/<file>
+        raise UserInputError(f"{flag}: {out}: path too long")
+    if out.is_symlink() and not out.exists():
+        raise UserInputError(f"{flag}: {out} is a dangling symlink (to {os.readlink(out)})")
+    if out.exists():
+        if not out.is_dir():
+            raise UserInputError(f"{flag}: {out} is a file, not a directory")
+        target = out
+    else:
+        target = _existing_ancestor(out)
+        if target.is_symlink() and not target.exists():
+            raise UserInputError(f"{flag}: {out}: {target} is a dangling symlink (to {os.readlink(target)})")
+        if not target.is_dir():
+            raise UserInputError(f"{flag}: {out}: {target} is a file, not a directory")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise UserInputError(f"{flag}: {out}: {target} is not writable (Permission denied)")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """`path` or its nearest ancestor that exists (a dangling symlink counts: it is there)."""
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
 def lock_holder(run_dir: Path) -> int | None:
     """The pid written in the run dir's lock file (None when there is none or it is unreadable)."""
     try:
@@ -87,8 +126,8 @@ def check_resume_target(run_dir: Path, sweep_dump: dict[str, Any]) -> bool:
     want = sweep_config_hash(sweep_dump)
     have = RunStore(run_dir).stored_config_hash()
     try:
-        stored = yaml.safe_load((run_dir / "sweep.yaml").read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        stored = read_yaml(run_dir / "sweep.yaml")  # bounded like every config file
+    except UserInputError:
         stored = None
     if have is None and isinstance(stored, dict):
         have = sweep_config_hash(stored)
@@ -178,16 +217,20 @@ class RunStore:
         bad: list[Path] = []
         rows_dir = self.dir / ROWS_DIR
         for p in sorted(rows_dir.glob("*.json")) if rows_dir.is_dir() else []:
-            try:
-                row = json.loads(p.read_text())
-            except (OSError, ValueError):
-                bad.append(p)
-                continue
-            if not isinstance(row, dict) or row.get("point_id") != p.stem:
+            row, problem = _read_row(p)
+            if problem is not None:
                 bad.append(p)
                 continue
             good.append(row)
         return good, bad
+
+    def check_rows(self) -> None:
+        """UserInputError naming the first row file that is not a row (torn, hand-edited, a number that is a
+        string): for readers (`report`, `margin --results`), which must not drop a point silently."""
+        _, bad = self.read_rows()
+        if bad:
+            raise UserInputError(f"{bad[0]}: corrupt run file: {_read_row(bad[0])[1]}"
+                                 + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
     def set_aside_corrupt_rows(self) -> list[Path]:
         """Rename unreadable rows/<id>.json to <id>.json.corrupt (kept for inspection, no longer a row),
@@ -201,7 +244,10 @@ class RunStore:
         return moved
 
     def write_point(self, row: dict[str, Any], requests: pd.DataFrame | None = None) -> None:
-        """Requests first, then the row (the row marks the point finished), then the table.
+        """Requests first, then the row (the row marks the point finished). Not the table: its cost grows
+        with the run (every row is read), and rebuilding it after each point made a sweep slower point by
+        point (issue 25); rows/ is the source of truth, the run writes points.parquet once when it ends
+        (`rebuild_table`) and `load_results` rebuilds it when it is stale (a killed run, a resume).
 
         The row is checked against the declared schema (bench.sweep.rows) before anything is
         written, and written with every declared column (null where the point has no value).
@@ -211,7 +257,6 @@ class RunStore:
         if requests is not None:
             atomic_write_parquet(self.dir / REQUESTS_DIR / f"{pid}.parquet", requests)
         atomic_write_text(self.dir / ROWS_DIR / f"{pid}.json", json.dumps(row, default=_json_default))
-        self.rebuild_table()
 
     def rows(self) -> list[dict[str, Any]]:
         """Every readable row, in sweep order (unreadable row files are skipped; see read_rows)."""
@@ -220,9 +265,40 @@ class RunStore:
         return out
 
     def rebuild_table(self) -> pd.DataFrame:
-        df = rows_to_frame(self.rows())
+        """points.parquet from every readable row (read again from rows/)."""
+        return self.write_table(self.rows())
+
+    def write_table(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """points.parquet from `rows` (every row of the run, in sweep order, as `rows()` returns them)."""
+        df = rows_to_frame(rows)
         atomic_write_parquet(self.dir / POINTS_FILE, df)
         return df
+
+
+def _read_row(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A row file's row and None, or ({}, what is wrong with it): unreadable, not JSON, not an object, a
+    point_id other than its name, or a declared column of the wrong type (`"output_tok_s": "abc"` would stop
+    the table from being written)."""
+    try:
+        row = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        return {}, f"cannot read ({e.strerror or e})"
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return {}, f"not a JSON row ({str(e)[:80] or type(e).__name__})"
+    if not isinstance(row, dict) or row.get("point_id") != path.stem:
+        return {}, "not a row of this run (no object with point_id equal to the file's name)"
+    declared = {k: v for k, v in row.items() if k in _SCHEMA_NAMES}
+    try:
+        validate_row(declared)
+    except ValueError as e:
+        return {}, str(e)[:200]
+    huge = [k for k, v in declared.items() if isinstance(v, int) and not -(2**63) <= v < 2**63]
+    if huge:  # JSON integers are unbounded; a parquet column is not
+        return {}, f"{huge[0]}={declared[huge[0]]} does not fit a 64-bit integer"
+    return row, None
+
+
+_SCHEMA_NAMES = frozenset(c.name for c in COLUMNS)
 
 
 def _json_default(o: Any) -> Any:
@@ -247,30 +323,72 @@ def with_all_columns(df: pd.DataFrame) -> pd.DataFrame:
 def load_results(path: str | Path) -> pd.DataFrame:
     """Points of one run directory (or a points.parquet file) as a DataFrame.
 
-    The per-point JSON rows are the source of truth: if the run was killed between writing a row
-    and rebuilding points.parquet, the table is rebuilt from the rows.
+    The per-point JSON rows are the source of truth: when points.parquet is older than the last row
+    written (a run still going, killed, or resumed: the table is written when a run ends), it is rebuilt
+    from the rows (`table_is_fresh`).
     """
     p = Path(path)
     if p.is_file():
         if p.suffix != ".parquet":
             raise UserInputError(f"{p}: is a file; give a run directory (results/<run_id>/) or a points.parquet")
-        return with_all_columns(_read_table(p))
+        return with_all_columns(_checked_types(_read_table(p), p))
     if not p.is_dir():
         raise UserInputError(f"{p}: no such results directory")
     store = RunStore(p)
     table = p / POINTS_FILE
+    df = None
     if table.is_file():
         try:
             df = pd.read_parquet(table)
         except (OSError, ValueError, pa.ArrowException):
             df = None  # truncated or empty: rebuilt from the rows below when they exist
-        if df is not None and len(df) == len(store.finished_point_ids()):
-            return with_all_columns(df)
+        if df is not None and table_is_fresh(p, len(df)):
+            return with_all_columns(_checked_types(df, table))
     if (p / ROWS_DIR).is_dir():
-        return store.rebuild_table()
+        store.check_rows()  # a corrupt row is one line naming it, never a point dropped or a traceback
+        if df is None and table.is_file() and not store.rows():  # never replace it with an empty table
+            raise UserInputError(f"{table}: unreadable (truncated or not parquet) and rows/ holds no row to "
+                                 "rebuild it from")
+        try:
+            return store.rebuild_table()
+        except (pa.ArrowException, TypeError, ValueError) as e:  # rows that each pass but do not make a table
+            raise UserInputError(f"{p / ROWS_DIR}: corrupt run files: the rows do not make a table "
+                                 f"({' '.join(str(e).split())[:160]})") from None
     if table.is_file():
         raise UserInputError(f"{table}: unreadable (truncated or not parquet) and there is no rows/ to rebuild it")
     raise UserInputError(f"{p}: not a maas-bench run directory (no {POINTS_FILE})")
+
+
+def _checked_types(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """`df` when every declared number column holds numbers (or only nulls); else one line naming the file and
+    the column: a hand-edited table with text in a number column ended in a traceback deep in the report."""
+    for c in COLUMNS:
+        if c.dtype in ("int", "float") and c.name in df.columns:
+            col = df[c.name]
+            if not (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)) \
+                    and not col.isna().all():
+                raise UserInputError(f"{path}: corrupt run file: column {c.name} holds values that are not "
+                                     f"numbers (dtype {col.dtype}; expected {c.dtype})")
+    return df
+
+
+def table_is_fresh(run_dir: Path, table_rows: int) -> bool:
+    """Whether points.parquet (holding `table_rows` rows) was written after the last change to rows/.
+
+    Every row write (and a resume's replacement of a failed row) creates and renames a file in rows/, which
+    moves the directory's mtime; a table written later has a later mtime. Equal times (one clock tick) count as
+    stale: a rebuild costs time, never a row. The count of row files must match too (no file is read). A
+    directory without rows/ has only the table."""
+    rows_dir = run_dir / ROWS_DIR
+    if not rows_dir.is_dir():
+        return True
+    try:
+        table_ns = (run_dir / POINTS_FILE).stat().st_mtime_ns
+        rows_ns = rows_dir.stat().st_mtime_ns
+        count = sum(1 for e in os.scandir(rows_dir) if e.name.endswith(".json"))
+    except OSError:
+        return False
+    return table_ns > rows_ns and count == table_rows
 
 
 def _read_table(path: Path) -> pd.DataFrame:

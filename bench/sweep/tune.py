@@ -5,13 +5,27 @@ restart. Within one server config and workload, latency grows with load (concurr
 rate) while throughput grows and $/M tokens falls until the server saturates. So the best point of a
 "ladder" (one server config, one workload, one load kind, loads in increasing order) is its highest
 load that still meets the SLO: the knee. Bisection over the ladder finds it in about log2(n) + 1
-measurements instead of n. Across server configs the search measures every config (they are not
-ordered) and picks the best knee by the objective.
+measurements instead of n. Across server configs (not ordered) the first ladder is bisected; every
+later one only as far as it could still beat the best point found so far (the incumbent):
 
-The assumption is monotonic feasibility along a ladder: if load L misses the SLO, every higher load
-misses it too. A failed or partial point (errors, timeouts) counts as missing the SLO. `verify=True`
-also measures the rest of the grid and reports whether the search found the grid's best, which is
-how to check the assumption on a new engine or hardware.
+- warm start: a later ladder's first probe is the load of the incumbent's knee (configs of one model
+  tend to saturate near each other), and after a feasible probe the next load up;
+- bound from below: throughput per unit of load does not grow with load (a closed loop of c requests
+  delivers at most c/c0 times what c0 did, an open loop at most its offered rate), so a feasible point
+  at load L0 with objective v bounds every higher load L of its ladder by v x L/L0 (v x L0/L for a cost
+  per token). Loads whose bound cannot reach the incumbent are not measured;
+- bound from above: the objective improves with load along a ladder, so an infeasible point's
+  objective bounds every feasible (lower) load of its ladder; when it cannot reach the incumbent, the
+  ladder is done.
+"Reach" means beat the incumbent's value, or only tie with it (reach its 95% interval) when the ladder's
+server is cheaper per hour, since a tie goes to the cheaper server (`best_row`).
+A ladder left early reports the highest load known to meet the SLO as its knee and `pruned`.
+
+The assumptions: monotonic feasibility along a ladder (if load L misses the SLO, every higher load
+misses it too), an objective that improves with load up to the knee, and the throughput bound above.
+A failed or partial point (errors, timeouts) counts as missing the SLO and bounds nothing.
+`verify=True` also measures the rest of the grid and reports whether the search found the grid's
+best, which is how to check the assumptions on a new engine or hardware.
 
 Measurement noise: two points whose objective intervals overlap (scaled from the 95% throughput interval
 of each row, bench/measure/intervals.py) are tied, and the cheaper server per hour is preferred among them;
@@ -131,7 +145,8 @@ class Ladder:
     load_kind: str  # "concurrency" | "request_rate"
     points: list[tuple[int, Point]]
     measured: int = 0
-    knee: float | None = None  # highest load meeting the SLO (None: not even the lowest)
+    knee: float | None = None  # highest load known to meet the SLO (None: not even the lowest)
+    pruned: bool = False  # left before its knee was pinned down: it could not beat the incumbent
 
     def describe(self) -> dict[str, Any]:
         s = self.points[0][1].server
@@ -139,7 +154,7 @@ class Ladder:
                 "quantization": s.quantization or "none", "max_num_seqs": s.max_num_seqs,
                 "tensor_parallel_size": s.tensor_parallel_size, "workload": self.workload,
                 "load_kind": self.load_kind, "grid": len(self.points), "measured": self.measured,
-                "knee": self.knee}
+                "knee": self.knee, "pruned": self.pruned}
 
 
 def ladders(sweep: Sweep, points: list[Point] | None = None) -> list[Ladder]:
@@ -157,25 +172,100 @@ def ladders(sweep: Sweep, points: list[Point] | None = None) -> list[Ladder]:
     return list(by_key.values())
 
 
-def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo) -> list[Row]:
-    """Find the ladder's knee by bisection; returns the rows it measured.
+def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo, objective: str | None = None,
+                  incumbent: Row | None = None, guess: int | None = None) -> list[Row]:
+    """Find the ladder's knee by bisection, skipping what cannot beat `incumbent`; returns the rows it measured.
 
-    Invariant: every index <= lo is feasible (lo = -1: none known), every index >= hi is not. The
-    middle index is measured and moves one bound, so the loop ends after ceil(log2(n + 1)) measurements.
+    Invariant: every index <= lo is feasible (lo = -1: none known), every index >= hi is not. Each measured
+    index moves one bound, so without an incumbent the loop ends after ceil(log2(n + 1)) measurements. With
+    one (and `objective`), only indices in [first_hopeful, hi) are searched (module docstring: the bounds).
+    `guess` is the first index probed; from it the search gallops (guess +- 1, 3, 7, ...: up while feasible,
+    down while not) until the knee is bracketed, then bisects: a knee d loads from the guess costs about
+    2 log2(d + 1) + 1 measurements, 2 when it is the guess's load or its neighbour.
     """
     lo, hi = -1, len(ladder.points)
     rows: list[Row] = []
+    lo_row: Row | None = None
+    probe, sign, hop = guess, 0, 1
     while hi - lo > 1:
-        mid = (lo + hi) // 2
+        first = lo + 1
+        if incumbent is not None and objective is not None:
+            if rows and not feasible(rows[-1], constraints) and not _may_reach(rows[-1], incumbent, objective):
+                ladder.pruned = True  # its best feasible load is no better than this infeasible one: done
+                break
+            first = _first_hopeful(ladder, lo, hi, lo_row, incumbent, objective)
+            if first >= hi:
+                ladder.pruned = lo < hi - 1  # loads left unmeasured: none could beat the incumbent
+                break
+        mid = probe if probe is not None and first <= probe < hi and probe > lo else (first - 1 + hi) // 2
         row = measure(*ladder.points[mid])
         rows.append(row)
-        if feasible(row, constraints):
-            lo = mid
+        ok = feasible(row, constraints)
+        if ok:
+            lo, lo_row = mid, row
         else:
             hi = mid
+        if probe is not None and mid == probe and (sign == 0 or (sign > 0) == ok):  # gallop on
+            sign = sign or (1 if ok else -1)
+            probe, hop = guess + sign * (2 * hop - 1), hop * 2  # type: ignore[operator]
+        else:
+            probe = None  # bracketed (or the gallop left the range): bisect
     ladder.measured = len(rows)
     ladder.knee = load_value(ladder.points[lo][1]) if lo >= 0 else None
     return rows
+
+
+def _better(a: float, b: float, objective: str) -> bool:
+    return a < b if OBJECTIVES[objective] == "min" else a > b
+
+
+def _reach_limit(incumbent: Row, objective: str, ladder_row: Row) -> float:
+    """The value a point of `ladder_row`'s ladder must reach to win: the incumbent's value, or the worse end of
+    its 95% interval when this ladder's server is cheaper per hour (a tie goes to the cheaper server)."""
+    value = objective_value(incumbent, objective)
+    assert value is not None
+    ci = objective_interval(incumbent, objective)
+    if ci is None or hourly_cost(ladder_row) >= hourly_cost(incumbent):
+        return value
+    return ci[1] if OBJECTIVES[objective] == "min" else ci[0]
+
+
+def _may_reach(bound_row: Row, incumbent: Row, objective: str) -> bool:
+    """Whether a value no better than `bound_row`'s may still reach the incumbent (unknown: True)."""
+    v = objective_value(bound_row, objective)
+    if v is None or bound_row.get("status") != "ok":
+        return True
+    limit = _reach_limit(incumbent, objective, bound_row)
+    return v == limit or _better(v, limit, objective)
+
+
+def _first_hopeful(ladder: Ladder, lo: int, hi: int, lo_row: Row | None, incumbent: Row, objective: str) -> int:
+    """The lowest index in (lo, hi) whose throughput bound from the feasible row at `lo` reaches the incumbent."""
+    v0 = objective_value(lo_row, objective) if lo_row is not None else None
+    if v0 is None or v0 <= 0:
+        return lo + 1
+    l0 = load_value(ladder.points[lo][1])
+    limit = _reach_limit(incumbent, objective, lo_row)
+    for i in range(lo + 1, hi):
+        scale = load_value(ladder.points[i][1]) / l0
+        bound = v0 / scale if OBJECTIVES[objective] == "min" else v0 * scale
+        if bound == limit or _better(bound, limit, objective):
+            return i
+    return hi
+
+
+def _guess(ladder: Ladder, before: list[Ladder], incumbent: Row | None) -> int | None:
+    """The warm start's first probe: the index of this ladder's load nearest the knee of the last ladder searched
+    to its knee (same load kind: a neighbouring config), else the incumbent's load; None for the first.
+    (Extrapolating the knees' trend instead measured as many points over four SLOs on a virtual 4 x 8 grid.)"""
+    knees = [lad.knee for lad in before if lad.load_kind == ladder.load_kind and lad.knee and not lad.pruned]
+    target = knees[-1] if knees else None
+    if target is None and incumbent is not None:
+        target = objective_value(incumbent, ladder.load_kind)
+    if target is None:
+        return None
+    loads = [load_value(p) for _, p in ladder.points]
+    return min(range(len(loads)), key=lambda i: (abs(math.log(loads[i] / target)) if target > 0 else 0, -i))
 
 
 @dataclass
@@ -218,7 +308,9 @@ def tune(sweep: Sweep, constraints: Slo, objective: str, measure: MeasureFn,
     search_rows: list[Row] = []
     verify_rows: list[Row] = []
     for i, lad in enumerate(lads):
-        rows = bisect_ladder(lad, measure, constraints)
+        incumbent = best_row(search_rows, constraints, objective)
+        guess = _guess(lad, lads[:i], incumbent) if search_rows else None
+        rows = bisect_ladder(lad, measure, constraints, objective, incumbent, guess)
         search_rows += rows
         emit({"type": "ladder_done", "ladder": lad.describe()})
         last_of_server = i + 1 == len(lads) or lads[i + 1].server_hash != lad.server_hash

@@ -64,14 +64,22 @@ def test_throughput_latency_and_cost_are_consistent(e2e_run):
     expected = 0.10 / (df["output_tok_s_per_gpu"] * 3600 / 1e6)
     assert (abs(df["usd_per_m_output"] - expected) < 1e-9 * expected).all()
     # output tok/s = tokens streamed inside the measured window (any request) / window, recomputed here
-    # from the per-request chunk timestamps, each chunk carrying its request's usage tokens / its chunk count
-    # (one token per chunk unless a loaded server merged several into one)
+    # from the per-request chunk timestamps: a finished request's usage tokens spread over its chunks (one token
+    # per chunk unless a loaded server merged several), a cut-off cool-down request one token per chunk
+    # (the client counts its chunks' tokens only for finished requests)
+    def tokens_inside(r, start, end):
+        c = np.asarray(r["chunk_ns"])
+        inside = (start <= c) & (c <= end)
+        if r["ok"] and r["output_tokens"] == r["output_tokens"]:  # not NaN
+            return inside.sum() * r["output_tokens"] / len(c)
+        k = np.asarray(r["chunk_tokens"])
+        return float(k[inside].sum()) if len(k) == len(c) else float(inside.sum())  # uncounted: one per chunk
+
     for _, row in df.iterrows():
         req = load_requests(e2e_run[0].run_dir, row["point_id"])
         meas = req[~req["warmup"] & ~req["cooldown"]]
         start, end = meas["send_ns"].min(), meas["done_ns"].max()
-        in_window = sum(int(((start <= c) & (c <= end)).sum()) * k / len(c) for c, k in
-                        zip(req["chunk_ns"].map(np.asarray), req["output_tokens"], strict=True) if len(c))
+        in_window = sum(tokens_inside(r, start, end) for _, r in req.iterrows() if len(r["chunk_ns"]))
         assert row["duration_s"] == pytest.approx((end - start) / 1e9)
         assert row["output_tok_s"] == pytest.approx(in_window / row["duration_s"], rel=1e-9)
         assert in_window >= N * OUTPUT_LEN - 1e-6  # the measured requests' own tokens are all inside the window

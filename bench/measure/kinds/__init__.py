@@ -39,6 +39,15 @@ class WorkloadKind:
         return None
 
 
+class TraceFileKind(WorkloadKind):
+    """A kind replaying a trace file whose `read_files` rows are (timestamp_s, input_len, output_len, ...):
+    the longest request is checked against max_model_len (and MAX_REQUEST_TOKENS) by bench.sweep.prepare
+    before anything starts, for every such kind alike (kind mooncake used to skip it and failed at run time)."""
+
+    def file_max_tokens(self, data: Any) -> int | None:
+        return max(row[1] + row[2] for row in data) if data else None
+
+
 class LengthsKind(WorkloadKind):
     """A kind whose requests differ only in their (input, output) lengths, drawn per request."""
 

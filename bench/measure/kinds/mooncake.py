@@ -8,13 +8,13 @@ from typing import Any
 
 from bench.config.workload_spec import WorkloadSpec
 from bench.measure.client import RequestSpec
-from bench.measure.kinds import WorkloadKind, register_kind
+from bench.measure.kinds import TraceFileKind, register_kind
 from bench.measure.prompts import PromptFactory
 from bench.measure.traces import mooncake_requests, read_mooncake
 
 
 @register_kind
-class Mooncake(WorkloadKind):
+class Mooncake(TraceFileKind):
     name = "mooncake"
 
     def requests(self, spec: WorkloadSpec, factory: PromptFactory, rng: random.Random,

@@ -8,13 +8,13 @@ from typing import Any
 
 from bench.config.workload_spec import WorkloadSpec
 from bench.measure.client import RequestSpec
-from bench.measure.kinds import WorkloadKind, register_kind
+from bench.measure.kinds import TraceFileKind, register_kind
 from bench.measure.prompts import PromptFactory
 from bench.measure.traces import read_trace, trace_requests
 
 
 @register_kind
-class Trace(WorkloadKind):
+class Trace(TraceFileKind):
     name = "trace"
 
     def requests(self, spec: WorkloadSpec, factory: PromptFactory, rng: random.Random,
@@ -23,6 +23,3 @@ class Trace(WorkloadKind):
 
     def read_files(self, spec: WorkloadSpec) -> Any:
         return read_trace(spec.trace_path)
-
-    def file_max_tokens(self, data: Any) -> int | None:
-        return max(isl + osl for _, isl, osl, _ in data)

@@ -13,11 +13,8 @@ import os
 import signal
 import time
 
-import pytest
-
 from bench.config.sweep import Sweep
-from bench.engines.vllm_server import EngineStartError
-from bench.sim import SimConfig, run_sim_in_thread, start_sim_subprocess, stop_sim_subprocess
+from bench.sim import SimConfig, run_sim_in_thread
 from bench.sweep.run import run_sweep
 from bench.sweep.store import load_results
 
@@ -43,48 +40,6 @@ def test_timeouts_fail_the_point_and_the_sweep_goes_on(tmp_path):
     assert df.loc["short", "status"] == "ok" and df.loc["short", "completed"] == 4
     assert summary.points_failed == 1 and summary.points_run == 2
     assert wall < 10  # the timeout bounds the point: no request waited for its 2 s stream
-
-
-class SimProcessServer:
-    """Stands in for VllmServer: runs the sim as a child process; 'fp8' refuses to start like vLLM on CPU."""
-
-    instances: list[SimProcessServer] = []
-
-    def __init__(self, spec, model_path, engine, log_path, on_cpu=True):
-        self.spec, self.log_path = spec, log_path
-        self.proc = None
-        self.base_url = ""
-        self.startup_s = None
-        SimProcessServer.instances.append(self)
-
-    def start(self):
-        if self.spec.quantization == "fp8":
-            raise EngineStartError("vLLM exited with code 1 during start: fp8 quantization is not supported here")
-        t0 = time.monotonic()
-        self.proc, self.base_url = start_sim_subprocess(SimConfig(ttft_ms=20, itl_ms=10))
-        self.startup_s = time.monotonic() - t0
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def failure_reason(self):
-        return "(sim child has no log)"
-
-    def stop(self):
-        if self.proc is not None:
-            stop_sim_subprocess(self.proc)
-            self.proc = None
-
-
-@pytest.fixture
-def sim_servers(monkeypatch):
-    import bench.engines.vllm_server
-
-    SimProcessServer.instances = []
-    monkeypatch.setattr(bench.engines.vllm_server, "VllmServer", SimProcessServer)
-    yield SimProcessServer.instances
-    for s in SimProcessServer.instances:
-        s.stop()
 
 
 def test_server_killed_during_a_point_fails_it_then_restarts_for_the_next(tmp_path, sim_servers):

@@ -34,6 +34,8 @@ def echo_url():
     """401 whose JSON body echoes the bearer token in every form (taken from the request itself)."""
 
     async def handle(request: web.Request) -> web.Response:
+        if request.path == "/v1/models":  # the model check passes, so the requests themselves get the 401
+            return web.json_response({"object": "list", "data": [{"id": "glm-4.5-tiny"}]})
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         body = {"error": {"message": "invalid api key", "echo": forms(token)}}
         return web.Response(status=401, text=json.dumps(body), content_type="application/json")

@@ -51,9 +51,11 @@ def write_run_dir(parent: Path, *, error: str = "boom", rows: bool = True) -> Pa
     (run / "rows").mkdir(parents=True)
     (run / "sweep.yaml").write_text(yaml.safe_dump(BASE))
     if rows:
+        store = RunStore(run)
         for i in range(2):
-            RunStore(run).write_point({"run_id": "run", "point_id": f"p{i}", "point_index": i, "status": "failed",
-                                       "error": error, "model": "glm-4.5-tiny", "concurrency": i + 1})
+            store.write_point({"run_id": "run", "point_id": f"p{i}", "point_index": i, "status": "failed",
+                               "error": error, "model": "glm-4.5-tiny", "concurrency": i + 1})
+        store.write_table(store.rows())  # as a finished run leaves it (the table is written when the run ends)
     return run
 
 
@@ -89,4 +91,20 @@ SWEEP_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "quantization bad": (sweep_with(server__quantization="int3"), ["server.quantization", "int3"]),
     "dtype bad": (sweep_with(server__dtype="fp7"), ["server.dtype", "bfloat16"]),
     "max_model_len bad": (sweep_with(server__max_model_len="abc"), ["server.max_model_len"]),
+    # issue 25: bounds where no server states one, checked before anything starts (bench/sweep/prepare.py)
+    "openai input_len 1e9": (sweep_with(engine=OPENAI, workloads=[{**WL, "input_len": 10**9}]),
+                             ["'w'", "input_len is 1,000,000,000", "MAX_REQUEST_TOKENS"]),
+    "openai multiturn turns 1e9": (sweep_with(engine=OPENAI, workloads=[{**WL, "kind": "multiturn", "turns": 10**9}]),
+                                   ["'w'", "tokens per request", "MAX_REQUEST_TOKENS"]),
+    "block_tokens 1e9": (sweep_with(engine=OPENAI, workloads=[{**WL, "block_tokens": 10**9}]),
+                         ["block_tokens", "MAX_REQUEST_TOKENS"]),
+    "ca_file missing": (sweep_with(engine={**OPENAI, "base_url": "https://127.0.0.1:9", "ca_file": "/nonexistent"}),
+                        ["engine.ca_file", "/nonexistent", "no such file"]),
+    "ca_file not PEM": (sweep_with(engine={**OPENAI, "base_url": "https://127.0.0.1:9", "ca_file": __file__}),
+                        ["engine.ca_file", "bad_sweeps.py", "not a usable PEM CA bundle"]),
+    "request_rate 1e-9": (sweep_with(load__concurrency=[], load__request_rate=[1e-9]),
+                          ["request_rate 1e-09", "MAX_POINT_SEND_S"]),
+    "duration_s 1e9": (sweep_with(engine=OPENAI, load__duration_s=1e9), ["MAX_POINT_SEND_S"]),
+    # found by tests/integration/test_fuzz.py: a single float was a TypeError traceback
+    "concurrency 1.0": (sweep_with(load__concurrency=1.0), ["concurrency", "positive integers", "1.0"]),
 }

@@ -25,6 +25,11 @@ BAD = {
               "itl_ms<=5"], "itl_ms"),
     "calibrate": (["calibrate", "no/such/run"], "--results"),
     "report": (["report", "no/such/run"], "no/such/run"),
+    "catalog": (["catalog", "no/such/root"], "no/such/root is not a directory"),
+    "query": (["query", "DROP VIEW points", "no/such/root"], "only a read-only SELECT"),
+    "compare": (["compare", "--out", "no/such/out", "--utilization", "0"], "--utilization"),
+    "import": (["import", "no/such/result.json", "--gpu", "h100"], "no/such/result.json: no such file"),
+    "export": (["export", "no/such/run", "--format", "llm-d", "--out", "no/such/out"], "no/such/run must be a"),
 }
 
 

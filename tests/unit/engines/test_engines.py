@@ -83,7 +83,11 @@ def test_openai_engine_client_config_and_key_from_env(tmp_path, monkeypatch):
     eng = EngineSpec(kind="openai", base_url="http://127.0.0.1:9/v1", api_key_env="MY_KEY", served_model_name="m")
     engine = create_engine(spec, eng, tmp_path / "log", on_gpu=False)
     assert isinstance(engine, OpenAIEngine) and isinstance(engine, Engine)
-    engine.start()
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    from bench.engines.base import EngineStartError
+
+    with pytest.raises(EngineStartError, match="cannot confirm the endpoint serves model 'm'"):
+        engine.start()  # nothing listens on port 9: the model check (GET /v1/models) fails before any point
     assert engine.alive() and engine.pid is None and engine.startup_s == 0.0
     monkeypatch.delenv("MY_KEY", raising=False)
     with pytest.raises(UserInputError, match="MY_KEY is not set"):

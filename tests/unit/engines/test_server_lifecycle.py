@@ -30,8 +30,10 @@ FAKE_SERVER = textwrap.dedent('''
     core = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # the "engine core"
     open(os.environ["FAKE_PIDS"], "a").write(f"{os.getpid()} {core.pid}\\n")
     class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
+        def do_GET(self):  # /health, and /v1/models naming the served model (the start's identity check)
             self.send_response(200); self.end_headers()
+            if self.path == "/v1/models":
+                self.wfile.write(b'{"object":"list","data":[{"id":"maas-bench-model"}]}')
         def log_message(self, *a): pass
     print("WARNING 01-01 [x.py:1] Found ulimit of 20000", flush=True)
     http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()

@@ -186,7 +186,7 @@ def test_trace_errors_name_the_line(tmp_path):
     with pytest.raises(UserInputError, match="no such file"):
         read_trace(str(tmp_path / "missing.jsonl"))
     zero = _write_trace(tmp_path, [{"timestamp": 0, "input_len": 0, "output_len": 1}])
-    with pytest.raises(UserInputError, match=":1: input_len and output_len must be >= 1"):
+    with pytest.raises(UserInputError, match=r":1: input_len must be an integer >= 1 \(got 0\)"):
         read_trace(zero)
 
 

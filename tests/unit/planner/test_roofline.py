@@ -400,7 +400,7 @@ def test_plan_compare_covers_gpus_and_quants():
     code, out = _cli([*PLAN, "--compare", "--concurrency", "1", "--concurrency", "64"])
     assert code == 0, out
     rows = out["estimate"]["compare"]
-    gpus = ("h100", "h200", "h20", "b200", "ascend-910b")
+    gpus = ("h100", "h200", "h20", "b200", "b300", "gb200-nvl72", "gb300-nvl72", "mi300x", "mi355x", "ascend-910b")
     assert {(r["gpu"], r["quant"]) for r in rows} == {(g, q) for g in gpus for q in ("bf16", "fp8", "int4")}
     by = {(r["gpu"], r["quant"]): r for r in rows}
     # GLM-4.6 BF16 is ~705 GB: 8 x 80 GB H100 cannot hold it, 8 x 141 GB H200 can

@@ -85,6 +85,7 @@ def make_run(root: Path, name: str = "fixture-run", quantization: str = "none", 
         if energy:
             r.update({"energy_j": 1000.0, "j_per_output_token": 0.5})
         store.write_point(r)
+    store.write_table(store.rows())  # as a finished run leaves it (the table is written when the run ends)
     return d
 
 

@@ -39,9 +39,16 @@ def test_every_producer_writes_only_declared_columns_and_together_all_of_them():
     base = base_row(sweep, point, 0, "run", 0.1, on_gpu=False)
     online = {**base, "started_at": "t", "finished_at": "t", **summarize([], gpu_count=1),
               **LoadResult().columns(), **telemetry_columns(unavailable("x"), base), **ServerProbe().columns(),
-              **cost_columns(base)}
+              **ServerProbe().phase_columns(), "point_wall_s": 1.0, **cost_columns(base)}
     offline = {**base, **offline_summary(1.0, 2, 2, 10, 20)}
-    produced = set(online) | set(offline)
+    from bench.config.sweep import HardwareRef
+    from bench.sweep.imports import read
+    from bench.sweep.imports.write import ImportPlan, build_rows
+    from bench.sweep.pricing import UNPRICED
+
+    vllm_result = Path(__file__).resolve().parents[2] / "fixtures" / "imports" / "vllm" / "vllm-bench-serve.json"
+    imported = build_rows([read(vllm_result)], ImportPlan(HardwareRef(gpu="h200"), 2.0), "run", UNPRICED)[0]
+    produced = set(online) | set(offline) | set(imported)
     assert produced - set(SCHEMA) == set(), "written but not declared"
     assert set(SCHEMA) - produced == set(), "declared but never written"
     assert base["expert_parallel"] is True  # calibration reads it

@@ -57,18 +57,21 @@ def test_known_answer_cheapest_config_and_point_count():
     assert res.best["dtype"] == "bfloat16" and res.best["concurrency"] == 16
     assert res.best["usd_per_m_output"] == pytest.approx(0.625)
     # bisection over 8 loads (indices 0..7), bounds lo=-1, hi=8:
-    # bfloat16: mid 3 (c=8, 800 ok) -> mid 5 (c=32, 3200 no) -> mid 4 (c=16, 1600 ok): 3 points
-    # float32:  mid 3 (c=8, 240 ok) -> mid 5 (c=32, 960 ok) -> mid 6 (c=64, 1920 ok) -> mid 7 (c=128, no): 4
-    assert res.grid_size == 16 and res.points_measured == 7 and len(fake.calls) == 7
-    knees = {lad.points[0][1].server.dtype: (lad.knee, lad.measured) for lad in res.ladders}
-    assert knees == {"bfloat16": (16.0, 3), "float32": (64.0, 4)}
+    # bfloat16 (first ladder, plain bisection): mid 3 (c=8, 800 ok) -> mid 5 (c=32, 3200 no) -> mid 4 (c=16,
+    # 1600 ok): 3 points, incumbent $0.625. float32, warm start at bfloat16's knee (c=16): 480 ok, $50/16 = 3.125;
+    # bound from below: a higher load c costs at least 3.125 x 16 / c, which reaches 0.625 only for c >= 80, so
+    # c=32 and c=64 are skipped and c=128 is probed: 3840 no. Nothing left can win: 2 points, pruned (its true
+    # knee, c=64 at $0.78125, would not have won).
+    assert res.grid_size == 16 and res.points_measured == 5 and len(fake.calls) == 5
+    knees = {lad.points[0][1].server.dtype: (lad.knee, lad.measured, lad.pruned) for lad in res.ladders}
+    assert knees == {"bfloat16": (16.0, 3, False), "float32": (16.0, 2, True)}
     assert res.found_grid_best is None  # not verified
 
 
 def test_verify_measures_the_rest_and_confirms_the_grid_best():
     fake = FakeMeasure(PARAMS)
     res = tune(make_sweep(), SLO, "usd_per_m_output", fake, verify=True)
-    assert res.points_measured == 7 and res.verify_measured == 9 and len(set(fake.calls)) == 16
+    assert res.points_measured == 5 and res.verify_measured == 11 and len(set(fake.calls)) == 16
     assert res.found_grid_best is True
     assert res.grid_best["concurrency"] == 16 and res.grid_best["dtype"] == "bfloat16"
 
@@ -143,11 +146,12 @@ def test_tune_reads_every_slo_term_at_its_percentile_inclusive():
     # the SLO syntax itself is tested in tests/unit/config/test_slo.py; here: tune applies it to rows.
     # bfloat16 ttft_p99 = 100*c: mid 3 (c=8, 800 ok) -> mid 5 (c=32, 3200 no) -> mid 4 (c=16, 1600 = limit):
     # inclusive, so the knee is 16 ($/M 10/16 = 0.625); a strict '<' would stop at c=8 ($/M 1.25).
-    # float32 ttft_p99 = 30*c: c=32 960 ok, c=64 1920 no -> knee 32 ($/M 50/32 = 1.5625).
+    # float32 ttft_p99 = 30*c (warm start at c=16: 480 ok, $3.125; only c >= 80 could reach $0.625: c=128, 3840
+    # no): left at its highest known feasible load, 16, its true knee (c=32, $1.5625) unmeasured, as it cannot win.
     res = tune(make_sweep(), parse_slo("ttft_ms_p99<=1600,tpot_ms_p50<=10"), "usd_per_m_output", FakeMeasure(PARAMS))
     assert (res.best["dtype"], res.best["concurrency"]) == ("bfloat16", 16)
     assert res.best["usd_per_m_output"] == pytest.approx(0.625)
-    assert {lad.points[0][1].server.dtype: lad.knee for lad in res.ladders} == {"bfloat16": 16.0, "float32": 32.0}
+    assert {lad.points[0][1].server.dtype: lad.knee for lad in res.ladders} == {"bfloat16": 16.0, "float32": 16.0}
     # every row has tpot_ms_p50 = 10: a second term just under it makes every point infeasible
     strict = tune(make_sweep(), parse_slo("ttft_ms_p99<=1600,tpot_ms_p50<=9.99"), "usd_per_m_output",
                   FakeMeasure(PARAMS))
@@ -201,3 +205,55 @@ def test_rows_without_intervals_keep_the_old_rule():
     a = {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": 0.5, "gpu_count": 8, "usd_per_gpu_hour": 1.0}
     b = {"status": "ok", "ttft_ms_p99": 1.0, "usd_per_m_output": 0.51, "gpu_count": 1, "usd_per_gpu_hour": 1.0}
     assert best_row([a, b], SLO, "usd_per_m_output") is a
+
+
+# --- the search across ladders: warm start, gallop, bounds ------------------------------------------------
+
+# ttft_p99 = a * c ms, $/M = b / c; SLO ttft_p99 <= 2000 -> knee = largest c <= 2000 / a
+FOUR = {"bfloat16": (100.0, 10.0),  # knee 16 ($0.625)
+        "float16": (60.0, 25.0),  # knee 32 ($0.78125)
+        "float32": (30.0, 30.0),  # knee 64 ($0.46875): the grid's best
+        "auto": (120.0, 12.0)}  # knee 16 ($0.75)
+
+
+def test_four_configs_known_answer_and_hand_counted_search():
+    fake = FakeMeasure(FOUR)
+    res = tune(make_sweep(dtypes=tuple(FOUR)), SLO, "usd_per_m_output", fake, verify=True)
+    assert (res.best["dtype"], res.best["concurrency"]) == ("float32", 64)
+    assert res.found_grid_best is True and res.grid_best is not None
+    # bfloat16: bisection c=8 ok, c=32 no, c=16 ok (3) -> incumbent $0.625.
+    # float16: guess c=16 (960 ok, $1.5625); only c >= 40 could reach $0.625 -> c=64 (3840 no, $0.39: may reach);
+    #   c=32 bounded by 1.5625 x 16/32 = 0.78 > 0.625: pruned after 2.
+    # float32: guess c=16 (previous knee; 480 ok, $1.875); c >= 48 -> c=64 (1920 ok, $0.469) -> c=128 (no): 3.
+    # auto (incumbent float32 c=64 $0.469): guess c=64 (7680 no, $0.1875: may reach), gallop down c=32 (no,
+    #   $0.375), c=8 (960 ok, $1.5): c=16 is bounded by 1.5 x 8/16 = 0.75 > 0.469: pruned after 3.
+    got = {lad.points[0][1].server.dtype: (lad.measured, lad.knee, lad.pruned) for lad in res.ladders}
+    assert got == {"bfloat16": (3, 16.0, False), "float16": (2, 16.0, True), "float32": (3, 64.0, False),
+                   "auto": (3, 8.0, True)}
+    assert res.points_measured == 11 and res.grid_size == 32  # 34% of the grid; plain bisection: 3+4+4+3 = 14
+
+
+def test_gallop_finds_a_neighbouring_knee_in_two():
+    # the same ladder twice (two dtypes with identical rows): the second starts at the first's knee, c=16 ok,
+    # then c=32 no: 2 points instead of bisection's 3
+    fake = FakeMeasure({"bfloat16": (100.0, 10.0), "float32": (100.0, 10.0)})
+    res = tune(make_sweep(), SLO, "usd_per_m_output", fake)
+    assert [lad.measured for lad in res.ladders] == [3, 2]
+    assert [lad.knee for lad in res.ladders] == [16.0, 16.0]
+
+
+def test_a_cheaper_server_is_searched_while_it_can_tie():
+    # float32 runs on a server 4x cheaper per hour: a point tied with the incumbent (overlapping intervals) wins,
+    # so its ladder is searched to its knee even where its $/M can only tie
+    def rows(dt, c, base):
+        usd_h = 1.0 if dt == "bfloat16" else 0.25
+        rate = 1000.0 * c
+        return {**base, "output_tok_s": rate, "output_tok_s_ci_lo": rate * 0.5, "output_tok_s_ci_hi": rate * 1.5,
+                "gpu_count": 1, "usd_per_gpu_hour": usd_h}
+
+    class Priced(FakeMeasure):
+        def __call__(self, idx, p):
+            return rows(p.server.dtype, p.load.concurrency, super().__call__(idx, p))
+
+    res = tune(make_sweep(), SLO, "usd_per_m_output", Priced({"bfloat16": (100.0, 10.0), "float32": (100.0, 10.5)}))
+    assert (res.best["dtype"], res.best["concurrency"]) == ("float32", 16)  # tied at c=16, and cheaper
