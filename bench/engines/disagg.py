@@ -18,9 +18,11 @@ The shared-storage connector (ExampleConnector) gets a KV directory next to the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -31,12 +33,14 @@ from typing import Any
 from bench.config.server_spec import DisaggSpec, ServerSpec
 from bench.config.sweep import EngineSpec
 from bench.engines.base import EngineStartError
-from bench.engines.process import stop_group
+from bench.engines.identity import port_owner_problem
+from bench.engines.process import group_members, stop_group
 from bench.engines.vllm_server import (
     VllmEngine,
     VllmServer,
     exit_description,
     free_port,
+    grace_for,
     pid_file,
     server_env,
     server_failure,
@@ -169,10 +173,11 @@ class DisaggServer:
         assert spec.disagg is not None
         self.spec, self.model_path, self.engine, self.log_path, self.on_cpu = spec, model_path, engine, log_path, on_cpu
         self.kv_dir = log_path.with_name(log_path.stem + ".kv") if vllm_connector(spec.disagg) else None
-        self.members = plan_members(spec, engine, on_cpu, iter(free_port, None), self.kv_dir, _visible_devices())
+        self._ports = _distinct_ports()  # members, side channels and the proxy never draw the same port
+        self.members = plan_members(spec, engine, on_cpu, self._ports, self.kv_dir, _visible_devices())
         self.servers = [_MemberServer(m.spec, model_path, m.engine, log_path.with_name(f"{log_path.stem}.{m.name}.log"),
                                       on_cpu=on_cpu, port=m.port) for m in self.members]
-        self.proxy_port = free_port()
+        self.proxy_port = next(self._ports)  # redrawn when the proxy starts
         self.proxy_log = log_path.with_name(f"{log_path.stem}.proxy.log")
         self.proc: Any = None  # the proxy's Popen: the deployment's pid in progress events
         self.startup_s: float | None = None
@@ -205,8 +210,8 @@ class DisaggServer:
                 s.start()
             self._wait_servers_ready(t0)
             self._start_proxy()
-        except BaseException:
-            self.stop()
+        except BaseException as e:
+            self.stop(grace_for(e))  # short while a Ctrl-C unwinds the run
             raise
         self.startup_s = time.monotonic() - t0
 
@@ -215,6 +220,7 @@ class DisaggServer:
         start with its name and the engine's reason, as VllmServer words it for one server."""
         waiting = list(zip(self.members, self.servers, strict=True))
         deadline = t0 + self.engine.startup_timeout_s
+        impostor: dict[str, str] = {}  # member -> why what answers /health on its port is not that server
         while waiting:
             for m, s in list(waiting):
                 code = s.proc.poll() if s.proc is not None else None
@@ -222,16 +228,21 @@ class DisaggServer:
                     raise EngineStartError(f"{m.name}: vLLM {exit_description(code)} during start: "
                                            f"{s.failure_reason()}")
                 if s.healthy():
-                    s.startup_s = time.monotonic() - t0
-                    waiting.remove((m, s))
+                    problem = s.identity_problem()  # the same proof as for one server: our port, our name
+                    if problem is None:
+                        s.startup_s = time.monotonic() - t0
+                        waiting.remove((m, s))
+                    else:
+                        impostor[m.name] = problem
             if waiting and time.monotonic() > deadline:
                 m, s = waiting[0]
                 raise EngineStartError(f"{m.name}: vLLM not ready after {self.engine.startup_timeout_s:g} s: "
-                                       f"{s.failure_reason()}")
+                                       f"{impostor.get(m.name) or s.failure_reason()}")
             if waiting:
                 time.sleep(0.5)
 
     def _start_proxy(self) -> None:
+        self.proxy_port = next(self._ports)  # drawn now, not minutes earlier before the servers loaded
         with open(self.proxy_log, "ab") as log:
             self.proc = spawn_guarded(self.command(), log, server_env(self.engine, self.on_cpu))
         write_pid_file(pid_file(self.proxy_log), self.proc)
@@ -240,7 +251,10 @@ class DisaggServer:
             if self.proc.poll() is not None:
                 raise EngineStartError(f"P/D proxy exited during start: {_tail(self.proxy_log)}")
             if _healthy(self.base_url):
-                return
+                impostor = port_owner_problem(self.proxy_port, group_members(self.proc.pid))
+                if impostor is None:
+                    return
+                raise EngineStartError(f"P/D proxy: {impostor} (it answers /health)")
             time.sleep(0.2)
         raise EngineStartError(f"P/D proxy not ready after {PROXY_READY_S:g} s: {_tail(self.proxy_log)}")
 
@@ -263,9 +277,13 @@ class DisaggServer:
     def stop(self, grace_s: float = 15.0) -> None:
         """The proxy first (no new requests reach a stopping server), then every server; the KV directory last."""
         if self.proc is not None:
-            stop_group(self.proc.pid, 2.0, proc=self.proc)
+            stop_group(self.proc.pid, min(grace_s, 2.0), proc=self.proc)
             self.proc = None
             pid_file(self.proxy_log).unlink(missing_ok=True)
+        for s in self.servers:  # every server is told first, so their graces run side by side, not in turn
+            if s.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(s.proc.pid, signal.SIGTERM)
         for s in self.servers:
             s.stop(grace_s)
         if self.kv_dir is not None:
@@ -278,6 +296,16 @@ class _MemberServer(VllmServer):
 
     def _wait_ready(self, t0: float) -> None:  # called by VllmServer.start
         return None
+
+
+def _distinct_ports() -> Iterator[int]:
+    """Free ports, none twice (each probe releases its port, so two probes can otherwise draw the same one)."""
+    drawn: set[int] = set()
+    while True:
+        port = free_port()
+        if port not in drawn:
+            drawn.add(port)
+            yield port
 
 
 def _visible_devices(env: Mapping[str, str] | None = None) -> list[str] | None:

@@ -164,6 +164,8 @@ async def _forward(request: web.Request) -> web.StreamResponse:
                 if r.status != 200:  # the engine's own answer, as it came
                     return web.Response(status=r.status, body=raw, content_type=r.content_type)
                 answer = json.loads(raw)
+                if not isinstance(answer, dict):
+                    return _json_error(502, "P/D proxy: the prefill server's answer is not a JSON object")
         async with session.post(pools.next_decode() + path, json=decode_body(body, answer)) as r:
             if answer is not None and r.status == 200 and r.content_type == "application/json":  # not streamed
                 obj = json.loads(await r.read())
@@ -186,7 +188,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
         return _json_error(502, f"P/D proxy: backend request failed: {type(e).__name__}: {e}")
 
 
-HEALTH_TIMEOUT_S = 2.0
+HEALTH_TIMEOUT_S = 1.0  # under the harness's own /health probe timeout (2 s), so its 503 naming a member arrives
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -207,9 +209,10 @@ async def _health(request: web.Request) -> web.Response:
 async def _models(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     try:
-        async with request.app[SESSION].get(pools.decode[0] + "/v1/models") as r:
+        async with request.app[SESSION].get(pools.decode[0] + "/v1/models",
+                                            timeout=aiohttp.ClientTimeout(total=10)) as r:  # never hangs
             return web.Response(status=r.status, body=await r.read(), content_type=r.content_type)
-    except aiohttp.ClientError as e:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         return _json_error(502, f"P/D proxy: {type(e).__name__}: {e}")
 
 

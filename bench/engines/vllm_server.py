@@ -270,17 +270,25 @@ class VllmServer:
                 said = f"{impostor}; log: " if impostor else ""
                 raise EngineStartError(f"vLLM {exit_description(code)} during start: {said}{self.failure_reason()}")
             if self.healthy():
-                impostor = port_owner_problem(self.port, group_members(self.proc.pid))
-                if impostor is None:  # the port is ours: it must also serve the name it was started with
-                    wrong = serves_model_problem(f"{self.base_url}/v1/models", SERVED_MODEL_NAME)
-                    if wrong is not None:
-                        raise EngineStartError(f"the started server answers /health but {wrong}")
+                impostor = self.identity_problem()
+                if impostor is None:
                     return
-                impostor += " (it answers /health)"
             time.sleep(0.5)
         raise EngineStartError(
             f"vLLM not ready after {self.engine.startup_timeout_s:g} s: {impostor or self.failure_reason()}"
         )
+
+    def identity_problem(self) -> str | None:
+        """Why what answers /health on our port is not the server this run started (None: it is ours).
+        Raises EngineStartError when the port is ours but the server serves another model name."""
+        assert self.proc is not None
+        impostor = port_owner_problem(self.port, group_members(self.proc.pid))
+        if impostor is not None:
+            return impostor + " (it answers /health)"
+        wrong = serves_model_problem(f"{self.base_url}/v1/models", SERVED_MODEL_NAME)
+        if wrong is not None:
+            raise EngineStartError(f"the started server answers /health but {wrong}")
+        return None
 
     def healthy(self) -> bool:
         try:

@@ -180,9 +180,9 @@ def simulate_disagg_point(s: DisaggSetup, isl: int, osl: int, concurrency: int, 
     tpot = row.get("tpot_ms_p50") or math.nan
     point = CurvePoint(
         concurrency=concurrency, batch_per_replica=batch, tpot_ms=tpot, ttft_ms=row["ttft_ms_p50"],
-        e2el_ms=row["e2el_ms_p50"], interactivity_tok_s_user=MS_PER_S / tpot if tpot > 0 else math.nan,
-        output_tok_s=row["output_tok_s"], output_tok_s_per_gpu=row["output_tok_s"] / s.gpus,
-        total_tok_s_per_gpu=row["total_tok_s"] / s.gpus, decode_bound="-",
+        e2el_ms=row["e2el_ms_p50"], interactivity_tok_s_user=row["interactivity_tok_s_user"] or math.nan,
+        output_tok_s=row["output_tok_s"], output_tok_s_per_gpu=row["output_tok_s_per_gpu"],  # summarize's own
+        total_tok_s_per_gpu=row["total_tok_s_per_gpu"], decode_bound="-",
         queued=c.kv_waits > 0 or row["sim_preemptions"] > 0, ttft_ms_p90=row["ttft_ms_p90"],
         ttft_ms_p99=row["ttft_ms_p99"], tpot_ms_p90=row.get("tpot_ms_p90"), tpot_ms_p99=row.get("tpot_ms_p99"),
         e2el_ms_p90=row["e2el_ms_p90"], itl_ms_p90=row.get("itl_ms_p90"), preemptions=int(row["sim_preemptions"]),

@@ -32,7 +32,7 @@ from bench.planner.roofline import (
     point_raw,
     resolve_quant,
 )
-from bench.units import MS_PER_S, ms_to_s, s_to_ms
+from bench.units import ms_to_s, s_to_ms
 
 DEFAULT_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 COMPARE_GPUS = ("h100", "h200", "h20", "b200", "b300", "gb200-nvl72", "gb300-nvl72", "mi300x", "mi355x", "ascend-910b")
@@ -243,13 +243,12 @@ def _sim_point(dep: Deployment, row: dict[str, Any], c: int, replicas: int, max_
     point values, p90/p99 beside them, throughput over the measured window."""
     e = dep.eff
     batch = float(row["sim_mean_decode_batch"]) * dep.dp_attention  # the simulation's is per scheduler (DP group)
-    gpus = replicas * dep.tp
     tpot = row.get("tpot_ms_p50") or math.nan
     return CurvePoint(
         concurrency=c, batch_per_replica=batch, tpot_ms=tpot, ttft_ms=row["ttft_ms_p50"],
-        e2el_ms=row["e2el_ms_p50"], interactivity_tok_s_user=MS_PER_S / tpot if tpot > 0 else math.nan,
-        output_tok_s=row["output_tok_s"], output_tok_s_per_gpu=row["output_tok_s"] / gpus,
-        total_tok_s_per_gpu=row["total_tok_s"] / gpus,
+        e2el_ms=row["e2el_ms_p50"], interactivity_tok_s_user=row["interactivity_tok_s_user"] or math.nan,
+        output_tok_s=row["output_tok_s"], output_tok_s_per_gpu=row["output_tok_s_per_gpu"],  # summarize's own
+        total_tok_s_per_gpu=row["total_tok_s_per_gpu"],
         decode_bound=dep.step_raw(max(batch, 1.0), 1.0).bound(e.bandwidth_efficiency, e.compute_efficiency),
         queued=c / replicas > max_seqs or row["sim_preemptions"] > 0,
         ttft_ms_p90=row["ttft_ms_p90"], ttft_ms_p99=row["ttft_ms_p99"], tpot_ms_p90=row.get("tpot_ms_p90"),

@@ -232,20 +232,24 @@ def open_points(catalog: Catalog, pricing: CatalogPricing) -> Any:
         return pa.StructArray.from_arrays(arrays, names=list(MONEY_NAMES))
 
     con = catalog.connect()
-    con.execute("SET allowed_paths = ?", [catalog.files])
-    types = {r[0]: r[1] for r in con.execute("DESCRIBE cat").fetchall()}
-    struct = duckdb.struct_type({n: _duck_type(t) for n, t in MONEY_COLUMNS})
-    con.create_function("maas_money", money, [duckdb.sqltype(types[n]) for n in names], struct, type="arrow",
-                        null_handling="special",  # a null input (no cache measurement) is an input, not a null row
-                        side_effects=False)
-    shown = [c for c in types if c not in MONEY_NAMES]
-    plain = ", ".join(f's."{c}"' for c in shown)
-    priced = ", ".join(f's.m."{n}" AS "{n}"' for n in MONEY_NAMES)
-    args = ", ".join(f'cat."{n}"' for n in names)
-    con.execute(f"CREATE VIEW points AS SELECT {plain}, {priced} FROM (SELECT cat.*, maas_money({args}) AS m "
-                "FROM cat) s")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
+    try:
+        con.execute("SET allowed_paths = ?", [catalog.files])
+        types = {r[0]: r[1] for r in con.execute("DESCRIBE cat").fetchall()}
+        struct = duckdb.struct_type({n: _duck_type(t) for n, t in MONEY_COLUMNS})
+        con.create_function("maas_money", money, [duckdb.sqltype(types[n]) for n in names], struct, type="arrow",
+                            null_handling="special",  # a null input (no cache measurement) is an input
+                            side_effects=False)
+        shown = [c for c in types if c not in MONEY_NAMES]
+        plain = ", ".join(f's."{c}"' for c in shown)
+        priced = ", ".join(f's.m."{n}" AS "{n}"' for n in MONEY_NAMES)
+        args = ", ".join(f'cat."{n}"' for n in names)
+        con.execute(f"CREATE VIEW points AS SELECT {plain}, {priced} FROM (SELECT cat.*, maas_money({args}) AS m "
+                    "FROM cat) s")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()  # nothing else holds it: a failed setup must not leak the connection
+        raise
     return con
 
 

@@ -133,7 +133,8 @@ def send_time_s(lp: LoadPoint) -> float:
     """About how long a rate point takes to send its requests (0 for closed loop, which the server paces)."""
     if lp.request_rate is None:
         return (lp.ramp_s or 0.0) + (lp.duration_s or 0.0)
-    n = lp.effective_warmup + (0 if lp.duration_s is not None else lp.num_requests)
+    measured = lp.until.max_requests if lp.until is not None else lp.num_requests  # `until` may send up to its cap
+    n = lp.effective_warmup + (0 if lp.duration_s is not None else measured)
     return (lp.ramp_s or 0.0) + n / lp.request_rate + (lp.duration_s or 0.0)
 
 

@@ -175,6 +175,7 @@ class GroupSession:
             row.update({"status": "failed", "error": self.start_error})
             self._write(row)
             self.stats.points_failed += 1
+            self.stats.wall.add_point(row)  # its seconds are the point's, not "outside any group"
             self.emit({"type": "point_done", "row": row, "skipped_requests": point.load.num_requests})
             return row
         assert self.engine is not None

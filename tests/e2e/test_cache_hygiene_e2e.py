@@ -44,14 +44,17 @@ def test_keep_inflates_the_second_point_and_reset_keeps_it_cold(tmp_path):
         print(f"{r.prefix_cache_between_points} c={r.concurrency}: hit rate {r.prefix_cache_hit_rate:.3f}, "
               f"cached frac {r.cached_input_frac:.3f}, total {r.total_tok_s:.0f} tok/s, "
               f"TTFT p50 {r.ttft_ms_p50:.0f} ms")
-    # the first point of each server starts cold either way
-    assert keep1.prefix_cache_hit_rate == pytest.approx(COLD, abs=0.03)
-    assert reset1.prefix_cache_hit_rate == pytest.approx(COLD, abs=0.03)
-    # keep: the second point is served from what the first cached; reset: it is cold again
+    # The hand values hold when every request finds what an earlier one cached and nothing else. On the real
+    # engine the order of concurrent requests moves a few blocks either way (a CI run read 0.561 for a cold
+    # first point), so the cold points are checked against the hand value within 0.1 and the policies against
+    # each other: keep must be near-fully warm, reset must be as cold as its own first point.
+    for cold in (keep1, reset1, reset2):
+        assert cold.prefix_cache_hit_rate == pytest.approx(COLD, abs=0.1)
     assert keep2.prefix_cache_hit_rate == pytest.approx(WARM, abs=0.03)
-    assert reset2.prefix_cache_hit_rate == pytest.approx(COLD, abs=0.03)
+    assert keep2.prefix_cache_hit_rate - reset2.prefix_cache_hit_rate > 0.3  # reset removed the inflation
+    assert abs(reset2.prefix_cache_hit_rate - reset1.prefix_cache_hit_rate) < 0.1
     assert reset1.prefix_cache_reset and reset2.prefix_cache_reset
     assert pd.isna(keep2.prefix_cache_reset)  # keep: no reset was tried
     # the requests' own usage (cached_tokens) agrees with the server's counters
-    assert keep2.cached_input_frac == pytest.approx(WARM, abs=0.03)
-    assert reset2.cached_input_frac == pytest.approx(COLD, abs=0.03)
+    assert keep2.cached_input_frac == pytest.approx(keep2.prefix_cache_hit_rate, abs=0.03)
+    assert reset2.cached_input_frac == pytest.approx(reset2.prefix_cache_hit_rate, abs=0.03)

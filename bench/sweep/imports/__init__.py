@@ -48,7 +48,10 @@ def read(path: Path, fmt: str = AUTO) -> ReadFile:
         fmt = found
     elif not FORMATS[fmt].matches(doc):
         raise fail(path, f"not a {fmt} result file" + (f" (it looks like {found})" if found else ""))
-    parsed = FORMATS[fmt].parse(doc, path)
+    try:
+        parsed = FORMATS[fmt].parse(doc, path)
+    except (AttributeError, TypeError, KeyError, IndexError) as e:  # valid JSON of an unexpected shape
+        raise fail(path, f"unexpected structure for a {fmt} result ({type(e).__name__}: {e})") from None
     if not parsed.points:
         raise fail(path, "no benchmark points in it")
     return ReadFile(path, fmt, sha256_hex(data), parsed)

@@ -17,7 +17,7 @@ from bench.econ.row_cost import ROW_PRICING
 from bench.engines.vllm_server import SERVED_MODEL_NAME
 from bench.planner import calibrate, virtual  # noqa: F401 - virtual registers its engine kind
 from bench.sweep.run import run_sweep
-from bench.sweep.store import load_results
+from bench.sweep.store import load_requests, load_results
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -47,8 +47,9 @@ def check(vllm_server, tmp_path_factory):
     cfg_dir.mkdir()
     calibrate.save_calibration(fits, path=cfg_dir / "roofline.yaml")
     held = {"concurrency": [6], "request_rate": [6.0], "num_requests": 24}
-    measured = load_results(run_sweep(_sweep(real, held, HELD_OUT), out_root=out / "real",
-                                      pricing=ROW_PRICING).run_dir)
+    measured_dir = run_sweep(_sweep(real, held, HELD_OUT), out_root=out / "real", pricing=ROW_PRICING).run_dir
+    measured = load_results(measured_dir)
+    measured["run_dir"] = str(measured_dir)  # for the per-request look in _merged
     base.set_user_config_dir(cfg_dir)
     try:
         predicted = load_results(run_sweep(_sweep({"kind": "virtual"}, held, HELD_OUT), out_root=out / "virtual",
@@ -68,7 +69,22 @@ def test_calibration_reproduces_its_own_points(check):
 def test_held_out_points_within_the_bound(check, metric):
     _, measured, predicted = check
     assert (predicted["engine"] == "virtual").all() and (predicted["status"] == "ok").all()
+    compared = 0
     for load in ("concurrency", "request_rate"):
-        m = measured[measured[load].notna()].iloc[0][metric]
-        p = predicted[predicted[load].notna()].iloc[0][metric]
+        row = measured[measured[load].notna()].iloc[0]
+        if _merged(row) and metric != "output_tok_s":
+            # the API server fell behind and handed most answers over in one read (vLLM merges undelivered
+            # deltas; a loaded CI box did this at 6 req/s): TTFT then includes the decode and TPOT reads 0, so
+            # the point measured the box, not the engine's step times; throughput is still counted right
+            continue
+        m, p = row[metric], predicted[predicted[load].notna()].iloc[0][metric]
         assert 1 / BOUND <= p / m <= BOUND, f"{metric} at {load}: predicted {p:.4g}, measured {m:.4g}"
+        compared += 1
+    assert compared >= 1, "every held-out point had its streams merged: nothing to compare"
+
+
+def _merged(row) -> bool:
+    """Most measured requests arrived in far fewer reads than tokens (median chunks < half the output)."""
+    req = load_requests(row["run_dir"], row["point_id"])
+    meas = req[~req["warmup"] & ~req["cooldown"]]
+    return bool((meas["num_chunks"] < meas["output_tokens"] / 2).mean() > 0.5)

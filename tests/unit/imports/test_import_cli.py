@@ -213,3 +213,12 @@ def test_a_sidecar_with_a_typo_is_one_line(tmp_path):
 def test_the_same_file_twice_is_refused(tmp_path):
     r = _cli("import", VLLM, VLLM, "--gpu", "h200", "--out", tmp_path / "r")
     assert r.exit_code == 2 and "given twice" in r.stderr and not (tmp_path / "r").exists()
+
+
+def test_valid_json_of_an_unexpected_shape_is_one_line_not_a_traceback(tmp_path):
+    """A GuideLLM file whose benchmark `config` is a string (valid JSON, wrong shape): one line naming the file."""
+    doc = json.loads(GUIDELLM.read_text())
+    for b in doc["benchmarks"]:
+        b["config"] = "not an object"
+    msg = _bad(tmp_path, "g.json", json.dumps(doc))
+    assert "g.json" in msg

@@ -52,7 +52,7 @@ def test_a_dead_process_fails_the_load_with_its_reason_and_cancels_it() -> None:
         t0 = time.monotonic()
         with pytest.raises(ServerDown) as ei:
             await watch_load(load(), watch)
-        assert time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 < 5  # the liveness check, not the load's own end (loaded CI: generous)
         assert str(ei.value) == "server died: killed by signal 9 (SIGKILL)" == watch.reason
         assert cancelled.is_set()  # the in-flight load was cancelled, not left running
 
@@ -103,7 +103,7 @@ def test_a_hung_health_endpoint_fails_and_an_answering_one_does_not() -> None:
         runner, url = await _serve(app)
         try:
             watch = _fast(base_url=url + "/v1")  # an API root: /health is probed at the server root
-            assert await watch_load(asyncio.sleep(0.5, result="ok"), watch) == "ok"
+            assert await watch_load(asyncio.sleep(1.5, result="ok"), watch) == "ok"  # room for >= 3 probes
             assert watch.probes >= 3 and watch.reason is None
             hang["on"] = True
             watch = _fast(base_url=url)

@@ -151,3 +151,12 @@ def test_valid_json_lines_still_read(tmp_path):
                                                                                  "output_len": 1}]
     path = _trace(tmp_path, "\n".join(json.dumps(r) for r in rows) + "\n\n")
     assert read_trace(path) == [(0.5, 3, 1, None), (1.0, 8, 4, 2)]
+
+
+def test_until_cap_counts_toward_the_send_time():
+    """`until` may keep sending up to max_requests: 1 req/s with a cap of 1e6 is ~11.6 days, refused (a bound on
+    num_requests alone let it through)."""
+    lp = LoadPoint(request_rate=1.0, num_requests=10, until={"throughput_rel_ci": 0.05, "max_requests": 10**6})
+    assert send_time_s(lp) == pytest.approx(10**6)
+    with pytest.raises(UserInputError, match="request_rate 1"):
+        check_send_time(lp)
