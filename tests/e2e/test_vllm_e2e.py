@@ -53,13 +53,14 @@ def test_all_requests_complete_with_pinned_lengths(e2e_run):
 def test_throughput_latency_and_cost_are_consistent(e2e_run):
     _, df = e2e_run
     assert (df["output_tok_s"] > 0).all()
-    # at concurrency 1 the stream arrives token by token; under load (2 cores shared with the server) the API
-    # server can fall behind and hand a whole answer over in one read (vLLM merges undelivered deltas), so there
-    # the first token may arrive with the last
-    assert (df["ttft_ms_p50"] <= df["e2el_ms_p50"]).all()
-    one = df[df.concurrency == 1]
-    assert (one["ttft_ms_p50"] < one["e2el_ms_p50"]).all() and (one["tpot_ms_mean"] > 0).all()
-    assert (df["tpot_ms_mean"] >= 0).all()
+    # vLLM streams one token per chunk, but on a loaded box (2 cores shared with the server; CI saw it even at
+    # concurrency 1) its API server can fall behind and hand a whole answer over in one read (it merges
+    # undelivered deltas): then the first token arrives with the last. Strict TTFT < E2EL and TPOT > 0 are
+    # asserted for the points whose streams were not merged, and there must be at least one such point.
+    assert (df["ttft_ms_p50"] <= df["e2el_ms_p50"]).all() and (df["tpot_ms_mean"] >= 0).all()
+    streamed = df[[not _merged(e2e_run[0].run_dir, pid) for pid in df["point_id"]]]
+    assert len(streamed) >= 1, "every point had its streams merged by the server"
+    assert (streamed["ttft_ms_p50"] < streamed["e2el_ms_p50"]).all() and (streamed["tpot_ms_mean"] > 0).all()
     # $/M output = rate / (tok/s/GPU * 3600 / 1e6), recomputed independently here
     expected = 0.10 / (df["output_tok_s_per_gpu"] * 3600 / 1e6)
     assert (abs(df["usd_per_m_output"] - expected) < 1e-9 * expected).all()
@@ -83,6 +84,13 @@ def test_throughput_latency_and_cost_are_consistent(e2e_run):
         assert row["duration_s"] == pytest.approx((end - start) / 1e9)
         assert row["output_tok_s"] == pytest.approx(in_window / row["duration_s"], rel=1e-9)
         assert in_window >= N * OUTPUT_LEN - 1e-6  # the measured requests' own tokens are all inside the window
+
+
+def _merged(run_dir, point_id) -> bool:
+    """Most measured requests of the point arrived in under half as many reads as tokens."""
+    req = load_requests(run_dir, point_id)
+    meas = req[~req["warmup"] & ~req["cooldown"]]
+    return bool((meas["num_chunks"] < OUTPUT_LEN / 2).mean() > 0.5)
 
 
 def test_server_and_client_token_counts_agree(e2e_run):
