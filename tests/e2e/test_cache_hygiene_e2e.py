@@ -55,6 +55,12 @@ def test_keep_inflates_the_second_point_and_reset_keeps_it_cold(tmp_path):
     assert abs(reset2.prefix_cache_hit_rate - reset1.prefix_cache_hit_rate) < 0.1
     assert reset1.prefix_cache_reset and reset2.prefix_cache_reset
     assert pd.isna(keep2.prefix_cache_reset)  # keep: no reset was tried
-    # the requests' own usage (cached_tokens) agrees with the server's counters
-    assert keep2.cached_input_frac == pytest.approx(keep2.prefix_cache_hit_rate, abs=0.03)
-    assert reset2.cached_input_frac == pytest.approx(reset2.prefix_cache_hit_rate, abs=0.03)
+    # The requests' own usage (cached_tokens) is per request and exact; the server's counters are scraped around
+    # the point and agree with it closely but not exactly (a CI run read 0.539 on the counters where the usage said
+    # 0.485 for the reset point: the scrape window and the engine's stats flush are not the same instant). So the
+    # usage must say the same thing about the policies, and the counters must agree with it within 0.1.
+    assert keep2.cached_input_frac == pytest.approx(WARM, abs=0.03)
+    assert reset2.cached_input_frac == pytest.approx(COLD, abs=0.1)
+    assert keep2.cached_input_frac - reset2.cached_input_frac > 0.3
+    for r in (keep1, keep2, reset1, reset2):
+        assert r.cached_input_frac == pytest.approx(r.prefix_cache_hit_rate, abs=0.1)
