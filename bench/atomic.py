@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,15 +26,14 @@ def _naming(path: Path, e: OSError) -> OSError:
     return e
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
+@contextmanager
+def _temp_beside(path: Path) -> Iterator[tuple[int, str]]:
+    """A temp file in `path`'s directory (its open descriptor and its name, for the block to write and close),
+    renamed onto `path` when the block ends; removed when it raises, an OSError then naming `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -40,6 +41,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(e, OSError):
             raise _naming(path, e) from e
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _temp_beside(Path(path)) as (fd, _), os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -47,16 +55,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with _temp_beside(Path(path)) as (fd, tmp):
+        os.close(fd)
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise _naming(path, e) from e
-        raise

@@ -87,8 +87,10 @@ def batch_means_ci(times_ns: np.ndarray, weights: np.ndarray | None, start_ns: i
     if k != BATCHES:  # pragma: no cover - the t quantile below is for k = BATCHES
         raise ValueError(f"batch_means_ci: k must be {BATCHES}")
     duration_s = max(end_ns - start_ns, 1) / NS_PER_S
-    edges = np.linspace(float(start_ns), float(end_ns), k + 1)
-    counts, _ = np.histogram(np.asarray(times_ns, dtype=float), bins=edges, weights=weights)
+    # k equal bins given as (k, range): numpy's uniform-bin path, no sort (load.until runs this on the event
+    # loop between rounds); the same edges (linspace) and the same closed last bin as explicit edges
+    counts, _ = np.histogram(np.asarray(times_ns, dtype=float), bins=k, range=(float(start_ns), float(end_ns)),
+                             weights=weights)
     rates = counts / (duration_s / k)
     mean = float(rates.mean())
     half = T_975_DF9 * float(rates.std(ddof=1)) / float(np.sqrt(k))

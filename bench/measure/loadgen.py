@@ -57,7 +57,6 @@ from typing import Any
 
 from bench.config.load_spec import LoadPoint
 from bench.measure.client import RequestSpec
-from bench.measure.intervals import MIN_REQUESTS, batch_means_ci
 from bench.measure.load_health import (
     COALESCED_WARN_FRAC,
     LAG_P99_LIMIT_MS,
@@ -67,7 +66,7 @@ from bench.measure.load_health import (
     probe_loop_lag,
 )
 from bench.measure.load_phases import COOLDOWN, MEASURED, WARMUP, PhaseFn, Phases
-from bench.measure.metrics import RequestRecord, window_events
+from bench.measure.metrics import RequestRecord, window_rates
 from bench.measure.sessions import Session
 from bench.units import NS_PER_S, ns_to_s, s_to_ns
 
@@ -110,22 +109,14 @@ def ramp_time_s(u: float, rate: float, ramp_s: float | None = None, start_rate: 
     return 2.0 * u / (r0 + math.sqrt(max(disc, 0.0))) if u > 0 else 0.0
 
 
-
 def throughput_rel_width(records: list[RequestRecord]) -> float | None:
-    """(hi - lo) / output_tok_s of the 95% batch-means interval over the requests finished so far (as
-    metrics.summarize computes it for the row); None while there are too few for an interval. `load.until`
-    calls it between rounds, on the event loop: histograms only, no bootstrap."""
-    measured = [r for r in records if r.measured]
-    done = [r for r in measured if r.ok]
-    if len(measured) < MIN_REQUESTS or not done:
+    """(hi - lo) / output_tok_s of the 95% output tok/s interval the row would carry now: the row's own
+    function (`metrics.window_rates`), so load.until stops on the figure it reports. None while there is no
+    interval (fewer than MIN_REQUESTS measured requests) or no measured request has completed yet."""
+    w = window_rates(records)
+    rate, lo, hi = w["output_tok_s"], w["output_tok_s_ci_lo"], w["output_tok_s_ci_hi"]
+    if lo is None or hi is None or not rate or not w["request_throughput"]:
         return None
-    start, end = min(r.send_ns for r in measured), max(r.end_ns for r in measured)
-    times, weights = window_events(records, done)["output_tok_s"]
-    inside = (times >= start) & (times <= end)
-    rate = float(weights[inside].sum()) / (max(end - start, 1) / NS_PER_S)
-    if rate <= 0:
-        return None
-    lo, hi = batch_means_ci(times, weights, start, end)
     return (hi - lo) / rate
 
 

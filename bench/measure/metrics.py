@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from bench.config.slo import Slo
-from bench.measure.intervals import MIN_REQUESTS, empty_ci_columns, latency_ci_columns, rate_ci_columns
+from bench.measure.intervals import CI_RATES, MIN_REQUESTS, empty_ci_columns, latency_ci_columns, rate_ci_columns
 from bench.units import MS_PER_S, NS_PER_MS, NS_PER_S
 
 PERCENTILES = (50, 90, 95, 99)
@@ -77,6 +77,7 @@ class RequestRecord:
     # Content chunks that arrived in the same network read as an earlier one: they share its timestamp,
     # so a high share means the client (not the server) set the measured ITL.
     coalesced_chunks: int = 0
+    timestamp_source: str | None = None  # "kernel" receive stamps or event-"loop" reads (bench.measure.client)
     # usage.prompt_tokens_details.cached_tokens: prompt tokens the server's prefix cache served (None = not reported)
     cached_input_tokens: int | None = None
     # a malformed usage block (e.g. completion_tokens "8", 1e300, -3), with the raw value; the count is dropped
@@ -88,23 +89,9 @@ class RequestRecord:
     def measured(self) -> bool:
         return not (self.warmup or self.cooldown)
 
-    def output_tokens_between(self, start_ns: int, end_ns: int) -> float:
-        """Output tokens streamed in [start_ns, end_ns]: the request's tokens spread evenly over its chunks."""
-        if not self.chunk_ns:
-            return 0.0
-        inside = sum(1 for t in self.chunk_ns if start_ns <= t <= end_ns)
-        if not inside:
-            return 0.0
-        if self.ok and self.usage_completion_tokens is not None:
-            return inside * self.usage_completion_tokens / len(self.chunk_ns)
-        if len(self.chunk_tokens) == len(self.chunk_ns):
-            return float(sum(k for t, k in zip(self.chunk_ns, self.chunk_tokens, strict=True)
-                             if start_ns <= t <= end_ns))
-        return float(inside)
-
     def chunk_token_weights(self) -> list[float]:
-        """Output tokens of each content chunk, by the rule of `output_tokens_between` (usage spread evenly,
-        else the chunk's own count, else 1): the events of the throughput intervals."""
+        """Output tokens of each content chunk: the server's usage count spread evenly over the chunks, else
+        the chunk's own count, else 1. The events of the windowed token rates and of their intervals."""
         if not self.chunk_ns:
             return []
         if self.ok and self.usage_completion_tokens is not None:
@@ -199,30 +186,11 @@ def summarize(
         "num_requests": len(measured),
         "completed": len(done),
         "failed": len(measured) - len(done),
+        "input_tokens": sum(r.prompt_tokens for r in done),
+        "output_tokens": sum(r.output_tokens for r in done),
     }
-    win_in = win_out = 0.0
-    if measured:
-        start = min(r.send_ns for r in measured)
-        end = max(r.end_ns for r in measured)
-        duration_s = max(end - start, 1) / NS_PER_S
-        for r in records:
-            win_out += r.output_tokens_between(start, end)
-            if r.chunk_ns and start <= r.chunk_ns[0] <= end:
-                win_in += r.prompt_tokens
-    else:
-        duration_s = 0.0
-    in_tok = sum(r.prompt_tokens for r in done)
-    out_tok = sum(r.output_tokens for r in done)
-    row.update({"duration_s": duration_s, "input_tokens": in_tok, "output_tokens": out_tok,
-                "window_input_tokens": win_in, "window_output_tokens": win_out})
-
-    def rate(x: float) -> float | None:
-        return x / duration_s if duration_s > 0 else None
-
-    row["request_throughput"] = rate(len(done))
-    row["input_tok_s"] = rate(win_in)
-    row["output_tok_s"] = rate(win_out)
-    row["total_tok_s"] = rate(win_in + win_out)
+    row.update(empty_ci_columns())  # the latency intervals stay None below MIN_REQUESTS
+    row.update(window_rates(records))  # the window's rates and their intervals
     row.update(per_gpu_columns(row, gpu_count))
 
     ttfts = [r.ttft_ms for r in done if r.ttft_ms is not None]
@@ -231,24 +199,56 @@ def summarize(
     itls = [x for r in done for x in r.itl_ms]
     for name, samples in (("ttft_ms", ttfts), ("tpot_ms", tpots), ("itl_ms", itls), ("e2el_ms", e2els)):
         row.update(percentile_stats(name, samples))
-    row.update(empty_ci_columns())
     if len(measured) >= MIN_REQUESTS:
         row.update(latency_ci_columns({"ttft_ms": ttfts, "tpot_ms": tpots, "e2el_ms": e2els}))
-        row.update(rate_ci_columns(window_events(records, done), start, end))
     row["interactivity_tok_s_user"] = interactivity_tok_s_user(row["tpot_ms_p50"])
     good = sum(1 for r in done if meets_request_slo(r, limits))
     row["good_requests"] = good
-    row["goodput_req_s"] = rate(good)
+    row["goodput_req_s"] = good / row["duration_s"] if row["duration_s"] > 0 else None
     row.update(token_discrepancy(done))
     row["decode_tokens_per_chunk"] = decode_tokens_per_chunk(done)
     row.update(cache_and_session_stats(done))
     return row
 
 
+def window_rates(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """The figures of the measured window (first measured send to last measured end): `duration_s`, the
+    tokens streamed inside it, request/s, input/output/total tok/s, and the 95% intervals of CI_RATES
+    (None below MIN_REQUESTS measured requests); rates are None when nothing was measured.
+
+    One function for two callers that must agree: `summarize` (the row) and load.until's stop rule between
+    rounds (bench.measure.loadgen.throughput_rel_width), which judges the very interval the row will carry.
+    A token rate and its interval are read from the same events (`window_events`), so the mean of the batch
+    rates is the row's figure by construction. Vectorised: the stop rule runs it on the event loop."""
+    measured = [r for r in records if r.measured]
+    done = [r for r in measured if r.ok]
+    out: dict[str, Any] = {f"{n}_ci_{end}": None for n in CI_RATES for end in ("lo", "hi")}
+    if not measured:
+        out.update({"duration_s": 0.0, "window_input_tokens": 0.0, "window_output_tokens": 0.0,
+                    "request_throughput": None, "input_tok_s": None, "output_tok_s": None, "total_tok_s": None})
+        return out
+    start, end = min(r.send_ns for r in measured), max(r.end_ns for r in measured)
+    duration_s = max(end - start, 1) / NS_PER_S
+    events = window_events(records, done)
+
+    def inside(name: str) -> float:
+        times, weights = events[name]
+        return float(np.sum(weights[(times >= start) & (times <= end)])) if weights is not None else 0.0
+
+    win_in, win_out = inside("input_tok_s"), inside("output_tok_s")
+    out.update({"duration_s": duration_s, "window_input_tokens": win_in, "window_output_tokens": win_out,
+                "request_throughput": len(done) / duration_s, "input_tok_s": win_in / duration_s,
+                "output_tok_s": win_out / duration_s, "total_tok_s": (win_in + win_out) / duration_s})
+    if len(measured) >= MIN_REQUESTS:
+        out.update(rate_ci_columns(events, start, end))
+    return out
+
+
 def window_events(records: Sequence[RequestRecord], done: Sequence[RequestRecord],
                   ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """The events behind each windowed rate, as (times in ns, weights): output tokens at their chunks (every
-    request's, as `output_tok_s`), input tokens at the first chunk, completions of the measured requests."""
+    request's, as `output_tok_s`), input tokens at the first chunk (`input_tok_s`: a request's prompt counts
+    when its prefill ends inside the window), completions of the measured requests."""
     out_t = [t for r in records for t in r.chunk_ns]
     out_w = [w for r in records for w in r.chunk_token_weights()]
     firsts = [r for r in records if r.chunk_ns]
@@ -258,6 +258,7 @@ def window_events(records: Sequence[RequestRecord], done: Sequence[RequestRecord
     out_weights, in_weights = np.asarray(out_w, dtype=float), np.asarray(in_w, dtype=float)
     return {
         "output_tok_s": (out_times, out_weights),
+        "input_tok_s": (in_times, in_weights),
         "total_tok_s": (np.concatenate([out_times, in_times]), np.concatenate([out_weights, in_weights])),
         "request_throughput": (np.asarray([r.end_ns for r in done], dtype=np.int64), None),
     }

@@ -314,8 +314,9 @@ def headline(points: pd.DataFrame, slos: Sequence[Slo]) -> list[dict[str, Any]]:
                                "ttft_column": ttft_col, "tpot_column": tpot_col, "point_id": None}
         if feasible:
             best = min(feasible, key=lambda r: r["cost_usd_per_m_output_tokens"])
-            cols = ("run_id", "point_id", "series", "model", "quantization", "gpu_type", "gpu_count", "concurrency",
-                    "request_rate", "max_num_seqs", "dtype", "output_tok_s_per_gpu", "interactivity_tok_s_user",
+            cols = ("run_id", "point_id", "series", "source", "engine", "model", "quantization", "gpu_type",
+                    "gpu_count", "concurrency", "request_rate", "max_num_seqs", "dtype", "output_tok_s_per_gpu",
+                    "interactivity_tok_s_user",
                     *ECON_COLUMNS, ttft_col, tpot_col,
                     *(t.column for t in slo.terms),
                     # 95% intervals (measure.intervals; null where none, e.g. p95 or under 10 requests)

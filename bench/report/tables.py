@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.sweep.rows import row_source
+
 # Point-table columns: (column, header, formatter name).
 POINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("run_id", "run", "str"),
@@ -187,12 +189,15 @@ def _config_text(r: dict[str, Any]) -> str:
 
 
 def cache_text(r: dict[str, Any]) -> str:
-    """The cache share a point's money figures use, and whether it was measured ("77% measured")."""
+    """The cache share a point's money figures use, and where it came from ("77% measured"; a virtual-engine
+    point's share came out of the scheduler simulation, so it says "simulated", never "measured")."""
     share = finite_float(r.get("cached_share"))
     if share is None:
         return "-"
     src = str(r.get("cached_share_source") or "")
     how = "measured" if src == "measured" else ("none" if src == "none" else "given")
+    if how == "measured" and row_source(r.get("source"), r.get("engine")) == "virtual":
+        how = "simulated"
     return f"{share:.0%} {how}" if how != "none" else "0% (none measured)"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,19 @@ def load_document(path: Path, data: bytes) -> Any:
     return read_yaml(path)  # bounded (size, aliases, depth) like every config read; errors name the file
 
 
-def number(doc: Any, *keys: str) -> float | None:
-    """The finite number at doc[k1][k2]...; None when a key is missing or the value is null/not a number."""
+def value_at(doc: Any, *keys: str) -> Any:
+    """doc[k1][k2]...; None when a key is missing or a step on the way is not a mapping."""
     cur = doc
     for k in keys:
         if not isinstance(cur, dict) or k not in cur:
             return None
         cur = cur[k]
+    return cur
+
+
+def number(doc: Any, *keys: str) -> float | None:
+    """The finite number at doc[k1][k2]...; None when a key is missing or the value is null/not a number."""
+    cur = value_at(doc, *keys)
     if isinstance(cur, bool) or not isinstance(cur, (int, float)):
         return None
     return float(cur) if math.isfinite(cur) else None
@@ -93,16 +100,45 @@ def integer(doc: Any, *keys: str) -> int | None:
 
 
 def text(doc: Any, *keys: str) -> str | None:
-    cur = doc
-    for k in keys:
-        if not isinstance(cur, dict) or k not in cur:
-            return None
-        cur = cur[k]
+    """The scalar at doc[k1][k2]... as a string (a version may be written 0.2 or "0.2"); None when a key is
+    missing or the value is null, a boolean, a list or a mapping."""
+    cur = value_at(doc, *keys)
     return str(cur) if isinstance(cur, (str, int, float)) and not isinstance(cur, bool) else None
 
 
 def drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
+
+
+# Reads one result object of a file as a point: (object, file, where it is for errors, notes said once per file).
+PointReader = Callable[[Any, Path, str, list[str]], dict[str, Any]]
+
+
+def objects(doc: Any) -> list[Any]:
+    """The result objects of a file that holds one object or a list of them (InferenceX aggregates, llm-d
+    reports; a file of many is the tool's collection of points)."""
+    return doc if isinstance(doc, list) else [doc]
+
+
+def first_object(doc: Any) -> Any:
+    """The object a `matches` looks at: the first of a list, or the lone object (an empty list as is)."""
+    return doc[0] if isinstance(doc, list) and doc else doc
+
+
+def read_points(doc: Any, path: Path, tool_name: str, kind: str,
+                point: PointReader) -> tuple[list[dict[str, Any]], list[str]]:
+    """The points of a one-or-many file (see `objects`), each read by `point`, and the notes they left.
+
+    Why here: the formats whose files hold one object or a list of them read them the same way; errors name
+    the object as "<kind> <i>" in a list and "the <kind>" alone, and an empty list is refused rather than
+    imported as a run with no points."""
+    docs = objects(doc)
+    if not docs:
+        raise fail(path, f"an empty list: no {tool_name} {kind} in it")
+    notes: list[str] = []
+    points = [point(d, path, f"{kind} {i}" if isinstance(doc, list) else f"the {kind}", notes)
+              for i, d in enumerate(docs)]
+    return points, notes
 
 
 def require_output_tokens(path: Path, point: dict[str, Any], where: str) -> None:

@@ -24,8 +24,10 @@ from bench.sweep.imports.base import (
     check_version,
     drop_none,
     fail,
+    first_object,
     integer,
     number,
+    read_points,
     require_output_tokens,
     text,
 )
@@ -38,7 +40,7 @@ _STATS = {"mean": "mean", "median": "p50", "p50": "p50", "p90": "p90", "p95": "p
 
 
 def matches(doc: Any) -> bool:
-    first = doc[0] if isinstance(doc, list) and doc else doc
+    first = first_object(doc)
     return isinstance(first, dict) and "tput_per_gpu" in first and "conc" in first and "hw" in first
 
 
@@ -96,11 +98,6 @@ def _point(doc: Any, path: Path, where: str, notes: list[str]) -> dict[str, Any]
 
 
 def parse(doc: Any, path: Path) -> Parsed:
-    docs = doc if isinstance(doc, list) else [doc]
-    if not docs:
-        raise fail(path, "an empty list: no InferenceX result in it")
-    notes: list[str] = []
-    note = check_version(path, TOOL, None, KNOWN_VERSIONS)
-    points = [_point(d, path, f"result {i}" if isinstance(doc, list) else "the result", notes)
-              for i, d in enumerate(docs)]
+    points, notes = read_points(doc, path, "InferenceX", "result", _point)
+    note = check_version(path, TOOL, None, KNOWN_VERSIONS)  # the file states no version: always a note
     return Parsed(TOOL, None, points, None, [n for n in (note, *notes) if n])

@@ -23,8 +23,11 @@ from bench.sweep.imports.base import (
     check_version,
     drop_none,
     fail,
+    first_object,
     integer,
     number,
+    objects,
+    read_points,
     require_output_tokens,
     text,
 )
@@ -42,7 +45,7 @@ _DURATION = re.compile(r"^PT(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:
 
 
 def matches(doc: Any) -> bool:
-    first = doc[0] if isinstance(doc, list) and doc else doc
+    first = first_object(doc)
     return isinstance(first, dict) and isinstance(first.get("run"), dict) and isinstance(first.get("results"), dict)
 
 
@@ -122,11 +125,6 @@ def _point(doc: Any, path: Path, where: str, notes: list[str]) -> dict[str, Any]
 
 
 def parse(doc: Any, path: Path) -> Parsed:
-    docs = doc if isinstance(doc, list) else [doc]
-    if not docs:
-        raise fail(path, "an empty list: no llm-d report in it")
-    notes: list[str] = []
-    points = [_point(d, path, f"report {i}" if isinstance(doc, list) else "the report", notes)
-              for i, d in enumerate(docs)]
-    versions = sorted({text(d, "version") for d in docs if isinstance(d, dict) and text(d, "version")})
+    points, notes = read_points(doc, path, "llm-d", "report", _point)
+    versions = sorted({v for d in objects(doc) if (v := text(d, "version"))})
     return Parsed(TOOL, ",".join(versions) or None, points, None, notes)

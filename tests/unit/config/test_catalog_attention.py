@@ -338,3 +338,8 @@ def test_price_book_has_the_new_models_with_sources():
     g47 = book["glm-4.7@bigmodel"]
     assert g47.prices_for(8192, 100).output_per_m == 8.0 and g47.prices_for(8192, 1024).output_per_m == 14.0
     assert book["glm-5.1@bigmodel"].prices_for(40_000, 1000).cached_input_per_m == 2.0
+    # GLM-5.3 and GLM-5-Turbo (docs.z.ai pricing as quoted in pydantic/genai-prices #574 and litellm #29381)
+    g53 = book["glm-5.3@zai"].prices_for(8192, 1024)
+    assert (g53.output_per_m, g53.cached_input_per_m) == (4.40, 0.26)
+    assert book["glm-5-turbo@zai"].prices_for(8192, 1024).input_per_m == 1.20
+    assert book["glm-5-turbo@bigmodel"].prices_for(40_000, 1000).output_per_m == 26.0

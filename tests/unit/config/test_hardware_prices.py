@@ -234,7 +234,8 @@ def test_output_tier_schema_errors(tmp_path, tiers, msg):
 def test_price_book_models_are_catalog_models():
     from bench.config.catalog import load_models
 
-    known = set(load_models()) | {"deepseek-v3.2"}  # DeepSeek entries are price comparators only
+    # price comparators only: DeepSeek, and GLM-5.3 / GLM-5-Turbo (priced, architecture unpublished)
+    known = set(load_models()) | {"deepseek-v3.2", "glm-5.3", "glm-5-turbo"}
     assert set(load_price_book().models()) <= known
 
 

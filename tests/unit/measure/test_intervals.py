@@ -76,6 +76,15 @@ def test_batch_means_by_hand():
     assert half == pytest.approx(3.7703, abs=1e-4)
 
 
+def test_batch_means_bins_are_half_open_but_the_last_and_events_outside_are_dropped():
+    # events at 0, 1, ..., 10 s and two outside the 0..10 s window: batch b holds [b, b + 1) s, the last one
+    # [9, 10] s closed, so the counts are 1 x9 and 2 (9 s and 10 s); rates per s: mean 1.1, sd (ddof 1)
+    # sqrt((9 * 0.01 + 0.81) / 9) = sqrt(0.1), half = t sqrt(0.1) / sqrt(10) = t / 10
+    times = np.array([-1, *range(11), 10.5]) * 10**9
+    lo, hi = batch_means_ci(times.astype(np.int64), None, 0, 10 * 10**9)
+    assert (lo, hi) == (pytest.approx(1.1 - 0.22621571627), pytest.approx(1.1 + 0.22621571627))
+
+
 def test_batch_means_weights_are_tokens():
     times = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5]) * 1e9
     lo, hi = batch_means_ci(times, np.full(10, 3.0), 0, 10 * 10**9)  # 3 tokens per second in every batch

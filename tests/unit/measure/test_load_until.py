@@ -64,22 +64,45 @@ def test_without_until_one_round_and_no_rounds_column():
     assert res.until_rounds is None and sum(r.measured for r in res.records) == 10
 
 
-def test_relative_width_by_hand():
-    # 10 measured requests, request i sent at i s with one chunk at i + 0.5 s carrying 10 (even i) or 30 (odd i)
-    # tokens: window [0, 9.5 s], 10 batches of 0.95 s with one chunk each. Batch rates alternate 10/0.95 and
-    # 30/0.95: mean 20/0.95, sd (ddof 1) (10/0.95) sqrt(10/9), half-width t sd / sqrt(10) = t (10/0.95) / 3, so
-    # the relative width is 2 t (10/0.95) / 3 / (20/0.95) = t / 3.
+def _alternating_records() -> list[RequestRecord]:
+    """10 measured requests, request i sent at i s with one chunk at i + 0.5 s carrying 10 (even i) or 30 (odd i)
+    tokens: window [0, 9.5 s], 10 batches of 0.95 s with one chunk each. Batch rates alternate 10/0.95 and
+    30/0.95: mean 20/0.95, sd (ddof 1) (10/0.95) sqrt(10/9), half-width t sd / sqrt(10) = t (10/0.95) / 3, so
+    the relative width of the 95% interval is 2 t (10/0.95) / 3 / (20/0.95) = t / 3 (t = t(0.975, 9))."""
     recs = []
     for i in range(10):
         r = RequestRecord(request_idx=i, send_ns=i * S, input_tokens=4, max_tokens=30,
                           chunk_ns=[i * S + S // 2], ok=True, usage_completion_tokens=10 if i % 2 == 0 else 30)
         r.done_ns = r.chunk_ns[-1]
         recs.append(r)
+    return recs
+
+
+def test_relative_width_by_hand():
+    recs = _alternating_records()
     assert loadgen.throughput_rel_width(recs) == pytest.approx(T_975_DF9 / 3, rel=1e-9)
-    row = summarize(recs)  # the check between rounds is the row's own interval
+    row = summarize(recs)  # the check between rounds is the row's own interval, centred on the row's figure
+    assert row["output_tok_s"] == pytest.approx(200 / 9.5, rel=1e-12)
+    assert row["output_tok_s_ci_lo"] == pytest.approx(200 / 9.5 - T_975_DF9 * 10 / 0.95 / 3, rel=1e-9)
+    assert row["output_tok_s_ci_hi"] == pytest.approx(200 / 9.5 + T_975_DF9 * 10 / 0.95 / 3, rel=1e-9)
     rel_row = (row["output_tok_s_ci_hi"] - row["output_tok_s_ci_lo"]) / row["output_tok_s"]
     assert loadgen.throughput_rel_width(recs) == pytest.approx(rel_row, rel=1e-9)
     assert loadgen.throughput_rel_width(recs[:9]) is None  # below MIN_REQUESTS
+    for r in recs:
+        r.ok = False
+    assert loadgen.throughput_rel_width(recs) is None  # nothing completed yet: no figure to judge
+
+
+def test_stop_rule_against_the_hand_computed_width():
+    """load.until's rule: another round while the relative width (t / 3 = 0.754 here) is above the target."""
+    recs = _alternating_records()
+    width = T_975_DF9 / 3
+
+    def rule(target: float) -> bool:
+        return loadgen._wider_than_target(recs, _until(target, 100))
+
+    assert rule(width * 0.99) and not rule(width * 1.01)
+    assert loadgen._wider_than_target(recs[:9], _until(2.0, 100))  # no interval yet: never tight
 
 
 def test_until_leaves_point_ids_alone_when_absent_and_is_checked():

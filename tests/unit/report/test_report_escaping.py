@@ -57,3 +57,24 @@ def test_user_text_is_escaped_in_markdown_and_html_and_figures_draw(tmp_path):
     assert md.count("````yaml\n") == 1 and "# closed the fence" in md.split("````yaml\n")[1].split("\n````")[0]
     figures = [p for p in res.figures.values() if p is not None]
     assert figures and all(p.stat().st_size > 1000 for p in figures)  # drawn, not crashed on `$\frac{a}{$`
+
+
+def test_table_cells_are_escaped_once(tmp_path):
+    """A table cell holding `<=` (every SLO label) reads `&lt;=` in report.md, never `&amp;lt;=` (the table macro's
+    output went through the escaping hook a second time, so a reader saw the entity as text)."""
+    run = _evil_run(tmp_path)
+    md = build_report([run], tmp_path / "report", price="glm-4.5@zai", utilization=1.0).markdown_path.read_text()
+    table_lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert any("&lt;=" in ln for ln in table_lines)  # the SLO column of the headline table
+    assert not any("&amp;lt;" in ln or "&amp;#91;" in ln for ln in md.splitlines())
+
+
+def test_cache_share_of_a_virtual_point_says_simulated():
+    """The virtual engine's cache share comes out of the scheduler simulation: the report must not call it measured."""
+    from bench.report.tables import cache_text
+
+    base = {"cached_share": 0.907, "cached_share_source": "measured"}
+    assert cache_text({**base, "source": "measured", "engine": "vllm"}) == "91% measured"
+    assert cache_text({**base, "source": "virtual", "engine": "virtual"}) == "91% simulated"
+    assert cache_text({**base, "source": None, "engine": "virtual"}) == "91% simulated"  # rows older than `source`
+    assert cache_text({"cached_share": 0.5, "cached_share_source": "given"}) == "50% given"
