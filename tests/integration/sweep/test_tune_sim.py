@@ -1,9 +1,10 @@
 """`maas-bench tune` end to end against the simulated server, on a case whose answer follows from the sim.
 
-The sim serves at most 4 streams at once (FIFO queue beyond), TTFT 20 ms, 5 ms per token, 10 output
-tokens: one request holds a slot for 20 + 9*5 = 65 ms. Up to concurrency 4 nobody queues (TTFT ~20 ms);
-at 8, half the requests wait one full request (~65 ms) first, so TTFT p99 >= 85 ms. With the SLO
-ttft_ms_p99<=50 the knee of the ladder 1, 2, 4, 8, 16 is 4, which also has the highest throughput
+The sim serves at most 4 streams at once (FIFO queue beyond), TTFT 80 ms, 20 ms per token, 10 output
+tokens: one request holds a slot for 80 + 9*20 = 260 ms. Up to concurrency 4 nobody queues (TTFT ~80 ms);
+at 8, half the requests wait one full request (~260 ms) first, so TTFT p99 >= 340 ms. With the SLO
+ttft_ms_p99<=200 (120 ms of headroom at c=4: on a loaded 2-core machine a 20 ms TTFT once went past a 50 ms
+limit) the knee of the ladder 1, 2, 4, 8, 16 is 4, which also has the highest throughput
 (lowest $/M output) of the feasible loads. Bisection: index 2 (c=4, ok), index 3 (c=8, miss): 2 points.
 """
 
@@ -21,7 +22,7 @@ from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
 
 @pytest.fixture(scope="module")
 def sim_url():
-    proc, url = start_sim_subprocess(SimConfig(ttft_ms=20, itl_ms=5, max_concurrent_streams=4))
+    proc, url = start_sim_subprocess(SimConfig(ttft_ms=80, itl_ms=20, max_concurrent_streams=4))
     yield url
     stop_sim_subprocess(proc)
 
@@ -35,18 +36,18 @@ def test_tune_finds_the_knee_with_two_points_then_verify_on_resume(tmp_path, sim
         "workloads": [{"name": "w", "input_len": 8, "output_len": 10}],
     }))
     runner = CliRunner()
-    res = runner.invoke(app, ["tune", str(cfg), "--slo", "ttft_ms_p99<=50", "--out", str(tmp_path / "out"),
+    res = runner.invoke(app, ["tune", str(cfg), "--slo", "ttft_ms_p99<=200", "--out", str(tmp_path / "out"),
                               "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["grid_size"] == 5 and out["points_measured"] == 2
     assert [r["concurrency"] for r in out["rows"]] == [4, 8]
     assert out["best"]["concurrency"] == 4 and out["found_grid_best"] is None
-    assert out["rows"][1]["ttft_ms_p99"] > 80  # c=8 queued behind a full 65 ms request
+    assert out["rows"][1]["ttft_ms_p99"] > 320  # c=8 queued behind a full 260 ms request
     run_dir = out["run_dir"]
 
     # resume the same run with --verify: the two points are reused, the other three measured
-    res = runner.invoke(app, ["tune", str(cfg), "--slo", "ttft_ms_p99<=50", "--resume", run_dir, "--verify",
+    res = runner.invoke(app, ["tune", str(cfg), "--slo", "ttft_ms_p99<=200", "--resume", run_dir, "--verify",
                               "--json"])
     assert res.exit_code == 0, res.output
     out2 = json.loads(res.stdout)

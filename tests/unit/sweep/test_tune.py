@@ -56,15 +56,16 @@ def test_known_answer_cheapest_config_and_point_count():
     res = tune(make_sweep(), SLO, "usd_per_m_output", fake)
     assert res.best["dtype"] == "bfloat16" and res.best["concurrency"] == 16
     assert res.best["usd_per_m_output"] == pytest.approx(0.625)
-    # bisection over 8 loads (indices 0..7), bounds lo=-1, hi=8:
+    # 8 loads (indices 0..7), bounds lo=-1, hi=8:
     # bfloat16 (first ladder, plain bisection): mid 3 (c=8, 800 ok) -> mid 5 (c=32, 3200 no) -> mid 4 (c=16,
-    # 1600 ok): 3 points, incumbent $0.625. float32, warm start at bfloat16's knee (c=16): 480 ok, $50/16 = 3.125;
-    # bound from below: a higher load c costs at least 3.125 x 16 / c, which reaches 0.625 only for c >= 80, so
-    # c=32 and c=64 are skipped and c=128 is probed: 3840 no. Nothing left can win: 2 points, pruned (its true
-    # knee, c=64 at $0.78125, would not have won).
+    # 1600 ok): 3 points, incumbent $0.625.
+    # float32, warm start one load above bfloat16's knee: c=32, 960 ok, $50/32 = 1.5625; bound from below: a
+    # higher load c costs at least 1.5625 x 32 / c, which reaches 0.625 only for c >= 80, so c=64 is skipped and
+    # the top, c=128, is probed: 3840 no ($0.39: could win, but no load left below it can). Nothing left can
+    # win: 2 points, pruned at 32 (its true knee, c=64 at $0.78125, would not have won).
     assert res.grid_size == 16 and res.points_measured == 5 and len(fake.calls) == 5
     knees = {lad.points[0][1].server.dtype: (lad.knee, lad.measured, lad.pruned) for lad in res.ladders}
-    assert knees == {"bfloat16": (16.0, 3, False), "float32": (16.0, 2, True)}
+    assert knees == {"bfloat16": (16.0, 3, False), "float32": (32.0, 2, True)}
     assert res.found_grid_best is None  # not verified
 
 
@@ -92,9 +93,25 @@ def test_failed_server_is_infeasible_and_the_search_goes_on():
     fake = FakeMeasure(PARAMS, fail_dtypes={"bfloat16"})
     res = tune(make_sweep(), SLO, "usd_per_m_output", fake)
     assert (res.best["dtype"], res.best["concurrency"]) == ("float32", 64)
-    # all-infeasible ladder of 8: mid 3 -> mid 1 -> mid 0, each failing: 3 points, no knee
+    # a server that does not start fails every load: its ladder is left after its first point
     bf = next(lad for lad in res.ladders if lad.points[0][1].server.dtype == "bfloat16")
-    assert bf.knee is None and bf.measured == 3
+    assert bf.knee is None and bf.measured == 1 and bf.server_failed
+    # float32 is then bisected like a first ladder: c=8 (240 ok), c=32 (960 ok), c=64 (1920 ok), c=128 (3840 no)
+    f32 = next(lad for lad in res.ladders if lad.points[0][1].server.dtype == "float32")
+    assert (f32.knee, f32.measured) == (64.0, 4) and res.points_measured == 5
+
+
+def test_failed_points_of_a_running_server_are_only_infeasible():
+    # a point that fails on a server that started (no 'engine failed to start' error) does not end its ladder:
+    # the whole bfloat16 ladder fails here, so bisection visits c=8, c=2, c=1 (3 points) to learn that
+    class PointFails(FakeMeasure):
+        def __call__(self, idx, p):
+            row = super().__call__(idx, p)
+            return {**row, "error": "timeout"} if row["status"] == "failed" else row
+
+    res = tune(make_sweep(), SLO, "usd_per_m_output", PointFails(PARAMS, fail_dtypes={"bfloat16"}))
+    bf = next(lad for lad in res.ladders if lad.points[0][1].server.dtype == "bfloat16")
+    assert bf.knee is None and bf.measured == 3 and not bf.server_failed
 
 
 def test_nothing_feasible_gives_no_best():
@@ -146,12 +163,12 @@ def test_tune_reads_every_slo_term_at_its_percentile_inclusive():
     # the SLO syntax itself is tested in tests/unit/config/test_slo.py; here: tune applies it to rows.
     # bfloat16 ttft_p99 = 100*c: mid 3 (c=8, 800 ok) -> mid 5 (c=32, 3200 no) -> mid 4 (c=16, 1600 = limit):
     # inclusive, so the knee is 16 ($/M 10/16 = 0.625); a strict '<' would stop at c=8 ($/M 1.25).
-    # float32 ttft_p99 = 30*c (warm start at c=16: 480 ok, $3.125; only c >= 80 could reach $0.625: c=128, 3840
-    # no): left at its highest known feasible load, 16, its true knee (c=32, $1.5625) unmeasured, as it cannot win.
+    # float32 ttft_p99 = 30*c (warm start one above bfloat16's knee, c=32: 960 ok, $1.5625; only c >= 80 could
+    # reach $0.625: c=128, 3840 no): pinned at 32 (c=53.3 would be the limit), pruned as c=64 cannot win.
     res = tune(make_sweep(), parse_slo("ttft_ms_p99<=1600,tpot_ms_p50<=10"), "usd_per_m_output", FakeMeasure(PARAMS))
     assert (res.best["dtype"], res.best["concurrency"]) == ("bfloat16", 16)
     assert res.best["usd_per_m_output"] == pytest.approx(0.625)
-    assert {lad.points[0][1].server.dtype: lad.knee for lad in res.ladders} == {"bfloat16": 16.0, "float32": 16.0}
+    assert {lad.points[0][1].server.dtype: lad.knee for lad in res.ladders} == {"bfloat16": 16.0, "float32": 32.0}
     # every row has tpot_ms_p50 = 10: a second term just under it makes every point infeasible
     strict = tune(make_sweep(), parse_slo("ttft_ms_p99<=1600,tpot_ms_p50<=9.99"), "usd_per_m_output",
                   FakeMeasure(PARAMS))
@@ -222,23 +239,24 @@ def test_four_configs_known_answer_and_hand_counted_search():
     assert (res.best["dtype"], res.best["concurrency"]) == ("float32", 64)
     assert res.found_grid_best is True and res.grid_best is not None
     # bfloat16: bisection c=8 ok, c=32 no, c=16 ok (3) -> incumbent $0.625.
-    # float16: guess c=16 (960 ok, $1.5625); only c >= 40 could reach $0.625 -> c=64 (3840 no, $0.39: may reach);
-    #   c=32 bounded by 1.5625 x 16/32 = 0.78 > 0.625: pruned after 2.
-    # float32: guess c=16 (previous knee; 480 ok, $1.875); c >= 48 -> c=64 (1920 ok, $0.469) -> c=128 (no): 3.
-    # auto (incumbent float32 c=64 $0.469): guess c=64 (7680 no, $0.1875: may reach), gallop down c=32 (no,
-    #   $0.375), c=8 (960 ok, $1.5): c=16 is bounded by 1.5 x 8/16 = 0.75 > 0.469: pruned after 3.
+    # float16: warm start one above bfloat16's knee, c=32 (1920 ok, $0.78125); only c >= 40 could reach $0.625 ->
+    #   c=64 (3840 no, $0.39): knee pinned at 32 after 2.
+    # float32: one above the last knee (32): c=64 (1920 ok, $0.469) -> c=128 (3840 no): 2.
+    # auto (incumbent float32 c=64 $0.469): c=128 (15360 no, $0.094: may reach), gallop down c=64 (no, $0.1875),
+    #   c=16 (1920 ok, $0.75; c=32 bounded by 0.75 x 16/32 = 0.375: may reach) -> c=32 (3840 no): knee 16 after 4.
     got = {lad.points[0][1].server.dtype: (lad.measured, lad.knee, lad.pruned) for lad in res.ladders}
-    assert got == {"bfloat16": (3, 16.0, False), "float16": (2, 16.0, True), "float32": (3, 64.0, False),
-                   "auto": (3, 8.0, True)}
+    assert got == {"bfloat16": (3, 16.0, False), "float16": (2, 32.0, False), "float32": (2, 64.0, False),
+                   "auto": (4, 16.0, False)}
     assert res.points_measured == 11 and res.grid_size == 32  # 34% of the grid; plain bisection: 3+4+4+3 = 14
 
 
 def test_gallop_finds_a_neighbouring_knee_in_two():
-    # the same ladder twice (two dtypes with identical rows): the second starts at the first's knee, c=16 ok,
-    # then c=32 no: 2 points instead of bisection's 3
+    # the same ladder twice (two dtypes with identical rows): the second starts one above the first's knee, c=32
+    # (no, $0.3125: may reach $0.625), then gallops down to c=16 (ok): 2 points instead of bisection's 3
     fake = FakeMeasure({"bfloat16": (100.0, 10.0), "float32": (100.0, 10.0)})
     res = tune(make_sweep(), SLO, "usd_per_m_output", fake)
     assert [lad.measured for lad in res.ladders] == [3, 2]
+    assert [r["concurrency"] for r in res.rows[3:]] == [32, 16]
     assert [lad.knee for lad in res.ladders] == [16.0, 16.0]
 
 
