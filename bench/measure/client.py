@@ -17,6 +17,11 @@ length-delimited bodies, TLS for https), not aiohttp. Why: the timestamp is take
 and a coroutine resumption. On one core that is several times the chunk capacity of an aiohttp
 client such as vLLM's benchmark client (tests/perf). With uvloop installed, `run_async` uses it.
 Per-chunk token counts (`chunk_tokens`) are computed after the stream ends, off the hot path.
+
+Timestamps on plain http under Linux are the kernel's receive times (bench.measure.kstamp: SO_TIMESTAMPNS via
+recvmsg on a transport of its own), so event-loop lag does not move them; https and platforms without kernel
+stamps keep the asyncio path (stamped at the top of `data_received`). `RequestRecord.timestamp_source` says
+which timed each request ("kernel", "loop", or "kernel+loop" when some reads came without a kernel stamp).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from bench.measure import kstamp
 from bench.measure.http import SSEParser, _Conn, _Response
 from bench.measure.metrics import RequestRecord
 from bench.measure.redact import redact
@@ -78,6 +84,8 @@ class ClientConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)
     ca_file: str | None = None  # https: trust this PEM CA bundle instead of the system store
     verify_tls: bool = True  # https: False skips certificate checks (self-signed test servers only)
+    # plain http on Linux: chunk times are kernel receive stamps (bench.measure.kstamp); False = asyncio's path
+    kernel_timestamps: bool = True
 
 
 _VERSION_SEGMENT = re.compile(r"v\d+[a-z0-9]*|openai")
@@ -123,6 +131,7 @@ class StreamingClient:
         self._header_lines = ("\r\n".join(headers) + "\r\n").encode()
         self._idle: list[_Conn] = []
         self._open: set[_Conn] = set()
+        self._kstamp = self._ssl is None and cfg.kernel_timestamps and kstamp.AVAILABLE
 
     async def __aenter__(self) -> StreamingClient:
         return self
@@ -135,9 +144,12 @@ class StreamingClient:
         self._open.clear()
 
     async def _connect(self) -> _Conn:
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(_Conn, self._host, self._port, ssl=self._ssl,
-                                               server_hostname=self._host if self._ssl else None)
+        if self._kstamp:
+            _, conn = await kstamp.open_connection(_Conn, self._host, self._port)
+        else:
+            loop = asyncio.get_running_loop()
+            _, conn = await loop.create_connection(_Conn, self._host, self._port, ssl=self._ssl,
+                                                   server_hostname=self._host if self._ssl else None)
         self._open.add(conn)
         return conn
 
@@ -219,6 +231,7 @@ class StreamingClient:
         deadline = loop.time() + self.cfg.timeout_s  # one budget for connect, retry and stream
         conn: _Conn | None = None
         resp: _Response | None = None
+        unstamped_before = 0
         try:
             for attempt in (0, 1):
                 conn = self._take_idle()
@@ -226,6 +239,7 @@ class StreamingClient:
                 if conn is None:
                     conn = await asyncio.wait_for(self._connect(), max(deadline - loop.time(), 0.0))
                 fut: asyncio.Future[None] = loop.create_future()
+                unstamped_before = getattr(conn.transport, "unstamped_reads", 0)
                 resp = _Response(fut, on_events)
                 conn.response = resp
                 assert conn.transport is not None
@@ -242,6 +256,7 @@ class StreamingClient:
                     raise
             assert resp is not None and conn is not None
             rec.http_status = resp.status
+            rec.timestamp_source = _timestamp_source(conn, unstamped_before)
             rec.done_ns = time.perf_counter_ns()
             if not resp.is_sse:
                 body = redact(resp.error_body.decode("utf-8", errors="replace"), key) or ""
@@ -273,6 +288,8 @@ class StreamingClient:
             # The load generator cancels cool-down requests when the measured phase ends; keep what
             # they streamed (it counts toward the window's throughput), then let the cancellation go on.
             rec.cancelled = True
+            if conn is not None and rec.chunk_ns:
+                rec.timestamp_source = _timestamp_source(conn, unstamped_before)
             rec.error = "cancelled when the measured phase ended"
             rec.done_ns = time.perf_counter_ns()
             rec.coalesced_chunks = state["coalesced"]
@@ -381,6 +398,14 @@ def cached_tokens(usage: Any) -> int | None:
     if not isinstance(details, dict):
         return None
     return usage_count(details.get("cached_tokens"))
+
+
+def _timestamp_source(conn: _Conn, unstamped_before: int) -> str:
+    """Which clock timed a request's chunks: "kernel" receive stamps, the event "loop"'s read, or both."""
+    t = conn.transport
+    if not isinstance(t, kstamp.KStampTransport) or not t.kernel_stamps:
+        return "loop"
+    return "kernel" if t.unstamped_reads == unstamped_before else "kernel+loop"
 
 
 def _ssl_context(cfg: ClientConfig) -> ssl.SSLContext:

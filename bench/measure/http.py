@@ -1,7 +1,8 @@
 """The client's transport: a minimal HTTP/1.1 response parser on an asyncio Protocol, and SSE parsing.
 
 Why not aiohttp (see bench.measure.client): the arrival timestamp is taken at the top of
-`data_received`, the first Python code that sees the bytes, and a chunk then costs one callback.
+`data_received`, the first Python code that sees the bytes, and a chunk then costs one callback. On plain
+TCP under Linux the stamp is the kernel's receive time instead (bench.measure.kstamp calls `received_at`).
 This module holds only the byte-level parts (connection, response framing, SSE events); what a
 request sends and records is bench.measure.client.
 """
@@ -88,7 +89,11 @@ class _Conn(asyncio.Protocol):
                 pass
 
     def data_received(self, data: bytes) -> None:
-        now = time.perf_counter_ns()
+        """asyncio's transports (TLS, or no kernel stamps): the bytes are timed when the loop reads them."""
+        self.received_at(time.perf_counter_ns(), data)
+
+    def received_at(self, now: int, data: bytes) -> None:
+        """Bytes that arrived at `now` (perf_counter_ns): bench.measure.kstamp passes the kernel's receive stamp."""
         r = self.response
         if r is not None:
             try:  # free on Python >= 3.11 unless it raises

@@ -23,7 +23,9 @@ import contextlib
 import heapq
 import json
 import logging
+import os
 import time
+import zlib
 from collections import Counter, deque
 from typing import Any
 
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 
 _DONE = b"data: [DONE]\n\n"
 _PING = b": ping\n\n"
+# Opt-in (tests/perf/test_timestamps_perf.py): append one JSON line per finished stream to this file, the
+# prompt's crc32 and the perf_counter_ns (CLOCK_MONOTONIC, system-wide) just before each chunk's write, so a
+# client's stamps can be compared with when chunks were really sent, not only with the told schedule.
+_SEND_LOG = os.environ.get("MAAS_BENCH_SIM_SEND_LOG")
 
 
 class _FifoSlots:
@@ -269,6 +275,7 @@ def _parse_request(kind: str, body: Any, cfg: SimConfig) -> dict[str, Any]:
         "stream": stream,
         "include_usage": stream and bool(opts.get("include_usage", False)),
         "ignore_eos": bool(body.get("ignore_eos", False)),
+        "prompt_crc32": zlib.crc32(str(body.get("prompt", body.get("messages"))).encode()) if _SEND_LOG else 0,
     }
 
 
@@ -347,6 +354,7 @@ async def _stream(
     n = len(sizes)
     cut_after = n // 2 if cut else -1
     prev = slot_t
+    sent_ns: list[int] = []
     for i in range(n):
         if i == cut_after:
             state.injected_cuts += 1
@@ -362,6 +370,8 @@ async def _stream(
         data = chunks.last if i == n - 1 else chunks.full
         if i == 0 and chunks.kind == "chat":
             data = chunks.role() + data
+        if _SEND_LOG:
+            sent_ns.append(time.perf_counter_ns())
         await resp.write(data)
         state.generation_tokens_total += sizes[i]
         prev = deadline
@@ -371,6 +381,9 @@ async def _stream(
         if usage is not None:
             tail += chunks.usage(usage)
     await resp.write(tail + _DONE)
+    if _SEND_LOG:
+        with open(_SEND_LOG, "a") as f:
+            f.write(json.dumps({"prompt_crc32": req["prompt_crc32"], "sent_ns": sent_ns}) + "\n")
     state.success[chunks.finish] += 1
     await resp.write_eof()
     return resp

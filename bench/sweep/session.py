@@ -435,6 +435,7 @@ def requests_frame(records: list[RequestRecord], point_id: str) -> pd.DataFrame:
             "ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms, "e2el_ms": r.e2el_ms,
             "cooldown": r.cooldown, "cancelled": r.cancelled,
             "num_chunks": len(r.chunk_ns), "coalesced_chunks": r.coalesced_chunks, "itl_ms": r.itl_ms,
+            "timestamp_source": r.timestamp_source,
             "cached_input_tokens": r.cached_input_tokens, "session_id": r.session_id, "turn": r.turn,
             "chunk_ns": list(r.chunk_ns), "chunk_tokens": list(r.chunk_tokens),
         })

@@ -1,10 +1,14 @@
 """Capacity runs of two load generators against the same simulated server, each in a fresh process.
 
-`python tests/perf/clients.py ours|vllm URL CONCURRENCY NUM_PROMPTS OUTPUT_LEN MODEL_DIR` prints one
-JSON line: {"duration_s", "completed", "chunks", "itl_ms": [...], "ttft_ms": [...]}.
+`python tests/perf/clients.py ours|ours-loop|vllm URL CONCURRENCY NUM_PROMPTS OUTPUT_LEN MODEL_DIR` prints one
+JSON line: {"duration_s", "completed", "chunks", "itl_ms": [...], "ttft_ms": [...], "streams": [...]}.
+`streams` holds, per completed request, the crc32 of its prompt (what the sim's opt-in send log keys its
+streams by, bench/sim/server.py) and its per-chunk ITLs in ms, plus for ours the absolute chunk times
+(perf_counter_ns: CLOCK_MONOTONIC, the same clock as the sim's log), for tests/perf/test_timestamps_perf.py.
 
 - ours: bench.measure.loadgen.run_load + bench.measure.client.StreamingClient, closed loop at CONCURRENCY, no warm-up,
-  no cool-down (so both clients do the same work).
+  no cool-down (so both clients do the same work). Chunk times are kernel receive stamps (bench.measure.kstamp);
+  ours-loop is the same client with `kernel_timestamps=False` (stamped when the event loop reads).
 - vllm: vLLM's own benchmark client, `vllm.benchmarks.serve.main_async`, with an argparse Namespace
   from its own parser: random dataset, --max-concurrency CONCURRENCY, --request-rate inf,
   --ignore-eos, --save-detailed (for its per-request ITLs). Its tokenizer is the materialized dir's.
@@ -19,9 +23,15 @@ import io
 import json
 import sys
 import time
+import zlib
 
 
-def run_ours(url: str, conc: int, n: int, out_len: int, input_len: int = 32) -> dict:
+def prompt_crc32(prompt: object) -> int:
+    """The key of a stream in the sim's send log: crc32 of str(prompt), as bench/sim/server.py computes it."""
+    return zlib.crc32(str(prompt).encode())
+
+
+def run_ours(url: str, conc: int, n: int, out_len: int, input_len: int = 32, kernel_timestamps: bool = True) -> dict:
     from bench.config.sweep import LoadPoint, WorkloadSpec
     from bench.measure.client import ClientConfig, StreamingClient, run_async
     from bench.measure.loadgen import run_load
@@ -31,12 +41,31 @@ def run_ours(url: str, conc: int, n: int, out_len: int, input_len: int = 32) -> 
     f = PromptFactory.for_vocab_size(2048)
     reqs = generate(WorkloadSpec(input_len=input_len, output_len=out_len), n, f)
 
+    from bench.measure.http import _Conn
+
     cpu = {}
+    keys: dict[int, int] = {}
+    # The same run's read times: each kernel stamp -> perf_counter_ns when the loop read those bytes, so the
+    # stamp the loop path would have taken is compared with the kernel's on the very same chunks and load.
+    read_ns: dict[int, int] = {}
+    received_at = _Conn.received_at
+
+    def received_at_and_read_time(self, now: int, data: bytes) -> None:
+        read_ns[now] = time.perf_counter_ns()
+        received_at(self, now, data)
+
+    if kernel_timestamps:
+        _Conn.received_at = received_at_and_read_time  # type: ignore[method-assign]
 
     async def main():
-        async with StreamingClient(ClientConfig(base_url=url, model="sim-model")) as c:
+        async with StreamingClient(ClientConfig(base_url=url, model="sim-model",
+                                                kernel_timestamps=kernel_timestamps)) as c:
+            async def send(idx, req, warm, scheduled_ns):
+                keys[idx] = prompt_crc32(req.prompt)
+                return await c.send(idx, req, warm, scheduled_ns)
+
             cpu["t0"] = time.process_time()
-            res = await run_load(c.send, [], reqs, LoadPoint(concurrency=conc, num_requests=n, warmup_requests=0))
+            res = await run_load(send, [], reqs, LoadPoint(concurrency=conc, num_requests=n, warmup_requests=0))
             cpu["t1"] = time.process_time()
             return res
 
@@ -46,7 +75,10 @@ def run_ours(url: str, conc: int, n: int, out_len: int, input_len: int = 32) -> 
     chunks = sum(len(r.chunk_ns) for r in done)
     return {"duration_s": row["duration_s"], "completed": row["completed"], "chunks": chunks,
             "itl_ms": [x for r in done for x in r.itl_ms], "ttft_ms": [r.ttft_ms for r in done],
-            "coalesced_chunk_frac": res.coalesced_chunk_frac, "cpu_s": cpu["t1"] - cpu["t0"]}
+            "coalesced_chunk_frac": res.coalesced_chunk_frac, "cpu_s": cpu["t1"] - cpu["t0"],
+            "timestamp_sources": sorted({str(r.timestamp_source) for r in done}),
+            "streams": [{"crc": keys[r.request_idx], "itl_ms": r.itl_ms, "chunk_ns": r.chunk_ns,
+                         "read_ns": [read_ns.get(t, t) for t in r.chunk_ns]} for r in done]}
 
 
 def run_vllm(url: str, conc: int, n: int, out_len: int, model_dir: str, input_len: int = 32) -> dict:
@@ -57,6 +89,7 @@ def run_vllm(url: str, conc: int, n: int, out_len: int, model_dir: str, input_le
     inner = serve.benchmark
 
     async def timed_benchmark(*a, **kw):  # CPU seconds of vLLM's benchmark() itself, not of dataset building
+        cpu["prompts"] = [r.prompt for r in kw["input_requests"]]  # outputs come back in this order
         cpu["t0"] = time.process_time()
         try:
             return await inner(*a, **kw)
@@ -79,12 +112,17 @@ def run_vllm(url: str, conc: int, n: int, out_len: int, model_dir: str, input_le
     itls = [x * 1e3 for per in res["itls"] for x in per]
     chunks = sum(len(per) + 1 for per, t in zip(res["itls"], res["ttfts"], strict=True) if t > 0)
     return {"duration_s": res["duration"], "completed": res["completed"], "chunks": chunks, "itl_ms": itls,
-            "ttft_ms": [t * 1e3 for t in res["ttfts"]], "coalesced_chunk_frac": None, "cpu_s": cpu["t1"] - cpu["t0"]}
+            "ttft_ms": [t * 1e3 for t in res["ttfts"]], "coalesced_chunk_frac": None, "cpu_s": cpu["t1"] - cpu["t0"],
+            "streams": [{"crc": prompt_crc32(p), "itl_ms": [x * 1e3 for x in per]}
+                        for p, per, t in zip(cpu["prompts"], res["itls"], res["ttfts"], strict=True) if t > 0]}
 
 
 def _main() -> None:
     which, url, conc, n, out_len = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    out = run_ours(url, conc, n, out_len) if which == "ours" else run_vllm(url, conc, n, out_len, sys.argv[6])
+    if which == "vllm":
+        out = run_vllm(url, conc, n, out_len, sys.argv[6])
+    else:
+        out = run_ours(url, conc, n, out_len, kernel_timestamps=which == "ours")
     sys.stdout.write("RESULT " + json.dumps(out) + "\n")
 
 
