@@ -29,8 +29,12 @@ class ServerProbe:
     on a busy CPU box), which would hold back the stream chunks being measured. The end scrape runs
     once the last measured request is done, while the cool-down load is still on, so gauges such as
     KV-cache usage describe the loaded server, not an idle one. Counters are differenced
-    (bench.measure.prometheus), so they also count the warm-up's requests: the prefix-cache hit rate is
-    the point's own (warm-up included) when the cache was emptied before it (`reset_cache`).
+    (bench.measure.prometheus), so they also count the warm-up's requests and the cool-down requests the
+    server admitted before the end scrape: on a prefix workload those hit prefixes the measured requests
+    cached, so the counters' hit rate reads above the measured requests' own (`cached_input_frac`, from each
+    request's usage): a CI run read 0.539 where the requests said 0.485, exactly (8+2)x512 / ((16+2)x528) for
+    two cool-down requests. The counters are the point's own only when the cache was emptied before it
+    (`reset_cache`).
 
     `times` holds the monotonic clock at load_start, measure_start, measure_end and load_end (`mark`).
     """

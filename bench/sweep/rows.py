@@ -225,9 +225,11 @@ COLUMNS: tuple[Column, ...] = (
     # server /metrics (measure.prometheus via session's probe)
     server_metrics_available | bool | | the server's /metrics was scraped before and after
     kv_cache_usage_frac | float | frac | KV-cache usage at the end of the measured phase, 0-1
-    prefix_cache_queries | float | tok | prefix-cache lookups during the point
-    prefix_cache_hits | float | tok | prefix-cache hits during the point
-    prefix_cache_hit_rate | float | frac | prefix-cache hits / queries
+    prefix_cache_queries | float | tok | prefix-cache lookups from the pre-load scrape to the end of the measured phase
+        (server counters: warm-up and the cool-down requests admitted by then included)
+    prefix_cache_hits | float | tok | prefix-cache hits over the same span as prefix_cache_queries
+    prefix_cache_hit_rate | float | frac | prefix-cache hits / queries (server counters; the measured requests' own
+        share is cached_input_frac)
     prefix_cache_reset | bool | | the server's prefix cache was emptied before the point (false: the reset was refused
         or failed; null: not tried: keep, caching off, or an engine the harness did not start)
     num_preemptions | float | | sequences preempted during the point

@@ -1,10 +1,13 @@
 """On the real vLLM CPU engine: multi-turn sessions hit the prefix cache (issue 15).
 
 One extra server with prefix caching on (the shared fixture has it off); 2 sessions x 3 turns each,
-a 512-token shared system prompt (4 whole 128-token CPU blocks), so the run is short.
+a 512-token shared system prompt (4 whole 128-token CPU blocks), so the run is short; three such rounds per
+server, taking turns, for the TTFT comparison (a few seconds in all).
 """
 
 from __future__ import annotations
+
+import statistics
 
 import pytest
 
@@ -33,19 +36,23 @@ def cached_server(tmp_path_factory):
     server.stop()
 
 
-def _run(server):
+def _run(server, seed_offset: int = 0):
     factory = PromptFactory.for_model_dir(server.model_path)
     assert factory is not None
     cfg = ClientConfig(base_url=server.base_url, model=SERVED_MODEL_NAME)
 
     async def main():
         async with StreamingClient(cfg) as client:
-            return await run_load(client.send, [], iter_sessions(SPEC, factory),
+            return await run_load(client.send, [], iter_sessions(SPEC, factory, seed_offset),
                                   LoadPoint(concurrency=1, num_requests=2, cooldown=False))
 
     res = run_async(main())
     assert all(r.ok for r in res.records), [r.error for r in res.records]
     return res.records, summarize(res.records)
+
+
+def _later_ttft_ms(recs) -> list[float]:
+    return [r.ttft_ms for r in recs if r.turn > 1]
 
 
 def test_multiturn_hits_the_prefix_cache_and_later_turns_start_faster(cached_server, vllm_server):
@@ -56,4 +63,16 @@ def test_multiturn_hits_the_prefix_cache_and_later_turns_start_faster(cached_ser
     assert on_recs[1].cached_input_tokens == 640
     assert on["cached_input_frac"] > 0.5, on
     assert off["cached_input_frac"] == 0.0  # caching off: the server reports 0 cached tokens
-    assert on["ttft_ms_p50_later_turns"] < off["ttft_ms_p50_later_turns"], (on, off)
+    # Later turns prefill ~140 new tokens with the cache against ~780-920 without it. On 2 cores shared with
+    # other jobs one burst of load can slow a few requests of either server (4 later turns each per round), so
+    # the servers take turns for 3 rounds of fresh sessions (same system prompt) and the medians of the 12
+    # later turns each are compared: a burst then lands on both, and the median ignores a few slow requests.
+    on_ttft, off_ttft = _later_ttft_ms(on_recs), _later_ttft_ms(off_recs)
+    for k in (1, 2):
+        recs, _ = _run(cached_server, seed_offset=k)
+        assert all(r.cached_input_tokens >= 640 for r in recs if r.turn > 1), [r.cached_input_tokens for r in recs]
+        on_ttft += _later_ttft_ms(recs)
+        off_ttft += _later_ttft_ms(_run(vllm_server, seed_offset=k)[0])
+    print(f"later-turn TTFT ms, cache on: {sorted(on_ttft)}; off: {sorted(off_ttft)}")
+    assert len(on_ttft) == len(off_ttft) == 12
+    assert statistics.median(on_ttft) < statistics.median(off_ttft), (sorted(on_ttft), sorted(off_ttft))

@@ -56,10 +56,11 @@ def test_throughput_latency_and_cost_are_consistent(e2e_run):
     # vLLM streams one token per chunk, but on a loaded box (2 cores shared with the server; CI saw it even at
     # concurrency 1) its API server can fall behind and hand a whole answer over in one read (it merges
     # undelivered deltas): then the first token arrives with the last. Strict TTFT < E2EL and TPOT > 0 are
-    # asserted for the points whose streams were not merged, and there must be at least one such point.
+    # asserted for the points whose streams were not merged. There may be none: at load average 18 two of the
+    # four points had most answers in one read, so the run-level "some answer came in more than one read" is
+    # test_per_request_rows_and_warmup_excluded's, per request.
     assert (df["ttft_ms_p50"] <= df["e2el_ms_p50"]).all() and (df["tpot_ms_mean"] >= 0).all()
     streamed = df[[not _merged(e2e_run[0].run_dir, pid) for pid in df["point_id"]]]
-    assert len(streamed) >= 1, "every point had its streams merged by the server"
     assert (streamed["ttft_ms_p50"] < streamed["e2el_ms_p50"]).all() and (streamed["tpot_ms_mean"] > 0).all()
     # $/M output = rate / (tok/s/GPU * 3600 / 1e6), recomputed independently here
     expected = 0.10 / (df["output_tok_s_per_gpu"] * 3600 / 1e6)
@@ -87,10 +88,12 @@ def test_throughput_latency_and_cost_are_consistent(e2e_run):
 
 
 def _merged(run_dir, point_id) -> bool:
-    """Most measured requests of the point arrived in under half as many reads as tokens."""
+    """Most measured requests of the point came in one read (the whole answer). Reads, not chunks: the client
+    keeps each SSE event of a merged read as a chunk, all with the read's (kernel) timestamp, so a merged answer
+    still counts its 15-16 events (here: TTFT p50 = E2EL p50 = 116.2 ms, every answer one read)."""
     req = load_requests(run_dir, point_id)
     meas = req[~req["warmup"] & ~req["cooldown"]]
-    return bool((meas["num_chunks"] < OUTPUT_LEN / 2).mean() > 0.5)
+    return bool((meas["chunk_ns"].map(lambda c: len(set(c))) == 1).mean() > 0.5)
 
 
 def test_server_and_client_token_counts_agree(e2e_run):
@@ -110,8 +113,24 @@ def test_per_request_rows_and_warmup_excluded(e2e_run):
     for _, row in df.iterrows():
         w = load_requests(summary.run_dir, row["point_id"])["warmup"].sum()
         assert int(w) == max(2, int(row["concurrency"])) == row["warmup_sent"]
-    assert (measured["ttft_ms"] < measured["e2el_ms"]).all()
-    assert (measured["num_chunks"] == OUTPUT_LEN).all()  # vLLM streams one token per chunk here
+    # vLLM streams one token per SSE event here, but on a loaded box its API server falls behind and hands
+    # several events (or one event of merged deltas) over in one read: the events of a read share its
+    # timestamp. At load average 18 on the 2 cores the measured requests of this run came in 1-14 reads of
+    # 15-16 events. So per request: never more events than tokens, never more reads than events, TTFT <= E2EL,
+    # strictly less wherever the answer came in more than one read; and some request of the run must have come
+    # in more than one read (a client that took the last read's time for the first, or read whole answers,
+    # fails here).
+    def reads(r) -> int:
+        return len(set(r["chunk_ns"]))
+
+    assert measured["num_chunks"].between(1, OUTPUT_LEN).all(), measured["num_chunks"].tolist()
+    assert (measured.apply(reads, axis=1) <= measured["num_chunks"]).all()
+    assert (measured["ttft_ms"] <= measured["e2el_ms"]).all()
+    several = measured[measured.apply(reads, axis=1) > 1]
+    assert (several["ttft_ms"] < several["e2el_ms"]).all(), several[["ttft_ms", "e2el_ms", "num_chunks"]]
+    run_reads = [reads(r) for pid in df["point_id"] for _, r in load_requests(summary.run_dir, pid).iterrows()
+                 if not r["warmup"] and not r["cooldown"]]
+    assert max(run_reads) > 1, "every measured answer of the run came in one read"
 
 
 def test_results_layout(e2e_run):

@@ -6,13 +6,21 @@ carries the remainder; n output tokens -> c = ceil(n / k) chunks):
   TTFT = 100 ms;  ITL = 10 ms per chunk gap;  E2EL = TTFT + (c - 1) * ITL;  TPOT = (c - 1) * ITL / (n - 1).
   n = 12, k = 1: c = 12, E2EL = 210 ms, TPOT = 10 ms.
   n = 10, k = 3: chunks 3+3+3+1, c = 4, E2EL = 130 ms, TPOT = 30 / 9 = 3.333 ms.
-Tolerance: |measured - told| <= max(1 ms, 2% of told) (TTFT 2 ms, ITL and TPOT 1 ms) for the median and the
-mean of each metric, and for at least 90% of the individual samples (the 2 cores are shared with other
-jobs: a descheduled process can delay a chunk by a few ms now and then, on the server's side as well as
-the client's). The measured TTFT also holds
-the HTTP round trip and the sim's request parsing (about 0.5-0.8 ms on this machine). The timing checks run
-one stream at a time: the sim makes its chunk times exact with a blocking sleep of up to 1 ms, which delays
-the intake of a concurrent request by as much, so at concurrency > 1 the sim itself is only 1 ms exact.
+Tolerance: max(1 ms, 2% of told) (TTFT 2 ms, ITL and TPOT 1 ms). TTFT and E2EL can only be late: the sim
+starts a request's clock when its handler runs, after the client's send, and never writes a chunk before its
+deadline; so no sample may be below the told value (whatever the load), and the fastest sample, which carries
+only the client's own overhead, must be within the tolerance above it. ITL and TPOT move both ways (a late
+chunk lengthens one gap and, the sim's deadlines being absolute, shortens the next): their medians must be
+within the tolerance. Why not every sample, the mean, or the median of TTFT (earlier bars): the 2 cores are
+shared with other jobs, and a descheduled process (the sim's or the client's) delays a chunk by a few ms. On
+the shared box 15 of 88 ITL samples were off by more than 1 ms at load average 3.8 and 28 of 88 at 10
+(7.6-12.6 ms); one TTFT of 8 read 121.6 ms (the mean 3.3 ms off), and at load average 15 half the TTFTs were
+3-8 ms late (median 102.7 ms) while three read 100.4 ms. A systematic client error (a wrong timestamp, a gap
+counted per token, a role chunk taken for the first token) moves the fastest sample or the medians, or breaks
+the floors; the counts of chunks and gaps are checked exactly. The measured TTFT also holds the HTTP round
+trip and the sim's request parsing (about 0.5-0.8 ms on this machine). The timing checks run one stream at a
+time: the sim makes its chunk times exact with a blocking sleep of up to 1 ms, which delays the intake of a
+concurrent request by as much, so at concurrency > 1 the sim itself is only 1 ms exact.
 """
 
 from __future__ import annotations
@@ -74,20 +82,20 @@ def _measure(url: str, out_len: int, n: int = 8, conc: int = 1, endpoint: str = 
 
 
 def _within(samples: list[float], told: float) -> None:
-    tol = _tol(told)
-    assert abs(statistics.median(samples) - told) <= tol, (told, sorted(samples))
-    assert abs(statistics.mean(samples) - told) <= tol, (told, sorted(samples))
-    # at most 10% outliers, and at least one allowed: with 8 samples on a 2-core CI box one scheduler
-    # hiccup (a single late sample) is not a timing error of the client; median and mean above still are
-    outliers = sum(abs(x - told) > tol for x in samples)
-    assert outliers <= max(1, len(samples) // 10), (told, sorted(samples))
+    """Two-sided noise (ITL, TPOT): the median within the tolerance."""
+    assert abs(statistics.median(samples) - told) <= _tol(told), (told, sorted(samples))
+
+
+def _late_only(samples: list[float], told: float) -> None:
+    """One-sided noise (TTFT, E2EL): no sample early, the fastest within the tolerance (module docstring)."""
+    assert told <= min(samples) <= told + _tol(told), (told, sorted(samples))
 
 
 def _check_timing(recs, out_len: int, k: int) -> None:
     c = math.ceil(out_len / k)
     assert all(len(r.itl_ms) == c - 1 for r in recs)
-    _within([r.ttft_ms for r in recs], TTFT_MS)
-    _within([r.e2el_ms for r in recs], TTFT_MS + (c - 1) * ITL_MS)
+    _late_only([r.ttft_ms for r in recs], TTFT_MS)
+    _late_only([r.e2el_ms for r in recs], TTFT_MS + (c - 1) * ITL_MS)
     _within([r.tpot_ms for r in recs], (c - 1) * ITL_MS / (out_len - 1))
     _within([x for r in recs for x in r.itl_ms], ITL_MS)
 
@@ -102,7 +110,10 @@ def test_one_token_chunks_timing_and_exact_counts(sims):
     row = summarize(recs)
     assert row["output_tokens"] == 8 * 12 and row["input_tokens"] == 8 * 24
     assert row["token_count_mismatches"] == 0 and row["usage_missing"] == 0 and row["token_discrepancy_pct"] == 0
-    assert res.client_kept_up and res.coalesced_chunk_frac == 0
+    # chunks 10 ms apart arrive in separate reads unless the sim or the client stalls 10 ms or more: a loaded
+    # box does now and then (15-20% of chunks with 4 busy loops beside other jobs on the 2 cores); a client
+    # that buffers its reads merges nearly all (11 of 12 per request)
+    assert res.client_kept_up and res.coalesced_chunk_frac <= 0.5
 
 
 def test_multi_token_chunks_count_tokens_not_chunks(sims):
@@ -149,7 +160,11 @@ def test_open_loop_point_keeps_time(sims):
                                   cooldown=generate(spec, 20, FACTORY, 3))
 
     res = run_async(main())
-    assert res.send_lag_p50_ms < 2  # timer wake-up granularity is ~1 ms (p99 is at the mercy of a shared CPU)
+    # timer wake-up granularity is ~1 ms on an idle box, but a loaded CI box (load average 3.8 on 2 cores) read
+    # 2.13 ms against the old bound of 2; 5 ms is a quarter of the mean gap (20 ms at 50/s). A sender that waits
+    # for answers (140 ms each here) or accumulates ~1 ms of sleep lateness per send (~15 ms at the median of 30)
+    # is still far above it. p99 is at the mercy of a shared CPU.
+    assert res.send_lag_p50_ms < 5
     assert 20 < res.delivered_rate < 90  # 30 Poisson arrivals at 50/s
 
 

@@ -57,8 +57,11 @@ def _ts(s: str) -> float:
 def test_two_groups_run_in_parallel_into_one_run_dir(tmp_path, local_ray):
     from bench.sweep.run import run_sweep
 
-    # sim: 20 ms TTFT + 24 x 20 ms = 0.5 s per request; c=1 x 4 requests = ~2 s per point
-    proc, url = start_sim_subprocess(SimConfig(ttft_ms=20, itl_ms=20))
+    # sim: 40 ms TTFT + 24 x 40 ms = 1 s per request; c=1 x 4 requests = ~4 s per point, ~6 s per group. The
+    # overlap check below needs each group's window to outlast the skew between the two Ray workers' starts
+    # (each imports the harness; on 2 cores shared with other jobs one can come up seconds after the other),
+    # so the groups are kept this long rather than the ~3 s that suffice on an idle box.
+    proc, url = start_sim_subprocess(SimConfig(ttft_ms=40, itl_ms=40))
     try:
         sweep = Sweep(
             name="ray", engine={"kind": "openai", "base_url": url, "ignore_eos": True},

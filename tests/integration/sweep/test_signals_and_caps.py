@@ -1,5 +1,5 @@
 """Issue 25, item 5, with real processes: SIGINT and SIGTERM end a run within 2 s (asserted with a generous
-5 s against a loaded machine; docs/reliability.md has the measured times), during open-loop sending, during a
+10 s against a loaded machine; docs/reliability.md has the measured times), during open-loop sending, during a
 server's start (a vLLM-kind start whose fake server ignores SIGTERM and never gets ready) and with a second
 Ctrl-C; `maas-bench sim` stops on SIGTERM; and `request_rate: 100000` against the simulator ends by itself
 with "the endpoint cannot sustain" instead of growing without bound.
@@ -27,7 +27,12 @@ from bench.engines.process import group_members
 from bench.sim import SimConfig, start_sim_subprocess, stop_sim_subprocess
 
 ROOT = Path(__file__).resolve().parents[3]
-EXIT_LIMIT_S = 5.0  # the bar is 2 s; 5 s keeps a loaded CI machine from flaking
+# The bar is 2 s (0.1-1.9 s measured, docs/reliability.md). What takes longer on a loaded box is CPU: the run
+# unwinds (cancels, stops, writes its rows) on a share of 2 cores; at load average 26 (4 busy loops beside 5
+# other jobs) the open-loop cases took 3.6-5.3 s. 10 s still fails a run that is deaf to the signal (30 s
+# below), that waits out its 60 s point, or that gives a loading server the 15 s STOP_GRACE_S instead of the
+# 0.5 s INTERRUPT_GRACE_S. (The server-start case took 14 s at load 26, beyond the 5x-slower box this allows.)
+EXIT_LIMIT_S = 10.0
 
 
 def _background(cmd: list[str], **kw: object) -> subprocess.Popen[bytes]:
@@ -48,7 +53,9 @@ def _time_to_exit(proc: subprocess.Popen[bytes], *sigs: signal.Signals) -> float
         proc.kill()
         proc.wait()
         pytest.fail(f"still running 30 s after {[s.name for s in sigs]}")
-    return time.monotonic() - t0
+    took = time.monotonic() - t0
+    print(f"{'+'.join(s.name for s in sigs)} -> exited after {took:.2f} s")
+    return took
 
 
 @pytest.fixture(scope="module")
