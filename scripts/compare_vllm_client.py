@@ -142,7 +142,8 @@ def run_ours(a: argparse.Namespace) -> dict[str, float]:
     session._drive = timed_drive  # type: ignore[assignment]
     sweep = Sweep(
         name=f"cmp-c{a.concurrency}",
-        engine={"kind": "openai", "base_url": a.base_url, "served_model_name": SERVED_MODEL_NAME, "ignore_eos": True},
+        engine={"kind": "openai", "base_url": a.base_url, "served_model_name": SERVED_MODEL_NAME, "ignore_eos": True,
+                "kernel_timestamps": not a.loop_stamps},
         hardware={"gpu": "cpu-2core", "usd_per_gpu_hour": 0.1},
         server={"model": a.model},
         load={"concurrency": [a.concurrency], "num_requests": a.num_prompts, "warmup_requests": 0,
@@ -234,7 +235,7 @@ def run_client(who: str, a: argparse.Namespace, base_url: str, model_dir: Path, 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", who, "--base-url", base_url,
            "--model", a.model, "--model-dir", str(model_dir), "--seed", str(seed), "--num-prompts", str(num_prompts),
            "--isl", str(a.isl), "--osl", str(a.osl), "--concurrency", str(a.concurrency), "--out", str(out),
-           "--result-file", str(result_file)]
+           "--result-file", str(result_file), *(["--loop-stamps"] if a.loop_stamps else [])]
     server0 = group_cpu_s(server_pgid)
     t0 = time.monotonic()
     with open(out / "client.log", "wb") as log:
@@ -291,7 +292,8 @@ def orchestrate(a: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "protocol": {"num_prompts": a.num_prompts, "isl": a.isl, "osl": a.osl, "concurrency": a.concurrency,
                      "pairs": a.pairs, "warmup": 0, "cooldown": False, "prefix_caching": False, "model": a.model},
-        "pinned": not a.no_pin, "server_cores": server_cores, "client_cores": client_cores,
+        "pinned": not a.no_pin, "our_stamps": "loop" if a.loop_stamps else "kernel",
+        "server_cores": server_cores, "client_cores": client_cores,
         "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg()),
     }
     t0 = time.monotonic()
@@ -361,6 +363,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true", help="no taskset: server and clients share every CPU (before)")
     ap.add_argument("--server-cores", type=core_list, help="CPU ids for the server (default: all but the last)")
     ap.add_argument("--client-cores", type=core_list, help="CPU ids for each client (default: the last)")
+    ap.add_argument("--loop-stamps", action="store_true",
+                    help="our client stamps chunks when its loop reads them (as vLLM's does), not by kernel stamps")
     ap.add_argument("--model", default="glm-4.5-tiny")
     ap.add_argument("--out", default="/tmp/maas-bench-compare", help="server log and each run's files")
     ap.add_argument("--json", action="store_true", help="print the whole report as JSON on stdout")

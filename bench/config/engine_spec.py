@@ -74,6 +74,9 @@ class EngineSpec(StrictModel):
         "/chat/completions is appended). Redirects are not followed."))
     ca_file: str | None = Field(None, description="https: PEM CA bundle to trust instead of the system store")
     verify_tls: bool = Field(True, description="https: False skips certificate checks (self-signed test servers)")
+    kernel_timestamps: bool = Field(True, description=(
+        "plain http on Linux: time each chunk by the kernel's receive stamp (SO_TIMESTAMPNS), which event-loop "
+        "lag does not move; false: stamp when the client's loop reads it, as vLLM's benchmark client does"))
     api_key_env: str | None = Field(None, description="name of the env var holding the API key")
     served_model_name: str | None = None
     ignore_eos: bool | None = Field(

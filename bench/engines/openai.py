@@ -47,7 +47,8 @@ class OpenAIEngine(NoProcessEngine):
             raise UserInputError(f"engine.api_key_env: environment variable {eng.api_key_env} is not set")
         return ClientConfig(base_url=eng.base_url or "", model=eng.served_model_name or self.spec.model,
                             endpoint=endpoint, api_key=key, timeout_s=timeout_s,
-                            ignore_eos=eng.pin_output_length, ca_file=eng.ca_file, verify_tls=eng.verify_tls)
+                            ignore_eos=eng.pin_output_length, ca_file=eng.ca_file, verify_tls=eng.verify_tls,
+                            kernel_timestamps=eng.kernel_timestamps)
 
 
 def models_url(base_url: str) -> str:

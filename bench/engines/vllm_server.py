@@ -450,4 +450,4 @@ class VllmEngine(LocalModelEngine):
 
         assert self.server is not None, "client_config before start()"
         return ClientConfig(base_url=self.server.base_url, model=SERVED_MODEL_NAME, endpoint=endpoint,
-                            timeout_s=timeout_s)
+                            timeout_s=timeout_s, kernel_timestamps=self.engine.kernel_timestamps)

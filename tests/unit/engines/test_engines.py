@@ -96,6 +96,9 @@ def test_openai_engine_client_config_and_key_from_env(tmp_path, monkeypatch):
     cfg = engine.client_config("chat", 5.0)
     assert (cfg.base_url, cfg.model, cfg.endpoint, cfg.api_key, cfg.timeout_s, cfg.ignore_eos) == (
         "http://127.0.0.1:9/v1", "m", "chat", "sk-test", 5.0, False)
+    assert cfg.kernel_timestamps is True  # the default: kernel receive stamps where the platform has them
+    loop = create_engine(spec, eng.model_copy(update={"kernel_timestamps": False}), tmp_path / "log2", on_gpu=False)
+    assert loop.client_config("chat", 5.0).kernel_timestamps is False  # engine.kernel_timestamps reaches the client
 
 
 def test_no_engine_kind_string_checks_outside_the_registry():
