@@ -292,6 +292,16 @@ def validate_row(row: dict[str, Any]) -> dict[str, Any]:
 SOURCES = ("measured", "imported", "virtual")
 
 
+# The error of every point of a server group whose server did not start (bench.sweep.session); `tune` reads it
+# to leave that config's ladder after one point, since no load of it can be measured.
+START_FAILED = "engine failed to "
+
+
+def server_start_failed(row: dict[str, Any]) -> bool:
+    """The row failed because its server did not start (or restart), not because of its load."""
+    return row.get("status") == "failed" and str(row.get("error") or "").startswith(START_FAILED)
+
+
 def row_source(source: Any, engine: Any) -> str:
     """A row's `source`, also for rows written before the column existed (null source): those were
     measured, or simulated when their engine is `virtual`. One rule for every reader (catalog, report)."""

@@ -39,7 +39,7 @@ from bench.measure.workloads import PromptFactory, iter_requests
 from bench.sweep.events import ProgressFn
 from bench.sweep.pricing import UNPRICED
 from bench.sweep.probe import ServerProbe, health_watch
-from bench.sweep.rows import row_source, validate_row
+from bench.sweep.rows import START_FAILED, row_source, validate_row
 from bench.sweep.store import RunStore
 from bench.sweep.timing import WallTime
 
@@ -133,7 +133,7 @@ class GroupSession:
         except EngineStartError as e:
             self.stats.wall.server_start_s += time.monotonic() - t0
             self.stats.server_starts += 1
-            self.start_error = f"engine failed to {'restart' if restart else 'start'}: {e}"
+            self.start_error = f"{START_FAILED}{'restart' if restart else 'start'}: {e}"
             self.emit({"type": "server_failed", "server_hash": self.spec.server_hash, "error": self.start_error})
             return
         self.stats.wall.server_start_s += time.monotonic() - t0

@@ -55,6 +55,7 @@ from bench.errors import UserInputError
 from bench.sweep.events import ProgressFn, ignore
 from bench.sweep.prepare import RunPlan
 from bench.sweep.pricing import Pricing
+from bench.sweep.rows import server_start_failed
 
 Row = dict[str, Any]
 MeasureFn = Callable[[int, Point], Row]
@@ -213,7 +214,7 @@ def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo, objectiv
             mid = (first - 1 + hi) // 2
         row = measure(*ladder.points[mid])
         rows.append(row)
-        if _server_failed(row):
+        if server_start_failed(row):
             ladder.server_failed = True  # no load of this ladder can be measured
             break
         ok = feasible(row, constraints)
@@ -229,11 +230,6 @@ def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo, objectiv
     ladder.measured = len(rows)
     ladder.knee = load_value(ladder.points[lo][1]) if lo >= 0 else None
     return rows
-
-
-def _server_failed(row: Row) -> bool:
-    """The row's server did not start (the session's start_error, bench.sweep.session): every load would fail."""
-    return row.get("status") == "failed" and str(row.get("error", "")).startswith("engine failed to")
 
 
 def _better(a: float, b: float, objective: str) -> bool:
