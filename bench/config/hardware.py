@@ -176,6 +176,11 @@ class _GpuFields(StrictModel):
     figure_sources: dict[str, str] = Field(default_factory=dict)
     figures_as_of: str | None = Field(None, pattern=DATE_PATTERN, description="date the figures were recorded here")
     is_cpu_standin: bool = False
+    # A CPU's last-level cache: when one step's working set (the weights and the KV it reads) fits, the
+    # step streams it from the cache, not from DRAM (a tiny twin's 14 MB on a 32 MiB L3). A GPU's L2 is
+    # far smaller than its weights, so GPUs leave these unset and always stream from HBM.
+    llc_mb: float | None = Field(None, gt=0, description="last-level cache, MiB (CPUs)")
+    llc_gb_s: float | None = Field(None, gt=0, description="last-level cache read bandwidth, GB/s (CPUs)")
     notes: str = ""
     tiers: dict[str, RentalTier] = Field(default_factory=dict)
     tco: TcoSpec | None = None

@@ -207,8 +207,20 @@ def summarize(
     row["goodput_req_s"] = good / row["duration_s"] if row["duration_s"] > 0 else None
     row.update(token_discrepancy(done))
     row["decode_tokens_per_chunk"] = decode_tokens_per_chunk(done)
+    row["timestamp_source"] = timestamp_source(done)
     row.update(cache_and_session_stats(done))
     return row
+
+
+def timestamp_source(done: Sequence[RequestRecord]) -> str | None:
+    """Which clock timed the point's completed requests: their `timestamp_source` ("kernel", "loop" for the
+    event loop's reads, "kernel+loop") when they agree, else "mixed"; None when no request says (the simulator,
+    an import). Why a point column: the clocks differ by the client's loop lag under load (docs/metrics.md
+    "Timestamps"), so a figure says which it is."""
+    kinds = {r.timestamp_source for r in done if r.timestamp_source}
+    if not kinds:
+        return None
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def window_rates(records: Sequence[RequestRecord]) -> dict[str, Any]:

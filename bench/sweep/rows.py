@@ -182,6 +182,8 @@ COLUMNS: tuple[Column, ...] = (
         request's protocol_error (requests/<point_id>.parquet)
     decode_tokens_per_chunk | float | tok | (output tokens - 1) / (content chunks - 1) over completed requests: tokens
         per streamed decode step
+    timestamp_source | str | | clock of the chunk times: kernel (socket receive stamps), loop (event-loop reads),
+        kernel+loop (some reads without a stamp), mixed (requests differ); empty when no request says (measure.metrics)
     # prefix cache and multi-turn sessions (measure.metrics.cache_and_session_stats)
     cached_input_tokens | int | tok | prompt tokens of the completed requests served from the prefix cache (usage
         cached_tokens)

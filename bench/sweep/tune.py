@@ -4,16 +4,26 @@ Why not measure the grid: on real hardware every point costs minutes and every s
 restart. Within one server config and workload, latency grows with load (concurrency or request
 rate) while throughput grows and $/M tokens falls until the server saturates. So the best point of a
 "ladder" (one server config, one workload, one load kind, loads in increasing order) is its highest
-load that still meets the SLO: the knee. Bisection over the ladder finds it in about log2(n) + 1
-measurements instead of n. Across server configs (not ordered) the first ladder is bisected; every
-later one only as far as it could still beat the best point found so far (the incumbent):
+load that still meets the SLO: the knee. The search brackets each ladder's knee (every load up to `lo`
+meets the SLO, every load from `hi` misses it) with as few measurements as the engine's physics allow:
 
-- warm start: a later ladder's first probe is the load just above the last knee found (configs of one
-  model tend to saturate near each other): if it misses the SLO it bounds the whole ladder (below), which
-  often ends the ladder after that one point; the search gallops from there (up while feasible, down while
-  not). Before any load met the SLO, a later ladder starts at its lowest load instead (missing there ends it);
-- the ceiling: once a ladder has a feasible load and no infeasible one, its top load is probed next
-  (when galloping is over): it either meets the SLO (the ladder's best) or bounds every load below it;
+- the batch limit: a closed loop of c requests runs at most `batch_slots` of them at once (max_num_seqs per
+  engine); past 2 x slots the rest only queue, so no higher load can beat that one by more than noise, and
+  loads above it are never measured (`saturation_index`);
+- the first probe of a concurrency ladder is the first load that fills the batch (where queueing starts, so
+  where a TTFT SLO's knee tends to be): `batch_guess`. A later ladder starts one load above the last knee
+  found, unless that knee sat at its own batch limit (then this ladder's batch limit);
+- twins: two configs that differ only in max_num_seqs run the same point at a load that fills neither batch,
+  so a load measured for one settles the same load of the other (`twin_rows`: it moves `lo` or `hi` before
+  anything is measured);
+- larger batches first: ladders are searched in decreasing `batch_slots` (each server's ladders together),
+  because their best usually wins and a strong incumbent lets the bounds below end the smaller ladders early;
+- interpolation: from the ladder's measured loads the next probe is the highest load the SLO metrics' trend
+  says meets the SLO (`predicted_knee`: a straight line between the loads that bracket the limit, in
+  proportion to the load below every load that misses it, extrapolated from the two highest loads that meet
+  it); a single load that meets it gallops up (+1, +3, +7, ...), as the search did before;
+- the ceiling: with an incumbent, once a ladder has a feasible load and no infeasible one, its top load comes
+  next: it either meets the SLO (the ladder's best) or bounds every load below it;
 - a server that fails to start (its row's error says so) ends its ladder after one point;
 - bound from below: throughput per unit of load does not grow with load (a closed loop of c requests
   delivers at most c/c0 times what c0 did, an open loop at most its offered rate), so a feasible point
@@ -25,6 +35,8 @@ later one only as far as it could still beat the best point found so far (the in
 "Reach" means beat the incumbent's value, or only tie with it (reach its 95% interval) when the ladder's
 server is cheaper per hour, since a tie goes to the cheaper server (`best_row`).
 A ladder left early reports the highest load known to meet the SLO as its knee and `pruned`.
+Each probe only orders the measurements: the bracket moves by what is measured, so a wrong guess costs points,
+never the answer.
 
 The assumptions: monotonic feasibility along a ladder (if load L misses the SLO, every higher load
 misses it too), an objective that improves with load up to the knee, and the throughput bound above.
@@ -53,6 +65,15 @@ from bench.config.slo import Slo, parse_slo
 from bench.config.sweep import Point, Sweep
 from bench.errors import UserInputError
 from bench.sweep.events import ProgressFn, ignore
+from bench.sweep.ladders import (
+    Ladder,
+    batch_guess,
+    batch_slots,
+    ladders,
+    load_value,
+    predicted_knee,
+    twin_rows,
+)
 from bench.sweep.prepare import RunPlan
 from bench.sweep.pricing import Pricing
 from bench.sweep.rows import server_start_failed
@@ -137,64 +158,28 @@ def best_row(rows: list[Row], constraints: Slo, objective: str) -> Row | None:
                key=lambda r: (hourly_cost(r), sign * objective_value(r, objective)))  # type: ignore[operator]
 
 
-def load_value(point: Point) -> float:
-    lp = point.load
-    return float(lp.concurrency if lp.concurrency is not None else lp.request_rate)  # type: ignore[arg-type]
-
-
-@dataclass
-class Ladder:
-    """Points that differ only in load: one server config, one workload, one load kind, load ascending."""
-
-    server_hash: str
-    workload: str
-    load_kind: str  # "concurrency" | "request_rate"
-    points: list[tuple[int, Point]]
-    measured: int = 0
-    knee: float | None = None  # highest load known to meet the SLO (None: not even the lowest)
-    pruned: bool = False  # left before its knee was pinned down: it could not beat the incumbent
-    server_failed: bool = False  # its server did not start: left after one point
-
-    def describe(self) -> dict[str, Any]:
-        s = self.points[0][1].server
-        return {"server_hash": self.server_hash, "model": s.model, "dtype": s.dtype,
-                "quantization": s.quantization or "none", "max_num_seqs": s.max_num_seqs,
-                "tensor_parallel_size": s.tensor_parallel_size, "workload": self.workload,
-                "load_kind": self.load_kind, "grid": len(self.points), "measured": self.measured,
-                "knee": self.knee, "pruned": self.pruned, "server_failed": self.server_failed}
-
-
-def ladders(sweep: Sweep, points: list[Point] | None = None) -> list[Ladder]:
-    """Split the sweep's points (`points`: sweep.points() already expanded) into ladders, in sweep order
-    (so a server's ladders are adjacent)."""
-    by_key: dict[tuple[str, str, str], Ladder] = {}
-    for idx, p in enumerate(sweep.points() if points is None else points):
-        kind = "concurrency" if p.load.concurrency is not None else "request_rate"
-        key = (p.server_hash, p.workload.model_dump_json(), kind)
-        if key not in by_key:
-            by_key[key] = Ladder(p.server_hash, p.workload.name, kind, [])
-        by_key[key].points.append((idx, p))
-    for lad in by_key.values():
-        lad.points.sort(key=lambda ip: load_value(ip[1]))
-    return list(by_key.values())
-
-
 def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo, objective: str | None = None,
-                  incumbent: Row | None = None, guess: int | None = None) -> list[Row]:
+                  incumbent: Row | None = None, guess: int | None = None,
+                  known: dict[int, Row] | None = None) -> list[Row]:
     """Find the ladder's knee by bisection, skipping what cannot beat `incumbent`; returns the rows it measured.
 
-    Invariant: every index <= lo is feasible (lo = -1: none known), every index >= hi is not. Each measured
-    index moves one bound, so without an incumbent the loop ends after ceil(log2(n + 1)) measurements. With
-    one (and `objective`), only indices in [first_hopeful, hi) are searched (module docstring: the bounds).
-    `guess` is the first index probed; from it the search gallops (guess +- 1, 3, 7, ...: up while feasible,
-    down while not) until the knee is bracketed, then bisects: a knee d loads from the guess costs about
-    2 log2(d + 1) + 1 measurements, 2 when it is the guess's load or its neighbour.
-    With an incumbent, once a load meets the SLO and none is known to miss it, the top load comes next (unless
-    galloping): if it misses and cannot reach the incumbent the ladder is done, if it meets the SLO it is the best.
+    Invariant: every index <= lo is feasible (lo = -1: none known), every index >= hi is not; only the first
+    `ladder.searched` loads are searched (the batch limit). `known` (twins' rows, `twin_rows`) places lo and hi
+    before anything is measured. Each measured index moves one bound. With an incumbent (and `objective`), only
+    indices in [first_hopeful, hi) are searched (module docstring: the bounds). The probe: the predicted knee
+    (`predicted_knee`) once the ladder has a load over the SLO or two under it; before that `guess`, galloping
+    from it (guess +- 1, 3, 7, ...: up while feasible, down while not); with an incumbent and nothing known to
+    miss, the top load (the ceiling); else the midpoint.
     """
-    lo, hi = -1, len(ladder.points)
+    lo, hi = -1, ladder.searched
     rows: list[Row] = []
     lo_row: Row | None = None
+    for i, row in sorted((known or {}).items()):  # twins' rows (`twin_rows`) place the bounds before any measurement
+        if i < hi and feasible(row, constraints):
+            lo, lo_row = i, row
+        elif i < hi and row.get("status") == "ok":
+            hi = max(i, lo + 1)
+    seen = [(i, r) for i, r in (known or {}).items() if r.get("status") == "ok"]
     probe, sign, hop = guess, 0, 1
     while hi - lo > 1:
         first = lo + 1
@@ -206,9 +191,15 @@ def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo, objectiv
             if first >= hi:
                 ladder.pruned = lo < hi - 1  # loads left unmeasured: none could beat the incumbent
                 break
-        if probe is not None and first <= probe < hi and probe > lo:
+        # the trend, unless the last point told nothing (failed: no metrics, so the trend would only repeat itself)
+        knee = predicted_knee(ladder, seen, constraints) if not rows or rows[-1].get("status") == "ok" else None
+        if knee is not None:  # the highest load the measured trend says meets the SLO (at least the next one up)
+            low = max(first, lo + 1)
+            inside = [i for i in range(low, hi) if load_value(ladder.points[i][1]) <= knee]
+            mid = inside[-1] if inside else low
+        elif probe is not None and first <= probe < hi and probe > lo:
             mid = probe
-        elif incumbent is not None and hi == len(ladder.points) and lo >= 0:
+        elif incumbent is not None and hi == ladder.searched and lo >= 0:
             mid = hi - 1  # the ceiling: if even the top load misses and cannot win, the ladder is done
         else:
             mid = (first - 1 + hi) // 2
@@ -217,6 +208,8 @@ def bisect_ladder(ladder: Ladder, measure: MeasureFn, constraints: Slo, objectiv
         if server_start_failed(row):
             ladder.server_failed = True  # no load of this ladder can be measured
             break
+        if row.get("status") == "ok":
+            seen.append((mid, row))
         ok = feasible(row, constraints)
         if ok:
             lo, lo_row = mid, row
@@ -282,14 +275,19 @@ def _guess(ladder: Ladder, before: list[Ladder], incumbent: Row | None) -> int |
     second point unless it is the top load. With the ceiling probe and the failure rules this cut the share of the
     grid measured from 34% to 25% on the shapes of tests/unit/sweep/test_tune_grids.py and from 30% to 27.5% on
     virtual-engine grids (docs/sweeps.md). (Extrapolating the knees' trend measured no fewer.)"""
-    knees = [lad.knee for lad in before if lad.load_kind == ladder.load_kind and lad.knee and not lad.pruned]
-    target = knees[-1] if knees else None
+    done = [lad for lad in before if lad.load_kind == ladder.load_kind and lad.knee and not lad.pruned]
+    if done and ladder.load_kind == "concurrency" and done[-1].knee >= batch_slots(done[-1].points[0][1]) \
+            and (batch := batch_guess(ladder)) is not None:
+        return batch  # that knee sat at its batch limit, so the limit placed it, not the SLO: use this ladder's
+    target = done[-1].knee if done else None
     if target is None and incumbent is not None:
         target = objective_value(incumbent, ladder.load_kind)
     if target is None:
         # nothing met the SLO so far: the lowest load first (if it misses, so does the whole ladder: one point)
-        return 0 if incumbent is None and any(lad.measured and not lad.server_failed for lad in before) else None
-    loads = [load_value(p) for _, p in ladder.points]
+        if incumbent is None and any(lad.measured and not lad.server_failed for lad in before):
+            return 0
+        return batch_guess(ladder)
+    loads = [load_value(p) for _, p in ladder.points[:ladder.searched]]
     knee = min(range(len(loads)), key=lambda i: (abs(math.log(loads[i] / target)) if target > 0 else 0, -i))
     return min(knee + 1, len(loads) - 1)
 
@@ -333,13 +331,14 @@ def tune(sweep: Sweep, constraints: Slo, objective: str, measure: MeasureFn,
     check_objective(objective)
     emit = progress or ignore
     lads = ladders(sweep, points)
+    by_id = {p.point_id: p for lad in lads for _, p in lad.points}
     grid = sum(len(lad.points) for lad in lads)
     search_rows: list[Row] = []
     verify_rows: list[Row] = []
     for i, lad in enumerate(lads):
         incumbent = best_row(search_rows, constraints, objective)
-        guess = _guess(lad, lads[:i], incumbent) if search_rows else None
-        rows = bisect_ladder(lad, measure, constraints, objective, incumbent, guess)
+        guess = _guess(lad, lads[:i], incumbent) if search_rows else batch_guess(lad)
+        rows = bisect_ladder(lad, measure, constraints, objective, incumbent, guess, twin_rows(lad, search_rows, by_id))
         search_rows += rows
         emit({"type": "ladder_done", "ladder": lad.describe()})
         last_of_server = i + 1 == len(lads) or lads[i + 1].server_hash != lad.server_hash

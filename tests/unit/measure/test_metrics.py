@@ -130,3 +130,20 @@ def test_token_rates_count_every_token_streamed_inside_the_measured_window():
     assert row["request_throughput"] == pytest.approx(1 / 0.401)
     # latency percentiles come from the measured request only
     assert row["ttft_ms_p50"] == pytest.approx(100)
+
+
+def test_point_says_which_clock_timed_its_requests():
+    # each completed request names its clock; the point carries it when they agree, "mixed" when not, None when no
+    # request says (a warm-up request's or a failed one's clock does not count)
+    def timed(sources, failed_source=None):
+        recs = [rec(i, 0, [10, 20], usage=2) for i in range(len(sources))]
+        for r, s in zip(recs, sources, strict=True):
+            r.timestamp_source = s
+        bad = rec(9, 0, [10, 20], usage=2, ok=False)
+        bad.timestamp_source = failed_source
+        return summarize([*recs, bad])["timestamp_source"]
+
+    assert timed(["kernel", "kernel"], failed_source="loop") == "kernel"
+    assert timed(["loop", "loop"]) == "loop"
+    assert timed(["kernel", "kernel+loop"]) == "mixed"
+    assert timed([None, None]) is None
