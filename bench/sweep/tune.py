@@ -265,16 +265,15 @@ def _first_hopeful(ladder: Ladder, lo: int, hi: int, lo_row: Row | None, incumbe
 
 
 def _guess(ladder: Ladder, before: list[Ladder], incumbent: Row | None) -> int | None:
-    """The warm start's first probe: the load just above the knee of the last ladder searched to its knee (same
-    load kind: a neighbouring config), else just above the incumbent's load; None for the first ladder.
+    """A later ladder's first probe: the load just above the knee of the last ladder searched to its knee (same
+    load kind), else just above the incumbent's load; this ladder's own batch limit (`batch_guess`) when that knee
+    sat at or past its ladder's batch limit (the limit placed it, not the SLO) or when nothing is known yet; its
+    lowest load once ladders were measured and none met the SLO (missing there ends it: one point).
 
-    Why one above the knee and not the knee itself: neighbouring configs saturate near each other, so that load
-    likely misses the SLO, and a load that misses it bounds the whole ladder (the objective improves with load):
-    when even that bound cannot reach the incumbent the ladder is done after one point; when it can, the next
-    probe (the knee's load) pins the knee in two, as probing the knee first would; probing the knee first needs a
-    second point unless it is the top load. With the ceiling probe and the failure rules this cut the share of the
-    grid measured from 34% to 25% on the shapes of tests/unit/sweep/test_tune_grids.py and from 30% to 27.5% on
-    virtual-engine grids (docs/sweeps.md). (Extrapolating the knees' trend measured no fewer.)"""
+    Why one above the knee and not the knee itself: configs that differ in something else than their batch
+    saturate near each other, so that load likely misses the SLO, and a load that misses it bounds the whole
+    ladder (the objective improves with load): when even that bound cannot reach the incumbent the ladder is done
+    after one point; when it can, the next probe pins the knee, as probing the knee first would."""
     done = [lad for lad in before if lad.load_kind == ladder.load_kind and lad.knee and not lad.pruned]
     if done and ladder.load_kind == "concurrency" and done[-1].knee >= batch_slots(done[-1].points[0][1]) \
             and (batch := batch_guess(ladder)) is not None:
