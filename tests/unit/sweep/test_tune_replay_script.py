@@ -9,9 +9,7 @@ of m=8 c=8 (800 tok/s): the grid's best is (8, 8).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,17 +18,10 @@ import yaml
 
 from bench.config.sweep import Sweep
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "tune_real_engine.py"
-
 
 @pytest.fixture(scope="module")
-def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tune_real_engine", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("tune_real_engine", mod)
-    spec.loader.exec_module(mod)
-    return mod
+def script(load_script) -> ModuleType:
+    return load_script("tune_real_engine")
 
 
 def write_run(run_dir: Path, skip: int = 0) -> None:
