@@ -135,9 +135,26 @@ def sim(
     usage_offset: int = typer.Option(1, "--usage-offset", help="N added to completion_tokens (wrong)."),
     ping: bool = typer.Option(False, "--ping", help="Send ': ping' SSE comments between chunks."),
     spin_ms: float = typer.Option(2.0, "--spin-ms", help="Precise-sleep window before each chunk (0 = off)."),
+    virtual_gpu: str | None = typer.Option(
+        None, "--virtual", help="Time every token by the scheduler simulation of a GPU not at hand, in real time: "
+        "GPU[xCOUNT]:MODEL:QUANT, e.g. h200x8:glm-5.2:fp8 (COUNT GPUs in tensor parallel; the planner's "
+        "factors). Replaces --ttft-ms/--itl-ms; what you measure is an estimate, not a GPU."),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", min=1, help="--virtual: vLLM's max_num_seqs "
+                                            "(default: vLLM's for the GPU)."),
+    max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", min=1,
+                                                      help="--virtual: the step's token budget (default: vLLM's)."),
+    max_model_len: int = typer.Option(16384, "--max-model-len", min=2, help="--virtual: longest prompt + output."),
+    ep: bool = typer.Option(False, "--ep", help="--virtual: expert parallel across the GPUs."),
 ) -> None:
     """Run the simulated OpenAI-compatible streaming server until Ctrl-C (for tests and dry runs)."""
     from bench.sim import serve_forever, sim_config_from_options
+
+    pacer = None
+    if virtual_gpu is not None:
+        from bench.planner.pacer import RealTimeEngines, parse_virtual
+
+        pacer = RealTimeEngines(parse_virtual(virtual_gpu, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                                              max_num_batched_tokens=max_num_batched_tokens, ep=ep))
 
     cfg = sim_config_from_options(
         model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, tokens_per_chunk=tokens_per_chunk,
@@ -148,9 +165,14 @@ def sim(
 
     def ready(url: str) -> None:
         say(f"simulated server listening on {url}  (OpenAI API under {url}/v1; Ctrl-C stops)")
+        if pacer is not None:
+            e = pacer.setup.engine
+            say(f"virtual {virtual_gpu}: max_num_seqs {e.max_num_seqs}, max_num_batched_tokens "
+                f"{e.max_num_batched_tokens}, max_model_len {pacer.setup.max_model_len}; estimate, not measured "
+                "(the scheduler simulation over the planner's step model)")
 
     try:
-        serve_forever(cfg, port=port, on_ready=ready)
+        serve_forever(cfg, port=port, on_ready=ready, pacer=pacer)
     except KeyboardInterrupt:
         say("simulated server stopped")
     except OSError as e:

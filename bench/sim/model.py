@@ -13,9 +13,13 @@ Token model (exact by construction, so a client can count without a real tokeniz
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -226,3 +230,66 @@ def told_request_metrics(cfg: SimConfig, output_tokens: int, prompt_tokens: int 
         "n_chunks": float(n_chunks),
         "output_tokens": float(output_tokens),
     }
+
+
+class Pacer(Protocol):
+    """Token times from outside the server's own rules: `maas-bench sim --virtual` hands in the scheduler
+    simulation run in real time (bench.planner.pacer), so the real client measures a GPU that is not at hand.
+    The server knows only this protocol (the simulation lives in a higher layer)."""
+
+    def refuse(self, prompt_tokens: int, output_tokens: int) -> str | None:
+        """Why the engine would refuse this request (answered HTTP 400), or None."""
+
+    def token_times(self, prompt_tokens: int, output_tokens: int) -> AsyncIterator[tuple[float, int]]:
+        """(event-loop time, tokens) of every engine step that emitted tokens of this request, as they end."""
+
+
+async def offset_deadlines(slot_t: float, offsets: list[float]) -> AsyncIterator[float]:
+    """The server's own timing: chunk i is due at slot + offset i (`chunk_offsets_s`)."""
+    for o in offsets:
+        yield slot_t + o
+
+
+async def paced_deadlines(pacer: Pacer, prompt_tokens: int, sizes: list[int]) -> AsyncIterator[float]:
+    """A pacer's timing: chunk i is due when the engine step that emitted its last token ends."""
+    times = pacer.token_times(prompt_tokens, sum(sizes))
+    got = need = 0
+    t = 0.0
+    for size in sizes:
+        need += size
+        while got < need:
+            t, n = await anext(times)
+            got += n
+        yield t
+
+
+class FifoSlots:
+    """Counting semaphore that admits strictly in arrival order (the sim's capacity model)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.free = capacity
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed to us just as we were cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # hand the slot over directly: no barging past the queue
+                return
+        self.free += 1

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from bench.engines.process import stop_child
-from bench.sim.model import SimConfig
+from bench.sim.model import Pacer, SimConfig
 from bench.sim.server import make_app
 
 __all__ = ["run_sim_in_thread", "serve_forever", "start_sim_subprocess", "stop_sim_subprocess"]
@@ -29,8 +29,8 @@ __all__ = ["run_sim_in_thread", "serve_forever", "start_sim_subprocess", "stop_s
 HOST = "127.0.0.1"
 
 
-async def _start(cfg: SimConfig, port: int) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(make_app(cfg), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+async def _start(cfg: SimConfig, port: int, pacer: Pacer | None = None) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(make_app(cfg, pacer), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -40,15 +40,16 @@ async def _start(cfg: SimConfig, port: int) -> tuple[web.AppRunner, str]:
     return runner, f"http://{HOST}:{sock.getsockname()[1]}"
 
 
-def serve_forever(cfg: SimConfig, port: int = 8000, on_ready: Callable[[str], None] | None = None) -> None:
+def serve_forever(cfg: SimConfig, port: int = 8000, on_ready: Callable[[str], None] | None = None,
+                  pacer: Pacer | None = None) -> None:
     """Run the sim in this thread until interrupted (Ctrl-C raises KeyboardInterrupt to the caller).
 
     on_ready receives the base URL (``http://127.0.0.1:PORT``, no ``/v1``) once the socket listens;
-    port 0 picks a free port.
+    port 0 picks a free port. `pacer` times the tokens instead of cfg (`sim --virtual`).
     """
 
     async def main() -> None:
-        runner, url = await _start(cfg, port)
+        runner, url = await _start(cfg, port, pacer)
         try:
             if on_ready is not None:
                 on_ready(url)
@@ -60,7 +61,7 @@ def serve_forever(cfg: SimConfig, port: int = 8000, on_ready: Callable[[str], No
 
 
 @contextlib.contextmanager
-def run_sim_in_thread(cfg: SimConfig | None = None, port: int = 0) -> Iterator[str]:
+def run_sim_in_thread(cfg: SimConfig | None = None, port: int = 0, pacer: Pacer | None = None) -> Iterator[str]:
     """Serve the sim from a background thread (own event loop); yields ``http://127.0.0.1:PORT``.
 
     For tests: the client under test keeps its own loop in the main thread. For capacity
@@ -74,7 +75,7 @@ def run_sim_in_thread(cfg: SimConfig | None = None, port: int = 0) -> Iterator[s
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            runner, url = loop.run_until_complete(_start(cfg, port))
+            runner, url = loop.run_until_complete(_start(cfg, port, pacer))
         except BaseException as e:  # surfaced to the caller below
             box["error"] = e
             ready.set()

@@ -19,14 +19,14 @@ ways to run the app (thread, subprocess, foreground) in `bench.sim.runners`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import json
 import logging
 import os
 import time
 import zlib
-from collections import Counter, deque
+from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -34,10 +34,14 @@ from aiohttp import web
 from bench.sim.model import (
     TOKEN_TEXT,
     BadRequest,
+    FifoSlots,
+    Pacer,
     SimConfig,
     chunk_offsets_s,
     chunk_sizes,
     draw_fate,
+    offset_deadlines,
+    paced_deadlines,
     plan_output,
     prompt_tokens_chat,
     prompt_tokens_completions,
@@ -58,43 +62,11 @@ _PING = b": ping\n\n"
 _SEND_LOG = os.environ.get("MAAS_BENCH_SIM_SEND_LOG")
 
 
-class _FifoSlots:
-    """Counting semaphore that admits strictly in arrival order (the sim's capacity model)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.free = capacity
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self.free > 0 and not self.waiters:
-            self.free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed to us just as we were cancelled
-            else:
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # hand the slot over directly: no barging past the queue
-                return
-        self.free += 1
-
-
 class _SimState:
     """Counters behind /metrics and the request sequence number that seeds per-request draws."""
 
-    def __init__(self, cfg: SimConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: SimConfig, pacer: Pacer | None = None) -> None:
+        self.cfg, self.pacer = cfg, pacer
         self.next_index = 0
         self.running = 0
         self.prompt_tokens_total = 0
@@ -102,7 +74,7 @@ class _SimState:
         self.success: Counter[str] = Counter()
         self.injected_errors = 0
         self.injected_cuts = 0
-        self.slots = _FifoSlots(cfg.max_concurrent_streams) if cfg.max_concurrent_streams else None
+        self.slots = FifoSlots(cfg.max_concurrent_streams) if cfg.max_concurrent_streams else None
         self.clock = _Clock(ms_to_s(cfg.spin_ms))
 
     @property
@@ -304,6 +276,9 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
         return _error(500, "simulated server error (error_rate)", "InternalServerError")
 
     n_tokens, finish = plan_output(cfg, req["max_tokens"], req["ignore_eos"])
+    refused = state.pacer.refuse(req["prompt_tokens"], n_tokens) if state.pacer else None
+    if refused:
+        return _error(400, refused, "BadRequestError")
     sizes = chunk_sizes(n_tokens, cfg.tokens_per_chunk)
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     chunks = _Chunks(kind, f"{prefix}-sim{index:012d}", int(time.time()), req["model"], sizes, finish)
@@ -320,9 +295,10 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         slot_t = loop.time() if queued else t_entry
         state.prompt_tokens_total += req["prompt_tokens"]
-        offsets = chunk_offsets_s(cfg, len(sizes), req["prompt_tokens"], rng)
+        due = paced_deadlines(state.pacer, req["prompt_tokens"], sizes) if state.pacer else offset_deadlines(
+            slot_t, chunk_offsets_s(cfg, len(sizes), req["prompt_tokens"], rng))
         if resp is None:
-            await state.clock.wait_until(slot_t + offsets[-1])
+            await state.clock.wait_until([t async for t in due][-1])
             state.generation_tokens_total += n_tokens
             if fate.cut:
                 state.injected_cuts += 1
@@ -330,7 +306,7 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
                 return web.Response(status=500)  # never reaches the client: the socket is gone
             state.success[finish] += 1
             return web.json_response(_full_response(kind, chunks, n_tokens, req, cfg))
-        return await _stream(request, resp, state, chunks, req, offsets, slot_t, fate.cut)
+        return await _stream(request, resp, state, chunks, req, due, slot_t, fate.cut)
     except ConnectionError:
         log.debug("sim: client went away during request %d", index)
         return resp if resp is not None else web.Response(status=499)
@@ -344,7 +320,7 @@ async def _stream(
     state: _SimState,
     chunks: _Chunks,
     req: dict[str, Any],
-    offsets: list[float],
+    due: AsyncIterator[float],
     slot_t: float,
     cut: bool,
 ) -> web.StreamResponse:
@@ -360,7 +336,7 @@ async def _stream(
             state.injected_cuts += 1
             _drop_connection(request)
             return resp
-        deadline = slot_t + offsets[i]
+        deadline = await anext(due)
         if cfg.ping:
             delay = (prev + deadline) / 2 - loop.time()
             if delay > 0:
@@ -478,10 +454,11 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def make_app(cfg: SimConfig | None = None) -> web.Application:
-    """The aiohttp application of the simulated server (state lives in the app)."""
+def make_app(cfg: SimConfig | None = None, pacer: Pacer | None = None) -> web.Application:
+    """The aiohttp application of the simulated server (state lives in the app); `pacer` times the tokens
+    instead of the config's TTFT and ITL."""
     app = web.Application()
-    state = _SimState(cfg or SimConfig())
+    state = _SimState(cfg or SimConfig(), pacer)
     app[_STATE_KEY] = state
 
     async def stop_clock(_: web.Application) -> None:

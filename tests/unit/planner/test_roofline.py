@@ -352,6 +352,26 @@ def test_save_calibration_round_trip(tmp_path):
     assert set(load_roofline_config(path).calibrated) == {"h200/fp8", "h100/fp8"}
 
 
+def test_simulation_settings_set_per_gpu_reach_the_simulated_engine(tmp_path):
+    """frontend_ms and step_jitter_cv set under per_gpu are read for that GPU only and set on the simulated
+    engine (the frontend in seconds); another GPU keeps the defaults, 0."""
+    from bench.planner import simulate as sim
+    from bench.planner.deployment import Deployment
+
+    path = tmp_path / "roofline.yaml"
+    text = ROOFLINE_CONFIG.read_text()
+    settings = "\nper_gpu:\n  h200:\n    frontend_ms: 3.25\n    step_jitter_cv: 0.2\n"
+    path.write_text(text.replace("\nper_gpu:\n", settings, 1))
+    cfg = load_roofline_config(path)
+    eff, _ = efficiency_for("h200", "fp8", cfg)
+    assert (eff.frontend_ms, eff.step_jitter_cv) == (3.25, 0.2)
+    other, _ = efficiency_for("h100", "fp8", cfg)
+    assert (other.frontend_ms, other.step_jitter_cv) == (0.0, 0.0)
+    dep = Deployment(hp=get_model("glm-4.5-air").hp, gpu=H200, quant=resolve_quant("fp8"), tp=1, eff=eff)
+    engine = sim.setup(dep, 1, max_num_seqs=8, max_model_len=4096).engine
+    assert engine.frontend_s == pytest.approx(0.00325) and engine.step_jitter_cv == 0.2
+
+
 def test_default_config_is_documented_and_valid():
     cfg = load_roofline_config()
     assert {"bf16", "fp8", "int8", "int4", "fp4"} <= set(cfg.quantizations)

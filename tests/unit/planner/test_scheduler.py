@@ -96,14 +96,17 @@ def test_preemption_recomputes_the_newest_and_every_token_arrives():
     assert e.private_blocks == 0 and e.n_dec == 0
 
 
-def test_macro_steps_change_nothing(monkeypatch):
-    """Decode-only stretches run as one macro step; with them switched off every time is the same."""
+@pytest.mark.parametrize("jitter_cv", [0.0, 0.3])
+def test_macro_steps_change_nothing(monkeypatch, jitter_cv):
+    """Decode-only stretches run as one macro step; with them switched off every time is the same (with step
+    jitter too: a macro step consumes the multipliers of the steps it keeps, in order)."""
 
     def timer(n_dec: int, ctx: float, chunks: list[tuple[float, float]]) -> float:
         return 0.010 + 0.0001 * n_dec + 0.00001 * sum(n for _, n in chunks)
 
     def closed_loop() -> list[tuple]:
-        cfg = EngineConfig(max_num_seqs=64, max_num_batched_tokens=512, num_blocks=200, block_size=16)
+        cfg = EngineConfig(max_num_seqs=64, max_num_batched_tokens=512, num_blocks=200, block_size=16,
+                           step_jitter_cv=jitter_cv)
         e = EngineSim(cfg, timer)
         cl = Cluster([e])
         out: list[tuple] = []
