@@ -177,10 +177,17 @@ def table(out: Path) -> list[dict[str, Any]]:
 def paired_table(out: Path) -> list[dict[str, Any]]:
     """Repeat i's held-out points against the prediction calibrated on repeat i's own calibration run: the
     machine's speed that day (one sequence's decode step read 3.5 ms on 2026-12-04, 4.7-6.1 ms on 2026-12-05)
-    then enters both sides, as it does for a user who calibrates and measures on the same machine."""
+    then enters both sides, as it does for a user who calibrates and measures on the same machine. Run i of a
+    sweep is paired with calibration run i (both sorted by their start time); a sweep with another number of runs
+    than the calibration (a repeat that wrote no points) is left out of this table, and said so."""
     lines = []
+    n_calib = len(runs_of(out, "vllm", "calib"))
     for name in SWEEPS:
         if name == "calib":
+            continue
+        if len(runs_of(out, "vllm", name)) != n_calib:
+            print(f"paired: {name} has {len(runs_of(out, 'vllm', name))} runs and the calibration {n_calib}: "
+                  "not paired", file=sys.stderr)
             continue
         by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
         for i, meas_rows in enumerate(rows(out, "vllm", name)):

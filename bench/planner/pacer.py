@@ -15,6 +15,7 @@ does not add up over a stream (it delays only when a token is written).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ from bench.planner.scheduler import EngineSim, SimRequest
 from bench.planner.virtual import catalog_hp
 
 SPEC_HELP = "GPU[xCOUNT]:MODEL:QUANT, e.g. h200x8:glm-5.2:fp8 (COUNT GPUs in one tensor-parallel replica)"
+FAILED = -1  # queued in place of a token count when the simulated engine failed
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,14 +47,17 @@ def parse_virtual(spec: str, *, max_num_seqs: int | None = None, max_model_len: 
     if len(parts) != 3 or not all(parts):
         raise UserInputError(f"--virtual: expected {SPEC_HELP} (got {spec!r})")
     gpu_part, model, quant = parts
-    gpu_id, _, count_s = gpu_part.partition("x")
-    if count_s and not (count_s.isdigit() and int(count_s) > 0):
+    head, x, tail = gpu_part.rpartition("x")  # h200x8 -> h200, 8; mi300x -> mi300x (its id ends in x); mi300xx8
+    gpu_id, count = (head, int(tail)) if x and tail.isdigit() else (gpu_part, 1)
+    if count < 1:
         raise UserInputError(f"--virtual: GPU count must be a positive integer, e.g. h200x8 (got {gpu_part!r})")
-    count = int(count_s) if count_s else 1
     cfg = load_roofline_config()
     gpu = get_gpu(gpu_id)
     if model not in load_models():
-        catalog_hp(model)  # one line naming the catalog's models
+        try:
+            catalog_hp(model)
+        except UserInputError as e:  # its text names the sweep field; here the flag is the input
+            raise UserInputError(str(e).replace("server.model", "--virtual", 1)) from None
     q = resolve_quant(quant, None, cfg)
     eff, _ = efficiency_for(gpu.id, q.name, cfg, hbm_gb_s=gpu.hbm_gb_s)
     dep = Deployment(hp=catalog_hp(model), gpu=gpu, quant=q, tp=count, ep=ep, eff=eff)
@@ -61,7 +67,8 @@ def parse_virtual(spec: str, *, max_num_seqs: int | None = None, max_model_len: 
 
 
 class RealTimeEngines:
-    """A `bench.sim.model.Pacer` over the engines of a setup, behind the least-loaded router."""
+    """A `bench.sim.model.Pacer` over the engines of a setup, behind the least-loaded router. The API server's
+    latency (`frontend_ms`) is not added: the HTTP path in front of it is real."""
 
     def __init__(self, setup: sim.SimSetup) -> None:
         self.setup = setup
@@ -71,6 +78,7 @@ class RealTimeEngines:
         self.t0: float | None = None
         self.wake: dict[int, asyncio.Event] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.aborted: dict[int, list[SimRequest]] = {}  # per engine, applied between its steps
 
     def refuse(self, prompt_tokens: int, output_tokens: int) -> str | None:
         limit = self.setup.max_model_len
@@ -96,21 +104,40 @@ class RealTimeEngines:
         e = min(self.engines, key=lambda x: (x.outstanding, x.index))
         e.submit(req, self._now())
         self.wake[e.index].set()
+        got = 0
         try:
-            while st.sent < req.output_len:
+            while got < req.output_len:  # counted as read, not as queued: the last step may queue ahead of us
                 t, n = await st.queue.get()
+                if n == FAILED:
+                    raise RuntimeError("the simulated engine failed (see the server's log)")
+                got += n
                 yield t, n
         finally:
             self.streams.pop(id(req), None)
+            if got < req.output_len:  # the client left: vLLM aborts the request, so does the engine here
+                self.aborted.setdefault(e.index, []).append(req)
+                self.wake[e.index].set()
 
     async def _drive(self, e: EngineSim) -> None:
+        try:
+            await self._steps(e)
+        except Exception:
+            log.exception("virtual engine %d failed", e.index)
+            for st in list(self.streams.values()):
+                st.queue.put_nowait((0.0, FAILED))
+
+    async def _steps(self, e: EngineSim) -> None:
         ev = self.wake[e.index]
         t: float | None = None  # the previous step's end while the engine runs back to back
         while True:
+            for req in self.aborted.pop(e.index, []):
+                e.abort(req)
             if t is None:
                 await ev.wait()
                 ev.clear()
                 t = self._now()
+                for req in self.aborted.pop(e.index, []):
+                    e.abort(req)
             end = e.start_step(t, horizon_s=t)  # horizon now: no macro steps
             if end is None:
                 t = None
@@ -134,11 +161,11 @@ class RealTimeEngines:
             st = self.streams.get(id(req))
             if st is None or not req.token_steps:
                 continue
-            total = 0.0
-            for i, (a, b) in enumerate(req.token_steps):
+            total = 0
+            for i, (a, b) in enumerate(req.token_steps):  # rounded down per run, as the engine counts them
                 last = k if decoding and i == len(req.token_steps) - 1 else b
-                total += 1 + self.L * (last - a)
-            n = min(int(total + 1e-9), req.output_len) - st.sent
+                total += 1 + int(self.L * (last - a) + 1e-9)
+            n = min(total, req.output_len) - st.sent
             if id(req) in finished:
                 n = req.output_len - st.sent
             if n > 0:

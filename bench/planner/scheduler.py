@@ -59,7 +59,6 @@ class EngineConfig:
     acceptance_length: float = 1.0  # L tokens emitted per decoding sequence per step
     async_scheduling: bool = True
     frontend_s: float = 0.0  # the API server's latency per request (Efficiency.frontend_ms)
-    step_jitter_cv: float = 0.0  # coefficient of variation of a step's time (Efficiency.step_jitter_cv)
 
 
 @dataclass
@@ -105,52 +104,13 @@ class _Live:
 # --- one engine ---------------------------------------------------------------------------------------
 
 
-class StepJitter:
-    """Multipliers of step times: lognormal with mean 1 and coefficient of variation `cv`, one per step in
-    step order, from a generator seeded per engine, so a simulation repeats exactly (and a calibration compares
-    its candidate factors on the same draws). A macro step (`EngineSim._span`) peeks at the next multipliers
-    and consumes only the steps it keeps, so the timeline is the same with or without macro steps. Why
-    lognormal: a step is never much faster than its kernels allow, but can be held up by a lot (a stalled
-    core, a page fault, the API server's thread)."""
-
-    BATCH = 4096
-
-    def __init__(self, cv: float, seed: int) -> None:
-        import numpy as np
-
-        self.sigma = math.sqrt(math.log1p(cv * cv))
-        self.rng = np.random.default_rng(seed)
-        self.buf = self._draw(self.BATCH)
-        self.pos = 0
-
-    def _draw(self, n: int) -> Any:
-        return self.rng.lognormal(-self.sigma * self.sigma / 2.0, self.sigma, n)
-
-    def peek(self, n: int) -> Any:
-        """The next n multipliers, not consumed."""
-        import numpy as np
-
-        if self.pos + n > len(self.buf):
-            self.buf = np.concatenate([self.buf[self.pos:], self._draw(max(n, self.BATCH))])
-            self.pos = 0
-        return self.buf[self.pos: self.pos + n]
-
-    def advance(self, n: int) -> None:
-        self.pos += n
-
-    def one(self) -> float:
-        v = float(self.peek(1)[0])
-        self.pos += 1
-        return v
-
-
 class EngineSim:
     """The scheduler and KV block pool of one engine; `Cluster` drives its steps in time."""
 
     def __init__(self, cfg: EngineConfig, timer: Callable[[int, float, list[tuple[float, float]]], float],
-                 index: int = 0) -> None:
-        self.cfg, self.timer, self.index = cfg, timer, index
-        self.jitter = StepJitter(cfg.step_jitter_cv, seed=index) if cfg.step_jitter_cv > 0 else None
+                 index: int = 0, jitter: Any = None) -> None:
+        """`jitter`: multipliers of the step times (bench.planner.simulate.StepJitter), None = every step as timed."""
+        self.cfg, self.timer, self.index, self.jitter = cfg, timer, index, jitter
         self.inbox: deque[_Live] = deque()  # arrived, not yet visible to the scheduler (async scheduling)
         self.waiting: deque[_Live] = deque()
         self.running: OrderedDict[int, _Live] = OrderedDict()  # admission order; last = newest
@@ -251,6 +211,19 @@ class EngineSim:
 
     def has_work(self) -> bool:
         return bool(self.running or self.waiting or self.inbox)
+
+    def abort(self, req: SimRequest) -> None:
+        """Drop a request its client left, as vLLM aborts it (call between steps): out of the queues, or ended
+        like a finish with its blocks freed."""
+        for q in (self.inbox, self.waiting):
+            lv = next((x for x in q if x.req is req), None)
+            if lv is not None:
+                q.remove(lv)
+                self.outstanding -= 1
+                return
+        lv = next((x for x in self.running.values() if x.req is req), None)
+        if lv is not None:
+            self._finish(lv, self.step)
 
     def _hold(self, lv: _Live, tokens: int) -> int:
         """Set lv's private blocks to those of `tokens` tokens outside its cached full blocks; the change."""

@@ -66,6 +66,43 @@ class StepTimer:
 
 
 
+class StepJitter:
+    """Multipliers of step times: lognormal, mean 1, coefficient of variation `cv`, one per step in order from a
+    seeded generator, so a simulation repeats exactly. A macro step (`EngineSim._span`) peeks at the next ones
+    and consumes those of the steps it keeps: the timeline is the same with or without macro steps. Lognormal:
+    a step is never much faster than its kernels allow, but can be held up by a lot (a stalled core)."""
+
+    BATCH = 4096
+
+    def __init__(self, cv: float, seed: int) -> None:
+        import numpy as np
+
+        self.sigma = math.sqrt(math.log1p(cv * cv))
+        self.rng = np.random.default_rng(seed)
+        self.buf = self._draw(self.BATCH)
+        self.pos = 0
+
+    def _draw(self, n: int) -> Any:
+        return self.rng.lognormal(-self.sigma * self.sigma / 2.0, self.sigma, n)
+
+    def peek(self, n: int) -> Any:
+        """The next n multipliers, not consumed."""
+        import numpy as np
+
+        if self.pos + n > len(self.buf):
+            self.buf = np.concatenate([self.buf[self.pos:], self._draw(max(n, self.BATCH))])
+            self.pos = 0
+        return self.buf[self.pos: self.pos + n]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def one(self) -> float:
+        v = float(self.peek(1)[0])
+        self.pos += 1
+        return v
+
+
 GIB_PER_DEVICE_LARGE = 160  # vLLM: >= 160 GiB per device (B200/B300) -> the largest batch defaults
 GIB_PER_DEVICE_HOPPER = 70  # >= 70 GiB and not an A100 (H100, H200, H20) -> larger defaults
 
@@ -129,8 +166,7 @@ def setup(dep: Deployment, replicas: int, *, max_num_seqs: int, max_model_len: i
     cfg = EngineConfig(max_num_seqs=max(max_num_seqs // dep.dp_attention, 1), max_num_batched_tokens=budget,
                        num_blocks=int(blocks), block_size=block, prefix_caching=prefix_caching,
                        spec_tokens=spec_tokens, acceptance_length=acceptance_length,
-                       async_scheduling=async_scheduling, frontend_s=ms_to_s(dep.eff.frontend_ms),
-                       step_jitter_cv=dep.eff.step_jitter_cv)
+                       async_scheduling=async_scheduling, frontend_s=ms_to_s(dep.eff.frontend_ms))
     return SimSetup(dep=dep, engine=cfg, replicas=replicas, fit=fit, max_model_len=max_model_len, router=router)
 
 
@@ -141,7 +177,12 @@ def engines(s: SimSetup, first_index: int = 0) -> list[EngineSim]:
     timer = StepTimer(s.dep, spec_tokens=s.engine.spec_tokens)
     d = s.dep.dp_attention
     step = timer if d == 1 else (lambda n, c, ch: timer(n * d, c, list(ch) * d))
-    return [EngineSim(s.engine, step, first_index + i) for i in range(s.schedulers)]
+    cv = s.dep.eff.step_jitter_cv
+
+    def jitter(i: int) -> StepJitter | None:  # the groups of one replica share draws: they step in lockstep
+        return StepJitter(cv, seed=first_index + i // d) if cv > 0 else None
+
+    return [EngineSim(s.engine, step, first_index + i, jitter(i)) for i in range(s.schedulers)]
 
 
 def cluster(s: SimSetup) -> Cluster:

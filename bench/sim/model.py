@@ -243,6 +243,9 @@ class Pacer(Protocol):
     def token_times(self, prompt_tokens: int, output_tokens: int) -> AsyncIterator[tuple[float, int]]:
         """(event-loop time, tokens) of every engine step that emitted tokens of this request, as they end."""
 
+    def close(self) -> None:
+        """Stop whatever runs on the server's loop (called when the app shuts down)."""
+
 
 async def offset_deadlines(slot_t: float, offsets: list[float]) -> AsyncIterator[float]:
     """The server's own timing: chunk i is due at slot + offset i (`chunk_offsets_s`)."""

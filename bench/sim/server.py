@@ -463,6 +463,8 @@ def make_app(cfg: SimConfig | None = None, pacer: Pacer | None = None) -> web.Ap
 
     async def stop_clock(_: web.Application) -> None:
         state.clock.close()
+        if state.pacer is not None:
+            state.pacer.close()
 
     app.on_cleanup.append(stop_clock)
     app.router.add_post("/v1/completions", _completions)

@@ -101,8 +101,51 @@ def test_a_request_past_max_model_len_is_refused_as_vllm_does(setup):
     assert status == 400 and "maximum context length is 4096" in text
 
 
-@pytest.mark.parametrize("spec, fragment", [("h200", "GPU[xCOUNT]:MODEL:QUANT"), ("h200x0:glm-4.5-air:fp8", "count"),
-                                            ("h200:no-such-model:fp8", "no-such-model")])
-def test_bad_virtual_specs_are_one_line_errors(spec, fragment):
-    with pytest.raises(UserInputError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+def test_a_reader_that_falls_behind_still_gets_every_token(setup):
+    """The engine may queue several steps' tokens before the stream reads them (a busy loop); the stream ends on the
+    tokens it read, not on the ones queued, so the last step's tokens are not left behind."""
+
+    async def main() -> list[int]:
+        pacer = RealTimeEngines(setup)
+        times = pacer.token_times(16, 6)
+        got = [(await anext(times))[1]]
+        await asyncio.sleep(0.3)  # every step ends meanwhile: the rest waits in the queue
+        got += [n async for _, n in times]
+        pacer.close()
+        return got
+
+    got = asyncio.run(main())
+    assert sum(got) == 6
+
+
+def test_a_client_that_leaves_is_aborted_in_the_engine(setup):
+    """vLLM aborts a request whose client went away; so does the engine here: its slot and blocks are free and
+    nothing is outstanding, where the request alone would have run for another 100 steps."""
+
+    async def main() -> tuple[int, int]:
+        pacer = RealTimeEngines(setup)
+        times = pacer.token_times(16, 100)
+        await anext(times)
+        await anext(times)
+        await times.aclose()
+        await asyncio.sleep(0.1)
+        e = pacer.engines[0]
+        pacer.close()
+        return e.outstanding, len(e.running)
+
+    assert asyncio.run(main()) == (0, 0)
+
+
+@pytest.mark.parametrize("spec, gpu, count", [("h200x8:glm-4.5-air:fp8", "h200", 8),
+                                              ("mi300x:glm-4.5-air:fp8", "mi300x", 1),
+                                              ("mi300xx2:glm-4.5-air:fp8", "mi300x", 2)])
+def test_the_gpu_count_is_split_off_the_end_of_the_gpu_id(spec, gpu, count):
+    s = parse_virtual(spec, max_num_seqs=8, max_model_len=4096)
+    assert (s.dep.gpu.id, s.dep.tp) == (gpu, count)
+
+
+@pytest.mark.parametrize("spec, pattern", [("h200", r"GPU\[xCOUNT\]:MODEL:QUANT"), ("h200x0:glm-4.5-air:fp8", "count"),
+                                           ("h200:no-such-model:fp8", r"^--virtual: .*no-such-model")])
+def test_bad_virtual_specs_are_one_line_errors(spec, pattern):
+    with pytest.raises(UserInputError, match=pattern):
         parse_virtual(spec)

@@ -368,8 +368,9 @@ def test_simulation_settings_set_per_gpu_reach_the_simulated_engine(tmp_path):
     other, _ = efficiency_for("h100", "fp8", cfg)
     assert (other.frontend_ms, other.step_jitter_cv) == (0.0, 0.0)
     dep = Deployment(hp=get_model("glm-4.5-air").hp, gpu=H200, quant=resolve_quant("fp8"), tp=1, eff=eff)
-    engine = sim.setup(dep, 1, max_num_seqs=8, max_model_len=4096).engine
-    assert engine.frontend_s == pytest.approx(0.00325) and engine.step_jitter_cv == 0.2
+    setup = sim.setup(dep, 1, max_num_seqs=8, max_model_len=4096)
+    assert setup.engine.frontend_s == pytest.approx(0.00325)
+    assert sim.engines(setup)[0].jitter.sigma == pytest.approx(math.sqrt(math.log(1 + 0.2**2)))
 
 
 def test_default_config_is_documented_and_valid():

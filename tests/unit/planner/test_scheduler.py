@@ -10,7 +10,7 @@ from bench.measure.metrics import summarize
 from bench.planner import scheduler as sched
 from bench.planner.cluster import Cluster
 from bench.planner.scheduler import EngineConfig, EngineSim, SimRequest
-from bench.planner.simulate import fixed_requests
+from bench.planner.simulate import StepJitter, fixed_requests
 from bench.planner.traffic import SimClient
 
 STEP = 0.010  # seconds per step in the hand-computed cases
@@ -105,9 +105,8 @@ def test_macro_steps_change_nothing(monkeypatch, jitter_cv):
         return 0.010 + 0.0001 * n_dec + 0.00001 * sum(n for _, n in chunks)
 
     def closed_loop() -> list[tuple]:
-        cfg = EngineConfig(max_num_seqs=64, max_num_batched_tokens=512, num_blocks=200, block_size=16,
-                           step_jitter_cv=jitter_cv)
-        e = EngineSim(cfg, timer)
+        cfg = EngineConfig(max_num_seqs=64, max_num_batched_tokens=512, num_blocks=200, block_size=16)
+        e = EngineSim(cfg, timer, jitter=StepJitter(jitter_cv, seed=0) if jitter_cv else None)
         cl = Cluster([e])
         out: list[tuple] = []
         left = [40]

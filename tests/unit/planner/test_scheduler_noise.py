@@ -12,8 +12,8 @@ import pytest
 from bench.config.load_spec import LoadPoint
 from bench.measure.metrics import summarize
 from bench.planner.cluster import Cluster
-from bench.planner.scheduler import EngineConfig, EngineSim, SimRequest, StepJitter
-from bench.planner.simulate import fixed_requests
+from bench.planner.scheduler import EngineConfig, EngineSim, SimRequest
+from bench.planner.simulate import StepJitter, fixed_requests
 from bench.planner.traffic import SimClient
 
 STEP = 0.010
@@ -23,8 +23,8 @@ def const_step(*_: object) -> float:
     return STEP
 
 
-def closed_loop(cfg: EngineConfig, concurrency: int, n: int = 400) -> dict:
-    cl = Cluster([EngineSim(cfg, const_step)])
+def closed_loop(cfg: EngineConfig, concurrency: int, n: int = 400, jitter_cv: float = 0.0) -> dict:
+    cl = Cluster([EngineSim(cfg, const_step, jitter=StepJitter(jitter_cv, seed=0) if jitter_cv else None)])
     lp = LoadPoint(concurrency=concurrency, num_requests=n, warmup_requests=2 * concurrency, cooldown=True)
     out = SimClient(cl, lp, lambda spec: SimRequest(spec.input_len, spec.output_len)).run(
         fixed_requests(8, 4), fixed_requests(8, 4), fixed_requests(8, 4))
@@ -82,7 +82,23 @@ def test_jitter_breaks_a_closed_loops_lock_step_and_keeps_its_mean():
     base = EngineConfig(max_num_seqs=2, max_num_batched_tokens=256, num_blocks=1000, async_scheduling=False)
     steady = closed_loop(base, 4)
     assert steady["ttft_ms_p90"] == pytest.approx(steady["ttft_ms_p50"]) == pytest.approx(50.0)
-    noisy = closed_loop(EngineConfig(**{**base.__dict__, "step_jitter_cv": 0.3}), 4)
+    noisy = closed_loop(base, 4, jitter_cv=0.3)
     assert noisy["ttft_ms_p90"] > 1.1 * noisy["ttft_ms_p50"]
     assert noisy["request_throughput"] == pytest.approx(50.0, rel=0.05)
     assert math.isfinite(noisy["tpot_ms_p50"])
+
+
+def test_dp_attention_groups_of_one_replica_share_their_jitter():
+    """The groups of one replica step in lockstep (the MoE all-to-all), so they draw the same multipliers; a second
+    replica draws its own."""
+    from bench.config.catalog import get_model
+    from bench.planner import simulate as sim
+    from bench.planner.deployment import Deployment
+    from bench.planner.factors import efficiency_for, get_gpu, resolve_quant
+
+    eff = efficiency_for("h200", "fp8")[0].model_copy(update={"step_jitter_cv": 0.2})
+    dep = Deployment(hp=get_model("glm-5.2").hp, gpu=get_gpu("h200"), quant=resolve_quant("fp8"), tp=8, ep=True,
+                     eff=eff, dp_attention=8)
+    s = sim.setup(dep, 2, max_num_seqs=64, max_model_len=4096)
+    draws = [tuple(e.jitter.peek(3)) for e in sim.engines(s)]
+    assert len(draws) == 16 and len(set(draws[:8])) == 1 and len(set(draws[8:])) == 1 and draws[0] != draws[8]
