@@ -185,14 +185,14 @@ def paired_table(out: Path) -> list[dict[str, Any]]:
     for name in SWEEPS:
         if name == "calib":
             continue
-        if len(runs_of(out, "vllm", name)) != n_calib:
-            print(f"paired: {name} has {len(runs_of(out, 'vllm', name))} runs and the calibration {n_calib}: "
-                  "not paired", file=sys.stderr)
+        measured = rows(out, "vllm", name)
+        if len(measured) != n_calib:
+            print(f"paired: {name} has {len(measured)} runs and the calibration {n_calib}: not paired", file=sys.stderr)
             continue
         by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for i, meas_rows in enumerate(rows(out, "vllm", name)):
-            pred_runs = runs_of(out, f"virtual-r{i}", name)
-            pred = {_key(r): r for r in (rows(out, f"virtual-r{i}", name)[-1] if pred_runs else [])}
+        for i, meas_rows in enumerate(measured):
+            predicted = rows(out, f"virtual-r{i}", name)
+            pred = {_key(r): r for r in (predicted[-1] if predicted else [])}
             for m in meas_rows:
                 key, p = _key(m), pred.get(_key(m))
                 if m.get("status", "ok") != "ok" or p is None:

@@ -50,7 +50,7 @@ class Cluster:
         self._n += 1
         heapq.heappush(self.events, (t, self._n, kind, payload))
 
-    def _route(self, pool: list[EngineSim] | None = None) -> EngineSim:
+    def route(self, pool: list[EngineSim] | None = None) -> EngineSim:
         pool = self.engines if pool is None else pool
         if self.router == "round_robin" or len(pool) == 1:
             e = pool[self._rr % len(pool)]
@@ -60,7 +60,7 @@ class Cluster:
 
     def _admit(self, req: SimRequest) -> tuple[EngineSim, SimRequest]:
         """An arrival: the engine it goes to and what that engine is given (here: the request itself)."""
-        return self._route(), req
+        return self.route(), req
 
     def _done(self, e: EngineSim, req: SimRequest, t: float) -> None:
         """A request finished on engine e (here: it is the client's, done)."""
@@ -144,7 +144,7 @@ class PoolCluster(Cluster):
             return d, req
         pre = SimRequest(req.prompt_len, 1, hashes=req.hashes)
         self._client[id(pre)] = req
-        return self._route(self.prefill), pre
+        return self.route(self.prefill), pre
 
     def _done(self, e: EngineSim, req: SimRequest, t: float) -> None:
         client = self._client.pop(id(req), None)
@@ -177,7 +177,7 @@ class PoolCluster(Cluster):
             if not room:
                 return
             self.kv_queue.popleft()
-            d = self._route(room)
+            d = self.route(room)
             need = self._blocks(client, d)
             self._reserved[d.index] += need
             start = max(t, self._link_free_s[src.index])

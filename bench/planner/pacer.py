@@ -19,7 +19,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from bench.config.catalog import load_models
 from bench.errors import UserInputError
 from bench.planner import simulate as sim
 from bench.planner.deployment import Deployment
@@ -53,26 +52,27 @@ def parse_virtual(spec: str, *, max_num_seqs: int | None = None, max_model_len: 
         raise UserInputError(f"--virtual: GPU count must be a positive integer, e.g. h200x8 (got {gpu_part!r})")
     cfg = load_roofline_config()
     gpu = get_gpu(gpu_id)
-    if model not in load_models():
-        try:
-            catalog_hp(model)
-        except UserInputError as e:  # its text names the sweep field; here the flag is the input
-            raise UserInputError(str(e).replace("server.model", "--virtual", 1)) from None
+    try:
+        hp = catalog_hp(model)
+    except UserInputError as e:  # its text names the sweep field; here the flag is the input
+        raise UserInputError(str(e).replace("server.model", "--virtual", 1)) from None
     q = resolve_quant(quant, None, cfg)
     eff, _ = efficiency_for(gpu.id, q.name, cfg, hbm_gb_s=gpu.hbm_gb_s)
-    dep = Deployment(hp=catalog_hp(model), gpu=gpu, quant=q, tp=count, ep=ep, eff=eff)
+    dep = Deployment(hp=hp, gpu=gpu, quant=q, tp=count, ep=ep, eff=eff)
     seqs = max_num_seqs or sim.vllm_default_max_num_seqs(gpu, count)
     return sim.setup(dep, 1, max_num_seqs=seqs, max_model_len=max_model_len,
                      max_num_batched_tokens=max_num_batched_tokens, where="--virtual")
 
 
 class RealTimeEngines:
-    """A `bench.sim.model.Pacer` over the engines of a setup, behind the least-loaded router. The API server's
-    latency (`frontend_ms`) is not added: the HTTP path in front of it is real."""
+    """A `bench.sim.model.Pacer` over the engines of a setup, behind the setup's router (the cluster's own, whose
+    event loop is not used: the steps here run on the server's clock). The API server's latency (`frontend_ms`)
+    is not added: the HTTP path in front of it is real."""
 
     def __init__(self, setup: sim.SimSetup) -> None:
         self.setup = setup
-        self.engines: list[EngineSim] = sim.engines(setup)
+        self.cluster = sim.cluster(setup)
+        self.engines: list[EngineSim] = self.cluster.engines
         self.L = setup.engine.acceptance_length
         self.streams: dict[int, _Stream] = {}
         self.t0: float | None = None
@@ -101,7 +101,7 @@ class RealTimeEngines:
         req = SimRequest(max(prompt_tokens, 1), max(output_tokens, 1))
         st = _Stream(req)
         self.streams[id(req)] = st
-        e = min(self.engines, key=lambda x: (x.outstanding, x.index))
+        e = self.cluster.route()
         e.submit(req, self._now())
         self.wake[e.index].set()
         got = 0
@@ -130,14 +130,12 @@ class RealTimeEngines:
         ev = self.wake[e.index]
         t: float | None = None  # the previous step's end while the engine runs back to back
         while True:
-            for req in self.aborted.pop(e.index, []):
-                e.abort(req)
             if t is None:
                 await ev.wait()
                 ev.clear()
                 t = self._now()
-                for req in self.aborted.pop(e.index, []):
-                    e.abort(req)
+            for req in self.aborted.pop(e.index, []):
+                e.abort(req)
             end = e.start_step(t, horizon_s=t)  # horizon now: no macro steps
             if end is None:
                 t = None
@@ -165,9 +163,7 @@ class RealTimeEngines:
             for i, (a, b) in enumerate(req.token_steps):  # rounded down per run, as the engine counts them
                 last = k if decoding and i == len(req.token_steps) - 1 else b
                 total += 1 + int(self.L * (last - a) + 1e-9)
-            n = min(total, req.output_len) - st.sent
-            if id(req) in finished:
-                n = req.output_len - st.sent
+            n = (req.output_len if id(req) in finished else min(total, req.output_len)) - st.sent
             if n > 0:
                 st.sent += n
                 st.queue.put_nowait((wall, n))

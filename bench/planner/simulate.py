@@ -99,7 +99,7 @@ class StepJitter:
 
     def one(self) -> float:
         v = float(self.peek(1)[0])
-        self.pos += 1
+        self.advance(1)
         return v
 
 
